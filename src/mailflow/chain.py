@@ -1,0 +1,167 @@
+"""The chain: the stages named in the rules, run in order, each under its own deadline.
+
+A stage that raises or overruns its timeout follows its failure policy,
+like Postfix's per-milter ``default_action``: ``tempfail`` (the default) ends
+the chain with a 4xx; ``skip`` undoes what the stage asked for and goes on.
+No failure path can end in a 250 by accident: the verdict is TEMPFAIL unless
+every stage completed or was deliberately skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from mailflow.config import ConfigError, Problem, validate
+from mailflow.rules import RuleSet
+from mailflow.stage import Decision, MessageContext, Stage, StageEnv, Verdict
+
+log = structlog.get_logger("mailflow.chain")
+
+TERMINAL = (Verdict.REJECT, Verdict.TEMPFAIL)
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The configured stages, ready to run."""
+
+    stages: tuple[Stage, ...]
+    timeout: float
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    async def run(self, ctx: MessageContext) -> None:
+        """Run every stage on ``ctx``; the outcome is in ``ctx.verdict`` and ``ctx.decisions``."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                for stage in self.stages:
+                    await self._run_stage(stage, ctx)
+                    if ctx.verdict in TERMINAL:
+                        return
+        except TimeoutError:
+            ctx.verdict = Verdict.TEMPFAIL
+            ctx.reply = "451 4.3.0 Message processing took too long, try again later"
+            ctx.decisions.append(Decision("chain", outcome="timeout",
+                                          verdict=Verdict.TEMPFAIL,
+                                          reason=f"chain exceeded {self.timeout:g}s"))
+        finally:
+            ctx.current = None
+
+    async def _run_stage(self, stage: Stage, ctx: MessageContext) -> None:
+        decision = Decision(stage.name)
+        ctx.decisions.append(decision)
+        ctx.current = decision
+        saved = _snapshot(ctx)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(stage.timeout):
+                await stage.process(ctx)
+        except TimeoutError:
+            decision.outcome, decision.reason = "timeout", f"no answer within {stage.timeout:g}s"
+        except Exception as exc:  # a plugin's bug must not take the message with it
+            decision.outcome, decision.reason = "error", f"{type(exc).__name__}: {exc}"
+            log.exception("stage_failed", stage=stage.name, queue_id=ctx.queue_id)
+        finally:
+            decision.seconds = time.perf_counter() - started
+        if decision.outcome not in ("timeout", "error"):
+            return
+        _restore(ctx, saved)
+        if stage.failure_policy == "skip":
+            decision.reason += " (stage skipped)"
+            return
+        ctx.verdict = Verdict.TEMPFAIL
+        ctx.reply = "451 4.3.0 Temporary processing failure, try again later"
+        decision.verdict = Verdict.TEMPFAIL
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """What a stage may change, saved so a failed stage can be undone."""
+
+    headers: list[tuple[str, str]]
+    recipients: list[str]
+    outgoing: int
+    timers: int
+    cancelled: int
+    writes: int
+    verdict: Verdict
+    reply: str | None
+    attributes: dict[str, object]
+
+
+def _snapshot(ctx: MessageContext) -> _Snapshot:
+    return _Snapshot(list(ctx.added_headers), list(ctx.recipients), len(ctx.outgoing),
+                     len(ctx.timers), len(ctx.cancelled_timers), len(ctx.writes), ctx.verdict,
+                     ctx.reply, dict(ctx.attributes))
+
+
+def _restore(ctx: MessageContext, saved: _Snapshot) -> None:
+    """Undo what a failed stage asked for, so a skipped stage leaves no trace."""
+    ctx.added_headers = list(saved.headers)
+    ctx.recipients = list(saved.recipients)
+    del ctx.outgoing[saved.outgoing:]
+    del ctx.timers[saved.timers:]
+    del ctx.cancelled_timers[saved.cancelled:]
+    del ctx.writes[saved.writes:]
+    ctx.verdict = saved.verdict
+    ctx.reply = saved.reply
+    ctx.attributes = dict(saved.attributes)
+
+
+def build_chain(rules: RuleSet, stage_types: Mapping[str, type[Stage]], env: StageEnv,
+                timeout: float) -> Chain:
+    """Instantiate the stages named in ``chain:``, validating each rules section."""
+    problems: list[Problem] = []
+    stages: list[Stage] = []
+    chain_section = rules.chain_section
+    for index, name in enumerate(rules.chain):
+        cls = stage_types.get(name)
+        if cls is None:
+            known = ", ".join(sorted(stage_types)) or "none"
+            msg = f"no stage named '{name}' (known stages: {known})"
+            problems.append(chain_section.problem(msg, (index,)) if chain_section
+                            else Problem(str(rules.directory), 0, 0, msg))
+            continue
+        section = rules.section(name)
+        try:
+            if section is None:
+                options = cls.Options()
+            else:
+                options = validate(cls.Options, section.data, section.file, section.tree,
+                                   prefix=(name,))
+            stages.append(cls(options, env))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        except (ValueError, OSError) as exc:  # a stage refusing its rules at load time
+            where = section or chain_section
+            problems.append(where.problem(f"stage '{name}': {exc}") if where
+                            else Problem(str(rules.directory), 0, 0, f"stage '{name}': {exc}"))
+    for name, section in rules.sections.items():
+        if name not in stage_types:
+            problems.append(section.problem(
+                f"section '{name}' belongs to no stage (known stages: "
+                f"{', '.join(sorted(stage_types)) or 'none'})"))
+    if len(set(rules.chain)) != len(rules.chain):
+        dupes = sorted({n for n in rules.chain if rules.chain.count(n) > 1})
+        msg = f"stage(s) listed twice in the chain: {', '.join(dupes)}"
+        problems.append(chain_section.problem(msg) if chain_section
+                        else Problem(str(rules.directory), 0, 0, msg))
+    if problems:
+        raise ConfigError(problems)
+    return Chain(tuple(stages), timeout)
+
+
+def describe(decisions: Sequence[Decision]) -> list[dict[str, object]]:
+    """Decisions as plain data, for ``mailflow try --json`` and logs."""
+    return [
+        {"stage": d.stage, "outcome": d.outcome,
+         "verdict": d.verdict.value if d.verdict else None, "reason": d.reason,
+         "notes": d.notes, "ms": round(d.seconds * 1000, 3)}
+        for d in decisions
+    ]

@@ -1,0 +1,265 @@
+"""The running daemon: store, next hop, outbox, SMTP server, signals, systemd.
+
+SIGHUP reloads configuration and rules atomically (a bad reload keeps the
+running configuration and logs why). SIGTERM stops accepting, lets the
+messages in flight finish, then exits. With ``workers: N`` the listening
+socket is shared by N processes (pre-forked), each with its own event loop,
+over one store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from mailflow import sdnotify
+from mailflow.config import ConfigError, Settings, load_settings
+from mailflow.metrics import Metrics, serve_http
+from mailflow.outbox import OutboxWorker
+from mailflow.pipeline import Pipeline
+from mailflow.plugins import call_hook
+from mailflow.relay import NextHopClient, next_hop_client
+from mailflow.runtime import Runtime, load_runtime
+from mailflow.smtp import Handler, MailflowSMTP, SessionLimits
+from mailflow.store import Store, StoreUnavailable, open_store
+
+log = structlog.get_logger("mailflow.daemon")
+
+SHUTDOWN_GRACE = 30.0  # seconds for messages in flight to finish after SIGTERM
+
+
+def bind_socket(settings: Settings, reuse_port: bool = False) -> socket.socket:
+    """The listening socket, bound before any worker starts."""
+    host, port = settings.listen_address
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind(address)
+    sock.listen(settings.smtp.backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    smtp = settings.smtp
+    if not smtp.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(smtp.tls_cert, smtp.tls_key or None)
+    return context
+
+
+class Application:
+    """One daemon process; plugins receive it in ``mailflow_startup``."""
+
+    def __init__(self, settings: Settings, runtime: Runtime,
+                 reload_settings: Callable[[], Settings] | None = None,
+                 registry: CollectorRegistry | None = None, worker: int = 0) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.worker = worker
+        self._reload_settings = reload_settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.store: Store = open_store(settings.store_url)
+        hop = settings.effective_next_hop
+        self.client: NextHopClient = next_hop_client(hop, settings.relay, settings.smtp.hostname)
+        self.outbox = OutboxWorker(self.store, self.client, settings.outbox, self.metrics)
+        self.pipeline = Pipeline(settings, self.store, self.client, self.metrics,
+                                 lambda: self.runtime.chain, lambda: self.runtime.rules,
+                                 self.outbox.wake)
+        self.handler = Handler(settings, lambda: self.runtime.pm, lambda: self.runtime.rules,
+                               self.pipeline, self.metrics)
+        self.limits = SessionLimits(settings.smtp.max_sessions,
+                                    settings.smtp.max_sessions_per_client)
+        self.store_error: str | None = None
+        self._stopping: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.forward_signal: Callable[[int], None] | None = None
+
+    # -- health ----------------------------------------------------------------
+
+    def health(self) -> tuple[bool, str]:
+        if self.store_error:
+            return False, f"store: {self.store_error}"
+        return True, f"accepting mail, {self.handler.in_flight} in flight"
+
+    async def _watch_store(self) -> None:
+        """Probe the store so /healthz turns unhealthy, and back, without a restart."""
+        while True:
+            try:
+                await self.store.ping()
+                if self.store_error:
+                    log.info("store_recovered")
+                self.store_error = None
+            except StoreUnavailable as exc:
+                if self.store_error is None:
+                    log.error("store_unhealthy", error=str(exc))
+                self.store_error = str(exc)
+            self.metrics.up.set(0 if self.store_error else 1)
+            await asyncio.sleep(5 if self.store_error is None else 1)
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            if self.store_error is None:
+                sdnotify.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    # -- reload ----------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read configuration and rules; keep the running ones if anything is wrong."""
+        sdnotify.reloading()
+        try:
+            settings = self._reload_settings() if self._reload_settings else self.settings
+            runtime = load_runtime(settings)
+        except ConfigError as exc:
+            self.metrics.reloads.labels(result="failed").inc()
+            log.error("reload_failed", errors=[str(p) for p in exc.problems],
+                      detail="keeping the running configuration")
+            sdnotify.notify("READY=1", "STATUS=reload failed, running configuration kept")
+            return False
+        fixed = ("listen", "store", "state_dir", "workers", "next_hop", "smtp", "relay", "metrics")
+        changed = [k for k in fixed if getattr(settings, k) != getattr(self.settings, k)]
+        if changed:
+            log.warning("reload_needs_restart", settings=changed,
+                        detail="these settings take effect at the next restart")
+        self.runtime = runtime
+        self.metrics.reloads.labels(result="ok").inc()
+        log.info("reloaded", chain=list(runtime.chain.names), rules=str(runtime.rules.directory))
+        sdnotify.notify("READY=1", "STATUS=configuration reloaded")
+        return True
+
+    # -- serving ---------------------------------------------------------------
+
+    async def start(self, sock: socket.socket) -> asyncio.Server:
+        await self.store.open()
+        for impl_result in await call_hook(self.runtime.pm.hook.mailflow_metrics,
+                                           registry=self.registry):
+            del impl_result
+        await call_hook(self.runtime.pm.hook.mailflow_startup, app=self)
+        loop = asyncio.get_running_loop()
+        context = tls_context(self.settings)
+        server = await loop.create_server(
+            lambda: MailflowSMTP(self.handler, self.settings, self.limits, context),
+            sock=sock, backlog=self.settings.smtp.backlog)
+        self._tasks = [loop.create_task(self.outbox.run(), name="outbox"),
+                       loop.create_task(self._watch_store(), name="store-health")]
+        interval = sdnotify.watchdog_interval()
+        if interval:
+            self._tasks.append(loop.create_task(self._watchdog(interval), name="watchdog"))
+        return server
+
+    async def stop(self, server: asyncio.Server) -> None:
+        sdnotify.notify("STOPPING=1")
+        server.close()  # no new connections; sessions in progress go on
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SHUTDOWN_GRACE):
+                await self.handler.idle.wait()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await call_hook(self.runtime.pm.hook.mailflow_shutdown, app=self)
+        await self.client.close()
+        await self.store.close()
+        log.info("stopped", worker=self.worker)
+
+    def _on_signal(self, signum: int) -> None:
+        if self.forward_signal is not None:  # pre-forked workers hear what the parent hears
+            self.forward_signal(signum)
+        if signum == signal.SIGHUP:
+            self.reload()
+        elif self._stopping is not None:
+            self._stopping.set()
+
+    async def serve(self, sock: socket.socket, on_ready: Callable[[], None] | None = None) -> None:
+        """Serve until SIGTERM or SIGINT."""
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        server = await self.start(sock)
+        if self.worker == 0:
+            sdnotify.notify("READY=1", f"MAINPID={os.getpid()}",
+                            f"STATUS=listening on {self.settings.listen}")
+        if on_ready:
+            on_ready()
+        await self._stopping.wait()
+        log.info("stopping", in_flight=self.handler.in_flight, worker=self.worker)
+        await self.stop(server)
+
+
+def describe_startup(settings: Settings) -> str:
+    hop = settings.effective_next_hop
+    where = (f"into the Maildir {Path(hop.path).resolve()}" if hop.kind == "maildir"
+             else f"to {hop}")
+    metrics = f"; metrics on http://{settings.metrics}/metrics" if settings.metrics else ""
+    return (f"mailflow listening on {settings.listen}; mail goes {where}; "
+            f"store {settings.store_url}; rules {Path(settings.rules).resolve()}{metrics}")
+
+
+def run(config: str | None, overrides: dict[str, Any]) -> int:
+    """``mailflow serve``: load, bind, fork workers if asked, serve until told to stop."""
+    settings = load_settings(config, overrides)
+    runtime = load_runtime(settings)
+
+    def reread() -> Settings:
+        return load_settings(config, overrides)
+
+    sock = bind_socket(settings)
+    metrics_address = settings.metrics_address
+    children: list[int] = []
+    worker = 0
+    for index in range(1, settings.workers):
+        pid = os.fork()
+        if pid == 0:
+            worker, children = index, []
+            break
+        children.append(pid)
+
+    app = Application(settings, runtime, reread, worker=worker)
+    http = None
+    if worker == 0 and metrics_address:
+        http = serve_http(metrics_address, app.registry, app.health)
+
+    def ready() -> None:
+        if worker == 0:
+            log.info("ready", workers=settings.workers, summary=describe_startup(settings))
+
+    def forward(signum: int) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    if children:
+        app.forward_signal = forward
+
+    started = time.monotonic()
+    try:
+        asyncio.run(app.serve(sock, ready))
+    finally:
+        if http is not None:
+            http.shutdown()
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+    log.debug("exit", worker=worker, seconds=round(time.monotonic() - started, 1))
+    if worker:
+        os._exit(0)
+    return 0

@@ -1,0 +1,95 @@
+"""Prometheus metrics and the /metrics + /healthz endpoint.
+
+Metrics live on an injected ``CollectorRegistry`` (no module-level globals,
+so tests build a fresh one). The endpoint binds to loopback unless told
+otherwise; it is served by prometheus_client's own WSGI app on a thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+
+SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                   10, 30, 60)
+
+
+class Metrics:
+    """Every metric the framework exports; plugins add theirs via ``mailflow_metrics``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        self.messages = Counter("mailflow_messages_total",
+                                "Messages handled after DATA, by final verdict", ["verdict"],
+                                registry=r)
+        self.smtp_replies = Counter("mailflow_smtp_replies_total",
+                                    "Replies sent to SMTP clients after DATA, by code class",
+                                    ["code"], registry=r)
+        self.rejections = Counter("mailflow_smtp_rejections_total",
+                                  "Commands refused before DATA, by reason", ["reason"],
+                                  registry=r)
+        self.sessions = Gauge("mailflow_smtp_sessions", "Open SMTP sessions", registry=r)
+        self.stage_seconds = Histogram("mailflow_stage_duration_seconds",
+                                       "Time spent in each chain stage", ["stage"],
+                                       buckets=SECONDS_BUCKETS, registry=r)
+        self.stage_failures = Counter("mailflow_stage_failures_total",
+                                      "Stages that raised or timed out", ["stage", "outcome"],
+                                      registry=r)
+        self.message_seconds = Histogram("mailflow_message_duration_seconds",
+                                         "From end of DATA to the reply, per message",
+                                         buckets=SECONDS_BUCKETS, registry=r)
+        self.relay_seconds = Histogram("mailflow_relay_duration_seconds",
+                                       "Time the next hop took per message",
+                                       buckets=SECONDS_BUCKETS, registry=r)
+        self.relay_results = Counter("mailflow_relay_results_total",
+                                     "Next hop answers by code class", ["code"], registry=r)
+        self.outbox_sent = Counter("mailflow_outbox_sent_total",
+                                   "Mail written by mailflow and accepted by the next hop",
+                                   ["kind"], registry=r)
+        self.outbox_failures = Counter("mailflow_outbox_failures_total",
+                                       "Outbox send attempts that failed", ["kind", "outcome"],
+                                       registry=r)
+        self.outbox_pending = Gauge("mailflow_outbox_pending",
+                                    "Outbox rows waiting to be sent", registry=r)
+        self.store_errors = Counter("mailflow_store_errors_total",
+                                    "Store operations that failed", registry=r)
+        self.reloads = Counter("mailflow_config_reloads_total",
+                               "Configuration reloads by result", ["result"], registry=r)
+        self.up = Gauge("mailflow_healthy", "1 when the daemon can accept mail", registry=r)
+
+
+HealthCheck = Callable[[], tuple[bool, str]]
+
+
+def serve_http(address: tuple[str, int], registry: CollectorRegistry,
+               health: HealthCheck) -> WSGIServer:
+    """Serve /metrics and /healthz on ``address`` from a daemon thread."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            ok, detail = health()
+            start_response("200 OK" if ok else "503 Service Unavailable",
+                           [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"{'ok' if ok else 'unhealthy'}: {detail}\n".encode()]
+        return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+
+    host, port = address
+    server_class = ThreadingWSGIServer
+    if ":" in host:
+        import socket
+
+        class V6Server(ThreadingWSGIServer):
+            address_family = socket.AF_INET6
+
+        server_class = V6Server
+    server = make_server(host, port, app, server_class, handler_class=_SilentHandler)
+    thread = threading.Thread(target=server.serve_forever, name="mailflow-metrics", daemon=True)
+    thread.start()
+    return server

@@ -1,0 +1,138 @@
+"""The rules folder: the YAML that teams edit, kept apart from the daemon's settings.
+
+Every ``*.yaml`` file in the folder is read; their top-level keys are merged.
+Core keys are ``local_domains`` and ``chain``; every other top-level key is the
+section of the stage (or plugin) of that name, validated later by the stage
+that owns it, so a typo is reported at ``file:line:column``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml.comments import CommentedMap
+
+from mailflow.config import ConfigError, Problem, load_yaml, position
+
+CORE_KEYS = ("local_domains", "chain", "own_addresses")
+
+
+@dataclass(frozen=True)
+class Section:
+    """One top-level key of a rules file, with where it came from."""
+
+    name: str
+    data: Any
+    file: str
+    tree: Any  # the parent mapping, for positions
+    line: int
+    column: int
+
+    def problem(self, message: str, loc: tuple[str | int, ...] = ()) -> Problem:
+        line, col = position(self.tree, (self.name, *loc)) if loc else (self.line, self.column)
+        return Problem(self.file, line, col, message)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Everything read from the rules folder, before plugins validate their parts."""
+
+    directory: Path
+    local_domains: tuple[str, ...]
+    own_addresses: tuple[str, ...]
+    chain: tuple[str, ...]
+    chain_section: Section | None
+    sections: Mapping[str, Section] = field(default_factory=dict)
+
+    def section(self, name: str) -> Section | None:
+        return self.sections.get(name)
+
+    def is_local(self, address: str) -> bool:
+        """True when the address's domain is one of ours (case-insensitive)."""
+        domain = address.rpartition("@")[2].lower().rstrip(".")
+        return bool(domain) and domain in self.local_domains
+
+    def template_path(self, name: str) -> Path:
+        """A file inside the rules folder; refuses anything that escapes it."""
+        base = self.directory.resolve()
+        candidate = (base / name).resolve()
+        if not candidate.is_relative_to(base):
+            raise ValueError(f"'{name}' is outside the rules folder")
+        return candidate
+
+
+def _files(directory: Path) -> Iterator[Path]:
+    yield from sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+
+
+def load_rules(directory: str | Path) -> RuleSet:
+    """Read every YAML file in the rules folder into one RuleSet."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise ConfigError([Problem(str(path), 0, 0, "rules folder not found")])
+    problems: list[Problem] = []
+    sections: dict[str, Section] = {}
+    for file in _files(path):
+        try:
+            tree = load_yaml(file)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if tree is None:
+            continue
+        if not isinstance(tree, CommentedMap):
+            line, col = position(tree, ())
+            problems.append(Problem(str(file), line, col,
+                                    "a rules file must be a mapping of sections"))
+            continue
+        for key in tree:
+            line, col = position(tree, (key,))
+            if not isinstance(key, str):
+                problems.append(Problem(str(file), line, col, "section names must be text"))
+                continue
+            if key in sections:
+                first = sections[key]
+                problems.append(Problem(str(file), line, col,
+                                        f"section '{key}' is already defined at "
+                                        f"{first.file}:{first.line}:{first.column}"))
+                continue
+            sections[key] = Section(key, tree[key], str(file), tree, line, col)
+    domains, own, chain = _core(sections, problems)
+    if problems:
+        raise ConfigError(problems)
+    return RuleSet(
+        directory=path,
+        local_domains=domains,
+        own_addresses=own,
+        chain=chain,
+        chain_section=sections.get("chain"),
+        sections={k: v for k, v in sections.items() if k not in CORE_KEYS},
+    )
+
+
+def _string_list(section: Section | None, problems: list[Problem], what: str) -> tuple[str, ...]:
+    if section is None or section.data is None:
+        return ()
+    if not isinstance(section.data, list):
+        problems.append(section.problem(f"'{section.name}' must be a list of {what}"))
+        return ()
+    items: list[str] = []
+    for index, item in enumerate(section.data):
+        if not isinstance(item, str) or not item.strip():
+            problems.append(section.problem(f"item {index + 1} must be {what[:-1]}", (index,)))
+        else:
+            items.append(item.strip())
+    return tuple(items)
+
+
+def _core(sections: Mapping[str, Section],
+          problems: list[Problem]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    domains = tuple(d.lower().rstrip(".") for d in
+                    _string_list(sections.get("local_domains"), problems, "domain names"))
+    own = tuple(a.lower() for a in
+                _string_list(sections.get("own_addresses"), problems, "addresses"))
+    chain = _string_list(sections.get("chain"), problems, "stage names")
+    return domains, own, chain

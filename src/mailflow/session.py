@@ -1,0 +1,56 @@
+"""What SMTP-stage hooks see of a client, and how they answer it."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SmtpReply:
+    """An SMTP reply a hook or stage chooses: 4xx tempfails, 5xx rejects."""
+
+    code: int
+    text: str
+    status: str = ""  # enhanced status code, e.g. 5.7.1
+
+    def __post_init__(self) -> None:
+        if not 400 <= self.code <= 599:
+            raise ValueError("a hook may only answer 4xx or 5xx; return None to accept")
+        if any(c in self.text for c in "\r\n\0"):
+            raise ValueError("an SMTP reply is one line")
+
+    @property
+    def is_permanent(self) -> bool:
+        return self.code >= 500
+
+    def __str__(self) -> str:
+        status = self.status or f"{self.code // 100}.0.0"
+        return f"{self.code} {status} {self.text}"
+
+
+@dataclass
+class SessionInfo:
+    """One SMTP client connection, as plugins see it."""
+
+    peer: str
+    port: int = 0
+    helo: str = ""
+    tls: bool = False
+    trusted: bool = False
+    mail_from: str | None = None
+    rcpt_to: list[str] = field(default_factory=list)
+    greeted: bool = False
+    refusal: str | None = None  # set when the connect hook refused the client
+
+    @staticmethod
+    def in_networks(peer: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+                    ) -> bool:
+        """True when ``peer`` is an address inside one of ``networks``."""
+        try:
+            address = ipaddress.ip_address(peer.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in net for net in networks)

@@ -1,0 +1,270 @@
+"""The listening side: aiosmtpd, tightened for a server facing the internet.
+
+Adds to aiosmtpd what a mail administrator expects of an MTA: a cap on
+sessions (in all and per client), long lines accepted up to a configured
+limit, no relaying for strangers, addresses that cannot smuggle commands,
+plugin hooks at each SMTP stage, and a 4xx (never a 5xx or a silent drop)
+when anything inside goes wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mailflow.pipeline import envelope_from_session
+from mailflow.plugins import call_hook
+from mailflow.session import SessionInfo, SmtpReply
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from mailflow.config import Settings
+    from mailflow.metrics import Metrics
+    from mailflow.pipeline import Outcome, Pipeline
+    from mailflow.rules import RuleSet
+
+log = structlog.get_logger("mailflow.smtp")
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def relay_refusal(address: str, rules: RuleSet, trusted: bool) -> str | None:
+    """Why ``address`` may not be a recipient for this client, or None.
+
+    Strangers may only write to our own domains, and only to plain local
+    parts: ``%``-hacks, bang paths, quoted ``@`` and source routes could be
+    turned into relaying by the next hop.
+    """
+    if trusted:
+        return None
+    local, _, _domain = address.rpartition("@")
+    if not local or not rules.is_local(address):
+        return "550 5.7.1 Relaying denied: not a local domain"
+    if any(c in local for c in "%!@") or local.startswith(("@", '"@')) or ":" in local:
+        return "550 5.7.1 Relaying denied: address form not accepted"
+    return None
+
+
+class SessionLimits:
+    """Counts open sessions, in all and per client address."""
+
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total = total
+        self.per_client = per_client
+        self.open = 0
+        self.by_client: Counter[str] = Counter()
+
+    def admit(self, client: str) -> str | None:
+        if self.open >= self.total:
+            return "421 4.7.0 Too many connections, try again later"
+        if self.by_client[client] >= self.per_client:
+            return "421 4.7.0 Too many connections from your address, try again later"
+        self.open += 1
+        self.by_client[client] += 1
+        return None
+
+    def release(self, client: str) -> None:
+        self.open -= 1
+        self.by_client[client] -= 1
+        if self.by_client[client] <= 0:
+            del self.by_client[client]
+
+
+class MailflowSMTP(SMTP):
+    """aiosmtpd's protocol with session caps and a configurable line length."""
+
+    def __init__(self, handler: Handler, settings: Settings, limits: SessionLimits,
+                 tls_context: ssl.SSLContext | None) -> None:
+        smtp = settings.smtp
+        # read by SMTP.__init__ to size its StreamReader: lines up to this length pass
+        self.line_length_limit = smtp.max_line_length
+        super().__init__(
+            handler,
+            data_size_limit=smtp.max_message_size,
+            enable_SMTPUTF8=smtp.smtputf8,
+            decode_data=False,
+            hostname=smtp.hostname,
+            ident="mailflow ESMTP",
+            timeout=smtp.idle_timeout,
+            tls_context=tls_context,
+            require_starttls=smtp.require_tls and tls_context is not None,
+            auth_require_tls=True,
+        )
+        self._limits = limits
+        self._admitted: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._admitted is None and getattr(self, "_original_transport", None) is None:
+            peer = transport.get_extra_info("peername")
+            client = str(peer[0]) if peer else "?"
+            refusal = self._limits.admit(client)
+            if refusal is not None:
+                log.warning("session_refused", peer=client, reply=refusal)
+                transport.write(refusal.encode() + b"\r\n")  # type: ignore[attr-defined]
+                transport.close()
+                return
+            self._admitted = client
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._admitted is None:
+            return  # refused at connect: aiosmtpd never started this session
+        self._limits.release(self._admitted)
+        self._admitted = None
+        super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        if self._admitted is None:
+            return None
+        result: bool | None = super().eof_received()
+        return result
+
+
+class Handler:
+    """aiosmtpd handler: plugin hooks at each stage, the pipeline after DATA."""
+
+    def __init__(self, settings: Settings, pm_of: Callable[[], pluggy.PluginManager],
+                 rules_of: Callable[[], RuleSet], pipeline: Pipeline, metrics: Metrics) -> None:
+        self.settings = settings
+        self._pm_of = pm_of
+        self._rules_of = rules_of
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    # -- helpers --------------------------------------------------------------
+
+    def info(self, session: Session) -> SessionInfo:
+        """The plugin-facing view of a session, kept on aiosmtpd's own Session."""
+        info: SessionInfo | None = getattr(session, "mailflow", None)
+        if info is None:
+            peer = session.peer if isinstance(session.peer, tuple) else ("", 0)
+            address = str(peer[0])
+            info = SessionInfo(peer=address, port=int(peer[1]) if len(peer) > 1 else 0,
+                               trusted=SessionInfo.in_networks(address, self.settings.networks))
+            session.mailflow = info  # type: ignore[attr-defined]
+        info.tls = session.ssl is not None
+        return info
+
+    async def _greet(self, info: SessionInfo, hostname: str) -> str | None:
+        """Connect and HELO hooks; aiosmtpd has no connect hook, and HELO comes first."""
+        if info.refusal is None and not info.greeted:
+            info.refusal = await self._ask("mailflow_connect", session=info)
+            info.greeted = True
+            if info.refusal:
+                self.metrics.rejections.labels(reason="connect").inc()
+        if info.refusal:
+            return info.refusal
+        refusal = await self._ask("mailflow_helo", session=info, hostname=hostname)
+        return self._refused("helo", refusal) if refusal else None
+
+    async def _ask(self, hook: str, **kwargs: Any) -> str | None:
+        caller = getattr(self._pm_of().hook, hook)
+        for result in await call_hook(caller, **kwargs):
+            if isinstance(result, SmtpReply):
+                return str(result)
+            if result is not None:
+                log.warning("hook_bad_result", hook=hook, result=repr(result)[:100])
+        return None
+
+    def _refused(self, reason: str, reply: str) -> str:
+        self.metrics.rejections.labels(reason=reason).inc()
+        return reply
+
+    # -- aiosmtpd hooks --------------------------------------------------------
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        info = self.info(session)
+        refusal = await self._greet(info, hostname)
+        if refusal:
+            return [refusal]
+        session.host_name = hostname
+        info.helo = hostname
+        return responses
+
+    async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str) -> str:
+        info = self.info(session)
+        refusal = await self._greet(info, hostname)
+        if refusal:
+            return refusal
+        session.host_name = hostname
+        info.helo = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        info = self.info(session)
+        if _CONTROL.search(address):
+            return self._refused("bad_address", "501 5.1.7 Bad sender address syntax")
+        refusal = await self._ask("mailflow_mail_from", session=info, address=address)
+        if refusal:
+            return self._refused("mail_from", refusal)
+        info.mail_from = address
+        info.rcpt_to = []
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        info = self.info(session)
+        if _CONTROL.search(address):
+            return self._refused("bad_address", "501 5.1.3 Bad recipient address syntax")
+        if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
+            return self._refused("too_many_recipients", "452 4.5.3 Too many recipients")
+        refusal = relay_refusal(address, self._rules_of(), info.trusted)
+        if refusal:
+            log.info("relay_denied", peer=info.peer, rcpt=address, mail_from=info.mail_from)
+            return self._refused("relay_denied", refusal)
+        refusal = await self._ask("mailflow_rcpt_to", session=info, address=address)
+        if refusal:
+            return self._refused("rcpt_to", refusal)
+        info.rcpt_to.append(address)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Ok"
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        info = self.info(session)
+        info.mail_from, info.rcpt_to = None, []
+        return "250 2.0.0 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        info = self.info(session)
+        mail_env = envelope_from_session(envelope.mail_from, envelope.rcpt_tos,
+                                         envelope.mail_options, info.peer, info.helo)
+        raw = envelope.original_content or b""
+        reply = await self._guarded(self.pipeline.process(raw, mail_env, info.trusted))
+        info.mail_from, info.rcpt_to = None, []
+        return reply
+
+    async def _guarded(self, work: Awaitable[Outcome]) -> str:
+        """Count the message in flight and turn any failure into a 4xx."""
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            outcome = await work
+            return outcome.reply
+        except Exception:
+            log.exception("message_failed")
+            return "451 4.3.0 Internal error, try again later"
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.idle.set()
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("smtp_session_error", error=repr(error))
+        return "451 4.3.0 Internal error, try again later"

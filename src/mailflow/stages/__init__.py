@@ -1,0 +1,1 @@
+"""Built-in chain stages, one module each, registered like any plugin."""
