@@ -147,6 +147,13 @@ def build_chain(rules: RuleSet, stage_types: Mapping[str, type[Stage]], env: Sta
             problems.append(section.problem(
                 f"section '{name}' belongs to no stage (known stages: "
                 f"{', '.join(sorted(stage_types)) or 'none'})"))
+    for index, name in enumerate(rules.chain):
+        cls = stage_types.get(name)
+        for needed in cls.requires if cls else ():
+            if needed not in rules.chain[:index]:
+                msg = f"stage '{name}' needs '{needed}' earlier in the chain"
+                problems.append(chain_section.problem(msg, (index,)) if chain_section
+                                else Problem(str(rules.directory), 0, 0, msg))
     if len(set(rules.chain)) != len(rules.chain):
         dupes = sorted({n for n in rules.chain if rules.chain.count(n) > 1})
         msg = f"stage(s) listed twice in the chain: {', '.join(dupes)}"

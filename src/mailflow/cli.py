@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     trial.add_argument("--peer", default="192.0.2.1",
                        help="client IP the message pretends to come from")
     trial.add_argument("--json", action="store_true", help="machine-readable output")
+    cases = sub.add_parser("cases", help="list, show, close or reopen cases")
+    _common(cases)
+    cases.add_argument("action", choices=["list", "show", "close", "reopen"])
+    cases.add_argument("number", nargs="?", help="case number (show, close, reopen)")
+    cases.add_argument("--status", choices=["open", "closed"], help="list only these")
+    cases.add_argument("--limit", type=int, default=50)
+    cases.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -98,17 +105,27 @@ def cmd_try(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cases(args: argparse.Namespace) -> int:
+    from mailflow.casebook import run_cases
+
+    return asyncio.run(run_cases(settings_from(args), args.action, args.number,
+                                 status=args.status, limit=args.limit, as_json=args.json))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "version":
         print(f"mailflow {__version__}")
         return 0
-    configure(getattr(args, "log_level", None) or "info")
+    quiet = args.command in ("check", "try", "cases")  # their output is the answer
+    configure(getattr(args, "log_level", None) or ("warning" if quiet else "info"))
     try:
         if args.command == "check":
             return cmd_check(args)
         if args.command == "try":
             return cmd_try(args)
+        if args.command == "cases":
+            return cmd_cases(args)
         return cmd_serve(args)
     except ConfigError as exc:
         for problem in exc.problems:

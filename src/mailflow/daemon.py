@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from mailflow import sdnotify
 from mailflow.config import ConfigError, Settings, load_settings
-from mailflow.metrics import Metrics, serve_http
+from mailflow.metrics import MetricFactory, Metrics, serve_http
 from mailflow.outbox import OutboxWorker
 from mailflow.pipeline import Pipeline
 from mailflow.plugins import call_hook
@@ -68,15 +68,16 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 class Application:
     """One daemon process; plugins receive it in ``mailflow_startup``."""
 
-    def __init__(self, settings: Settings, runtime: Runtime,
+    def __init__(self, settings: Settings,
                  reload_settings: Callable[[], Settings] | None = None,
                  registry: CollectorRegistry | None = None, worker: int = 0) -> None:
         self.settings = settings
-        self.runtime = runtime
         self.worker = worker
         self._reload_settings = reload_settings
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        self.metric_factory = MetricFactory(self.registry)
+        self.runtime: Runtime = load_runtime(settings, self.metric_factory)
         self.store: Store = open_store(settings.store_url)
         hop = settings.effective_next_hop
         self.client: NextHopClient = next_hop_client(hop, settings.relay, settings.smtp.hostname)
@@ -128,7 +129,7 @@ class Application:
         sdnotify.reloading()
         try:
             settings = self._reload_settings() if self._reload_settings else self.settings
-            runtime = load_runtime(settings)
+            runtime = load_runtime(settings, self.metric_factory)
         except ConfigError as exc:
             self.metrics.reloads.labels(result="failed").inc()
             log.error("reload_failed", errors=[str(p) for p in exc.problems],
@@ -217,7 +218,7 @@ def describe_startup(settings: Settings) -> str:
 def run(config: str | None, overrides: dict[str, Any]) -> int:
     """``mailflow serve``: load, bind, fork workers if asked, serve until told to stop."""
     settings = load_settings(config, overrides)
-    runtime = load_runtime(settings)
+    load_runtime(settings)  # refuse to start on a bad configuration, before binding
 
     def reread() -> Settings:
         return load_settings(config, overrides)
@@ -233,7 +234,7 @@ def run(config: str | None, overrides: dict[str, Any]) -> int:
             break
         children.append(pid)
 
-    app = Application(settings, runtime, reread, worker=worker)
+    app = Application(settings, reread, worker=worker)
     http = None
     if worker == 0 and metrics_address:
         http = serve_http(metrics_address, app.registry, app.health)

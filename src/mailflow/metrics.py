@@ -8,7 +8,7 @@ otherwise; it is served by prometheus_client's own WSGI app on a thread.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from wsgiref.simple_server import WSGIServer, make_server
 
@@ -62,6 +62,38 @@ class Metrics:
         self.reloads = Counter("mailflow_config_reloads_total",
                                "Configuration reloads by result", ["result"], registry=r)
         self.up = Gauge("mailflow_healthy", "1 when the daemon can accept mail", registry=r)
+
+
+class MetricFactory:
+    """Hands stages their metrics on the daemon's registry, once per name.
+
+    Stages are rebuilt on every reload; asking again for a metric returns
+    the one already registered instead of failing as a duplicate.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self._made: dict[str, Any] = {}
+
+    def _get(self, kind: type[Any], name: str, documentation: str,
+             labels: Sequence[str], **kwargs: Any) -> Any:
+        if not name.startswith("mailflow_"):
+            raise ValueError(f"metric names begin with mailflow_: {name}")
+        metric = self._made.get(name)
+        if metric is None:
+            metric = kind(name, documentation, list(labels), registry=self.registry, **kwargs)
+            self._made[name] = metric
+        return metric
+
+    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        return self._get(Counter, name, documentation, labels)  # type: ignore[no-any-return]
+
+    def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+        return self._get(Gauge, name, documentation, labels)  # type: ignore[no-any-return]
+
+    def histogram(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Histogram:
+        return self._get(Histogram, name, documentation,  # type: ignore[no-any-return]
+                         labels, buckets=SECONDS_BUCKETS)
 
 
 HealthCheck = Callable[[], tuple[bool, str]]

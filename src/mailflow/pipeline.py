@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from mailflow.autoreply import LOOP_HEADER
 from mailflow.chain import Chain, describe
 from mailflow.message import Envelope, Message, parse_message
 from mailflow.metrics import Metrics
@@ -39,13 +40,13 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("mailflow.message")
 
-_BARE_NEWLINE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+PARSE_IN_THREAD_BYTES = 512 * 1024
 _LINE_ENDING = re.compile(rb"\r\n|\r|\n")
 _HEADER_END = re.compile(rb"\r\n\r\n")
 #: Our own headers, and anything pretending to be: removed unless the client is trusted.
-_INTERNAL_HEADER = re.compile(rb"^X-Mailflow-[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*",
+#: The loop marker stays: forging it can only silence our robots, and they must see it.
+_INTERNAL_HEADER = re.compile(rb"^X-Mailflow-(?!Loop:)[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*",
                               re.IGNORECASE | re.MULTILINE)
-LOOP_HEADER = "X-Mailflow-Loop"
 
 
 def new_queue_id() -> str:
@@ -54,7 +55,9 @@ def new_queue_id() -> str:
 
 
 def has_bare_newlines(raw: bytes) -> bool:
-    return _BARE_NEWLINE.search(raw) is not None
+    """True if any CR or LF is not part of a CRLF pair (three C-speed counts, no regex)."""
+    pairs = raw.count(b"\r\n")
+    return raw.count(b"\r") != pairs or raw.count(b"\n") != pairs
 
 
 def normalize_newlines(raw: bytes) -> bytes:
@@ -68,6 +71,20 @@ def strip_internal_headers(raw: bytes) -> tuple[bytes, int]:
     end = match.end() if match else len(raw)
     head, count = _INTERNAL_HEADER.subn(b"", raw[:end])
     return (head + raw[end:], count) if count else (raw, 0)
+
+
+_SUBJECT = re.compile(rb"^Subject:[ \t]*", re.IGNORECASE | re.MULTILINE)
+
+
+def tag_subject(raw: bytes, tag: str) -> bytes:
+    """Put ``tag`` in front of the Subject (the one rewrite mailflow does, on request)."""
+    match = _HEADER_END.search(raw)
+    end = match.end() if match else len(raw)
+    subject = _SUBJECT.search(raw, 0, end)
+    if subject is None:
+        return f"Subject: {tag}\r\n".encode("ascii", "replace") + raw
+    cut = subject.end()
+    return raw[:cut] + tag.encode("ascii", "replace") + b" " + raw[cut:]
 
 
 @dataclass(frozen=True)
@@ -94,8 +111,8 @@ class Pipeline:
 
     # -- preparing ----------------------------------------------------------
 
-    def prepare(self, raw: bytes, envelope: Envelope,
-                trusted: bool) -> tuple[Message | None, str | None]:
+    async def prepare(self, raw: bytes, envelope: Envelope,
+                      trusted: bool) -> tuple[Message | None, str | None]:
         """Clean and parse; returns the message, or a reply refusing it."""
         smtp = self.settings.smtp
         if has_bare_newlines(raw):
@@ -106,7 +123,10 @@ class Pipeline:
             raw, stripped = strip_internal_headers(raw)
             if stripped:
                 log.info("internal_headers_removed", count=stripped, peer=envelope.peer)
-        message = parse_message(raw, envelope)
+        if len(raw) > PARSE_IN_THREAD_BYTES:  # keep the event loop responsive
+            message = await asyncio.to_thread(parse_message, raw, envelope)
+        else:
+            message = parse_message(raw, envelope)
         if message.count("Received") > smtp.max_received_headers:
             return None, "554 5.4.6 Too many hops (Received headers): mail loop suspected"
         return message, None
@@ -116,7 +136,7 @@ class Pipeline:
     async def process(self, raw: bytes, envelope: Envelope, trusted: bool) -> Outcome:
         started = time.perf_counter()
         queue_id = new_queue_id()
-        message, refusal = self.prepare(raw, envelope, trusted)
+        message, refusal = await self.prepare(raw, envelope, trusted)
         if message is None:
             assert refusal is not None
             self._log(queue_id, envelope, None, "reject", refusal, started)
@@ -254,7 +274,10 @@ class Pipeline:
                     f"{format_datetime(datetime.now(UTC).astimezone())}")
         lines = [f"Received: {safe_header_value(received, 'Received')}\r\n"]
         lines.extend(f"{name}: {value}\r\n" for name, value in ctx.added_headers)
-        return "".join(lines).encode("utf-8", "replace") + ctx.message.raw
+        raw = ctx.message.raw
+        if ctx.subject_tag and ctx.subject_tag not in ctx.message.subject:
+            raw = tag_subject(raw, ctx.subject_tag)
+        return "".join(lines).encode("utf-8", "replace") + raw
 
     def bounce(self, ctx: MessageContext, refused: dict[str, tuple[int, str]]) -> bytes:
         """A plain delivery-failure notice to the sender, never answered by robots."""

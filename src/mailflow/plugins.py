@@ -29,6 +29,9 @@ ENTRY_POINT_GROUP = "mailflow.plugins"
 
 #: Built-in stages: registered exactly like third-party plugins.
 DEFAULT_PLUGINS: tuple[str, ...] = (
+    "mailflow.stages.number",
+    "mailflow.stages.deduplicate",
+    "mailflow.stages.acknowledge",
     "mailflow.stages.headers",
 )
 

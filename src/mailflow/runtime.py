@@ -12,6 +12,7 @@ import pluggy
 
 from mailflow.chain import Chain, build_chain
 from mailflow.config import Settings
+from mailflow.metrics import MetricFactory
 from mailflow.plugins import collect_stages, get_plugin_manager
 from mailflow.rules import RuleSet, load_rules
 from mailflow.stage import Stage, StageEnv
@@ -26,11 +27,15 @@ class Runtime:
     chain: Chain
 
 
-def load_runtime(settings: Settings) -> Runtime:
-    """Load rules and plugins for ``settings`` and build the chain; raises ConfigError."""
+def load_runtime(settings: Settings, metrics: MetricFactory | None = None) -> Runtime:
+    """Load rules and plugins for ``settings`` and build the chain; raises ConfigError.
+
+    ``metrics`` is where stages register their metrics (a throwaway registry
+    for ``check`` and ``try``).
+    """
     rules = load_rules(settings.rules)
     pm = get_plugin_manager(settings)
     stages = collect_stages(pm)
-    chain = build_chain(rules, stages, StageEnv(rules=rules, settings=settings),
-                        settings.chain_timeout)
+    env = StageEnv(rules=rules, settings=settings, metrics=metrics or MetricFactory())
+    chain = build_chain(rules, stages, env, settings.chain_timeout)
     return Runtime(settings, rules, pm, stages, chain)

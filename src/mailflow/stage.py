@@ -23,7 +23,10 @@ from pydantic import Field
 from mailflow.config import Model
 
 if TYPE_CHECKING:
+    from mailflow.config import Settings
     from mailflow.message import Message
+    from mailflow.metrics import MetricFactory
+    from mailflow.rules import RuleSet
     from mailflow.store.base import Store, Transaction
 
 
@@ -119,6 +122,7 @@ class MessageContext:
     verdict: Verdict = Verdict.DELIVER
     reply: str | None = None  # an SMTP reply chosen by a stage for reject/tempfail
     attributes: dict[str, Any] = field(default_factory=dict)  # shared between stages
+    subject_tag: str | None = None  # e.g. "[SAV-…]": prefixed to the relayed Subject
     current: Decision | None = None
 
     # -- what stages ask for ------------------------------------------------
@@ -188,6 +192,8 @@ class Stage:
     description: ClassVar[str] = ""
     Options: ClassVar[type[StageOptions]] = StageOptions
     on_error: ClassVar[FailurePolicy] = "tempfail"
+    #: stages that must run earlier in the chain for this one to make sense
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: StageOptions, env: StageEnv) -> None:
         self.options = options
@@ -209,5 +215,6 @@ class Stage:
 class StageEnv:
     """What a stage gets at load time: the rules and settings it may consult."""
 
-    rules: Any  # mailflow.rules.RuleSet
-    settings: Any  # mailflow.config.Settings
+    rules: RuleSet
+    settings: Settings
+    metrics: MetricFactory

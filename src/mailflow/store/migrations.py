@@ -60,4 +60,64 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE TABLE health (id INTEGER PRIMARY KEY, at REAL NOT NULL)",
     ),
+    (
+        # cases: one conversation with a customer, numbered
+        """CREATE TABLE cases (
+            number TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            customer TEXT NOT NULL,
+            customer_name TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            mailbox TEXT NOT NULL,
+            route TEXT,
+            priority TEXT,
+            assignee TEXT,
+            language TEXT,
+            promised_at REAL,
+            parent TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        "CREATE INDEX cases_customer ON cases (customer)",
+        """CREATE TABLE case_messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            case_number TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            role TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            queue_id TEXT,
+            created_at REAL NOT NULL
+        )""",
+        # one customer message belongs to one case, even when two copies race
+        "CREATE UNIQUE INDEX case_messages_customer ON case_messages (message_id)"
+        " WHERE role = 'customer' AND message_id <> ''",
+        "CREATE INDEX case_messages_message_id ON case_messages (message_id)",
+        "CREATE INDEX case_messages_case ON case_messages (case_number, sender)",
+        "CREATE TABLE sequences (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        """CREATE TABLE fingerprints (
+            sender TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            case_number TEXT NOT NULL,
+            queue_id TEXT,
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX fingerprints_sender ON fingerprints (sender, digest, created_at)",
+        """CREATE TABLE acks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            case_number TEXT NOT NULL,
+            address TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            queue_id TEXT,
+            sent_at REAL NOT NULL
+        )""",
+        "CREATE INDEX acks_address ON acks (address, sent_at)",
+        "CREATE INDEX acks_sent_at ON acks (sent_at)",
+        "CREATE INDEX acks_message_id ON acks (message_id)",
+        """CREATE TABLE ack_bounces (
+            address TEXT NOT NULL,
+            ack_message_id TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX ack_bounces_address ON ack_bounces (address, at)",
+    ),
 )

@@ -100,8 +100,11 @@ class SqliteStore(Store):
     async def open(self) -> None:
         if self.readonly:
             return
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = await asyncio.to_thread(_connect, self.path)
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = await asyncio.to_thread(_connect, self.path)
+        except (OSError, sqlite3.Error) as exc:  # read-only folder, locked file, bad path
+            raise StoreUnavailable(f"cannot open the store {self.path}: {exc}") from exc
         try:
             await asyncio.to_thread(migrate, conn)
         except sqlite3.Error as exc:

@@ -1,0 +1,244 @@
+"""Cases: numbering, finding the case a message belongs to, and their store records.
+
+Shared by the ``number``, ``deduplicate`` and ``acknowledge`` stages (and the
+``mailflow cases`` command), so each of them asks the same questions the
+same way. SQL stays here and in the store, never in a stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from stdnum import damm
+
+from mailflow.store import Transaction
+
+_MSGID = re.compile(r"<([^<>\s]+)>")
+
+
+def message_ids(value: str) -> list[str]:
+    """Message-IDs (without brackets) in an In-Reply-To or References value."""
+    return _MSGID.findall(value)
+
+
+# ---------------------------------------------------------------------------
+# Numbers
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NumberFormat:
+    """``PREFIX-YYYYMMDD-NNNNN-C``: C is a Damm check digit over all the digits.
+
+    The Damm algorithm catches every single-digit mistake and every swap of
+    two adjacent digits, so a mistyped number never lands in another case.
+    """
+
+    prefixes: tuple[str, ...]
+    date_format: str = "%Y%m%d"
+    digits: int = 5
+    separator: str = "-"
+
+    def sequence_name(self, prefix: str, now: datetime) -> str:
+        return f"{prefix}{self.separator}{now.strftime(self.date_format)}" if self.date_format \
+            else prefix
+
+    def format(self, prefix: str, now: datetime, sequence: int) -> str:
+        parts = [prefix]
+        if self.date_format:
+            parts.append(now.strftime(self.date_format))
+        parts.append(f"{sequence:0{self.digits}d}")
+        digits = "".join(ch for ch in "".join(parts[1:]) if ch.isdigit())
+        parts.append(damm.calc_check_digit(digits))
+        return self.separator.join(parts)
+
+    def pattern(self) -> re.Pattern[str]:
+        """Finds candidate numbers anywhere in a subject, whatever the reply prefixes."""
+        prefixes = "|".join(re.escape(p) for p in sorted(self.prefixes, key=len, reverse=True))
+        sep = re.escape(self.separator)
+        date = rf"\d+{sep}" if self.date_format else ""
+        return re.compile(rf"(?<![A-Za-z0-9])(?:{prefixes}){sep}{date}\d+{sep}\d(?![0-9])",
+                          re.IGNORECASE)
+
+    @staticmethod
+    def valid(number: str) -> bool:
+        """True when the check digit matches the other digits."""
+        digits = "".join(ch for ch in number if ch.isdigit())
+        return len(digits) >= 2 and bool(damm.is_valid(digits))
+
+
+async def allocate_sequence(store: Any, name: str) -> int:
+    """Next value of sequence ``name``, atomically (its own tiny transaction)."""
+    rows = await store.run_write(lambda tx: tx.execute(
+        "INSERT INTO sequences (name, value) VALUES (?, 1) ON CONFLICT (name)"
+        " DO UPDATE SET value = sequences.value + 1 RETURNING value", (name,)))
+    return int(rows[0][0])
+
+
+def peek_sequence(tx: Transaction, name: str) -> int:
+    rows = tx.execute("SELECT value FROM sequences WHERE name = ?", (name,))
+    return int(rows[0][0]) + 1 if rows else 1
+
+
+# ---------------------------------------------------------------------------
+# Looking cases up
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaseRow:
+    number: str
+    status: str
+    customer: str
+    subject: str
+    mailbox: str
+    route: str | None
+    priority: str | None
+    assignee: str | None
+    language: str | None
+    created_at: float
+
+    @property
+    def open(self) -> bool:
+        return self.status != "closed"
+
+
+_CASE_COLUMNS = ("number, status, customer, subject, mailbox, route, priority, assignee,"
+                 " language, created_at")
+
+
+def get_case(tx: Transaction, number: str) -> CaseRow | None:
+    rows = tx.execute(f"SELECT {_CASE_COLUMNS} FROM cases WHERE number = ?", (number.upper(),))
+    return CaseRow(*rows[0]) if rows else None
+
+
+def list_cases(tx: Transaction, status: str | None = None, limit: int = 50) -> list[CaseRow]:
+    where, params = ("WHERE status = ?", (status,)) if status else ("", ())
+    rows = tx.execute(f"SELECT {_CASE_COLUMNS} FROM cases {where}"
+                      " ORDER BY created_at DESC LIMIT ?", (*params, limit))
+    return [CaseRow(*r) for r in rows]
+
+
+def case_of_customer_message(tx: Transaction, message_id: str) -> str | None:
+    """The case a customer message with this Message-ID already belongs to."""
+    if not message_id:
+        return None
+    rows = tx.execute("SELECT case_number FROM case_messages WHERE message_id = ?"
+                      " AND role = 'customer'", (message_id,))
+    return str(rows[0][0]) if rows else None
+
+
+def case_of_references(tx: Transaction, ids: Sequence[str]) -> str | None:
+    """The case of the most recent message among ``ids`` (customer's, ack, forward…)."""
+    for message_id in reversed(ids):
+        rows = tx.execute("SELECT case_number FROM case_messages WHERE message_id = ?"
+                          " ORDER BY id DESC LIMIT 1", (message_id,))
+        if rows:
+            return str(rows[0][0])
+    return None
+
+
+def took_part(tx: Transaction, number: str, sender: str) -> bool:
+    """Has ``sender`` written in, or been written to, in this case?"""
+    if not sender:
+        return False
+    rows = tx.execute(
+        "SELECT 1 FROM cases WHERE number = ? AND customer = ? UNION ALL"
+        " SELECT 1 FROM case_messages WHERE case_number = ? AND sender = ? LIMIT 1",
+        (number, sender.lower(), number, sender.lower()))
+    return bool(rows)
+
+
+def find_resend(tx: Transaction, sender: str, digest: str, since: float) -> str | None:
+    rows = tx.execute("SELECT case_number FROM fingerprints WHERE sender = ? AND digest = ?"
+                      " AND created_at >= ? ORDER BY created_at DESC LIMIT 1",
+                      (sender.lower(), digest, since))
+    return str(rows[0][0]) if rows else None
+
+
+# ---------------------------------------------------------------------------
+# Writing (ops for MessageContext.write, with their undo)
+# ---------------------------------------------------------------------------
+
+
+def insert_case(tx: Transaction, *, number: str, customer: str, customer_name: str,
+                subject: str, mailbox: str, parent: str | None = None) -> None:
+    now = time.time()
+    tx.execute("INSERT INTO cases (number, status, customer, customer_name, subject, mailbox,"
+               " parent, created_at, updated_at) VALUES (?, 'open', ?, ?, ?, ?, ?, ?, ?)",
+               (number, customer.lower(), customer_name, subject[:500], mailbox, parent, now,
+                now))
+
+
+def delete_case(tx: Transaction, number: str) -> None:
+    tx.execute("DELETE FROM cases WHERE number = ?", (number,))
+
+
+def add_case_message(tx: Transaction, *, number: str, message_id: str, role: str, sender: str,
+                     queue_id: str | None) -> None:
+    tx.execute("INSERT INTO case_messages (case_number, message_id, role, sender, queue_id,"
+               " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+               (number, message_id, role, sender.lower(), queue_id, time.time()))
+
+
+def remove_case_messages(tx: Transaction, queue_id: str) -> None:
+    tx.execute("DELETE FROM case_messages WHERE queue_id = ?", (queue_id,))
+
+
+def update_case(tx: Transaction, number: str, **fields: Any) -> None:
+    allowed = {"status", "route", "priority", "assignee", "language", "promised_at"}
+    if not fields or set(fields) - allowed:
+        raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
+    assignments = ", ".join(f"{k} = ?" for k in fields)
+    tx.execute(f"UPDATE cases SET {assignments}, updated_at = ? WHERE number = ?",
+               (*fields.values(), time.time(), number))
+
+
+def add_fingerprint(tx: Transaction, *, sender: str, digest: str, number: str,
+                    queue_id: str) -> None:
+    tx.execute("INSERT INTO fingerprints (sender, digest, case_number, queue_id, created_at)"
+               " VALUES (?, ?, ?, ?, ?)", (sender.lower(), digest, number, queue_id, time.time()))
+
+
+def remove_fingerprints(tx: Transaction, queue_id: str) -> None:
+    tx.execute("DELETE FROM fingerprints WHERE queue_id = ?", (queue_id,))
+
+
+# ---------------------------------------------------------------------------
+# Resends: same text, new Message-ID
+# ---------------------------------------------------------------------------
+
+_QUOTE_INTRO = re.compile(
+    r"^(?:on .{0,200} wrote:|le .{0,200} a écrit\s*:|-+\s*(?:original message|message d'origine)"
+    r"\s*-+|de\s*:.*|from\s*:.*)$", re.IGNORECASE)
+_SIGNATURE = re.compile(r"^--\s*$")
+
+
+def normalised_text(text: str) -> str:
+    """The text a human wrote: quoted history, signature and spacing removed."""
+    kept: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if _SIGNATURE.match(line) or _QUOTE_INTRO.match(stripped):
+            break
+        if stripped.startswith(">"):
+            continue
+        kept.append(stripped.lower())
+    return " ".join(" ".join(kept).split())
+
+
+def fingerprint(text: str) -> str:
+    return hashlib.sha256(normalised_text(text).encode("utf-8")).hexdigest()
+
+
+def first_match(values: Iterable[str], pattern: re.Pattern[str]) -> list[str]:
+    found: list[str] = []
+    for value in values:
+        found.extend(m.group(0).upper() for m in pattern.finditer(value))
+    return found

@@ -1,0 +1,336 @@
+"""Stage ``acknowledge``: tell the customer their mail arrived, once per case.
+
+The acknowledgement carries the case number (Subject and body) and the
+promised answer time, computed on the business calendar for the message's
+priority. It goes through the outbox, only once the customer's message is
+safely accepted, with a null envelope sender (configurable),
+``Auto-Submitted: auto-replied``, ``X-Auto-Response-Suppress: All``,
+``Precedence: bulk`` and the loop marker, so no robot answers it.
+
+Never sent (each suppression logged and counted with its reason): see
+``mailflow.autoreply`` (RFC 3834: null sender, Auto-Submitted, Precedence,
+list headers, X-Auto-Response-Suppress, robot senders, our own addresses,
+reports), plus: a follow-up or a copy, an address whose acknowledgement
+bounced recently, and the limits (per case, per address per day, and a
+global circuit breaker per minute).
+
+Templates are files in the rules folder rendered by Jinja2's sandbox: the
+first line is ``Subject: …``, then a blank line, then the body. Merge fields:
+``case``, ``customer``, ``customer_name``, ``subject``, ``received``,
+``promised``, ``route``, ``mailbox``, ``priority``, ``language``.
+
+Configuration (rules section ``acknowledge``)::
+
+    acknowledge:
+      from_name: Service client
+      envelope_sender: ""              # null sender
+      templates: {fr: templates/ack.fr.txt, en: templates/ack.en.txt}
+      language_by_recipient: {support@example.com: en}
+      default_language: fr
+      promise:
+        urgent: {sliding_hours: 2}
+        normal: {next_business_day_at: "12:00"}
+      calendar: {timezone: Europe/Paris, country: FR}
+      limits: {per_case: 1, per_address_per_day: 5, global_per_minute: 60}
+      bounce_window_hours: 72
+
+Metrics: ``mailflow_acks_total``, ``mailflow_acks_suppressed_total{reason}``.
+Log events: ``ack_queued``, ``ack_suppressed``, ``ack_bounce_recorded``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formataddr, formatdate
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import structlog
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import Field, field_validator
+
+from mailflow import autoreply, cases
+from mailflow.business_hours import BusinessCalendar, CalendarOptions, PromiseOptions
+from mailflow.config import Model
+from mailflow.hookspecs import hookimpl
+from mailflow.stage import MessageContext, OutgoingMail, Stage, StageEnv, StageOptions
+from mailflow.store import Transaction
+
+log = structlog.get_logger("mailflow.stages.acknowledge")
+
+_ACK_ID = re.compile(r"<?(ack\.[A-Za-z0-9.\-]+@[A-Za-z0-9.\-]+)>?")
+_LANGUAGE_WORDS = {
+    "fr": {"bonjour", "merci", "je", "vous", "nous", "est", "pour", "les", "des", "une",
+           "commande", "votre", "mon", "ma", "pas", "avec", "cordialement"},
+    "en": {"hello", "thanks", "thank", "you", "the", "is", "for", "and", "my", "order",
+           "your", "with", "regards", "please", "not", "dear", "hi"},
+}
+
+
+class Limits(Model):
+    per_case: int = Field(1, ge=1)
+    per_address_per_day: int = Field(5, ge=1)
+    global_per_minute: int = Field(60, ge=1)
+
+
+def _default_promises() -> dict[str, PromiseOptions]:
+    return {
+        "urgent": PromiseOptions(sliding_hours=2),
+        "high": PromiseOptions(sliding_hours=4),
+        "normal": PromiseOptions(next_business_day_at="12:00"),
+        "low": PromiseOptions(sliding_hours=24),
+    }
+
+
+class AcknowledgeOptions(StageOptions):
+    from_name: str = "Service client"
+    envelope_sender: str = ""
+    templates: dict[str, str] = Field(default_factory=lambda: {
+        "fr": "templates/ack.fr.txt", "en": "templates/ack.en.txt"})
+    language_by_recipient: dict[str, str] = Field(default_factory=dict)
+    default_language: str = "fr"
+    detect_language: bool = True
+    promise: dict[str, PromiseOptions] = Field(default_factory=_default_promises)
+    calendar: CalendarOptions = CalendarOptions()
+    limits: Limits = Limits()
+    bounce_window_hours: float = Field(72.0, ge=0)
+    max_subject_chars: int = Field(120, ge=20)
+
+    @field_validator("language_by_recipient")
+    @classmethod
+    def _lower(cls, value: dict[str, str]) -> dict[str, str]:
+        return {k.lower(): v for k, v in value.items()}
+
+
+def detect_language(text: str, default: str) -> str:
+    """French or English by common words; the default when unsure."""
+    words = re.findall(r"[a-zà-ÿ]+", text[:4000].lower())
+    scores = {lang: sum(w in vocab for w in words) for lang, vocab in _LANGUAGE_WORDS.items()}
+    best = max(scores, key=lambda k: scores[k])
+    return best if scores[best] >= 2 and scores[best] > 1.5 * min(scores.values()) else default
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())
+
+
+class AcknowledgeStage(Stage):
+    name = "acknowledge"
+    description = "acknowledge new cases to the customer with the number and answer time"
+    Options = AcknowledgeOptions
+
+    def __init__(self, options: StageOptions, env: StageEnv) -> None:
+        super().__init__(options, env)
+        assert isinstance(options, AcknowledgeOptions)
+        self.o = options
+        self.calendar = BusinessCalendar(options.calendar)
+        self.jinja = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
+                                          keep_trailing_newline=True)
+        self.templates = {}
+        if options.default_language not in options.templates:
+            raise ValueError(f"no template for default_language '{options.default_language}'")
+        for language, name in options.templates.items():
+            path = env.rules.template_path(name)
+            try:
+                source = Path(path).read_text(encoding="utf-8")
+                self.templates[language] = self.jinja.from_string(source)
+            except OSError as exc:
+                raise ValueError(f"template '{name}': {exc.strerror}") from None
+            except TemplateError as exc:
+                raise ValueError(f"template '{name}': {exc}") from None
+        for priority in ("urgent", "high", "normal", "low"):
+            if priority not in options.promise:
+                raise ValueError(f"promise: no answer time for priority '{priority}'")
+        self.own = {a.lower() for a in env.rules.own_addresses}
+        self.sent = env.metrics.counter("mailflow_acks_total", "Acknowledgements queued")
+        self.suppressed = env.metrics.counter("mailflow_acks_suppressed_total",
+                                              "Acknowledgements not sent, by reason", ["reason"])
+
+    # -- deciding ---------------------------------------------------------------
+
+    async def process(self, ctx: MessageContext) -> None:
+        message = ctx.message
+        assert ctx.store is not None
+        if not message.envelope.mail_from or message.content_type == "multipart/report":
+            await self._record_bounce(ctx)
+        customer = str(ctx.attributes.get("customer") or message.envelope.mail_from).lower()
+        case = ctx.attributes.get("case")
+        reason = self._static_reason(ctx, customer, case)
+        if reason is None:
+            now = time.time()
+            reason = await ctx.store.run_read(partial(
+                self._limit_reason, customer=customer, case=str(case), now=now))
+        if reason is not None:
+            self._suppress(ctx, reason, customer)
+            return
+        self._queue_ack(ctx, customer, str(case))
+
+    def _static_reason(self, ctx: MessageContext, customer: str, case: object) -> str | None:
+        if not case:
+            return "no case (put 'number' before 'acknowledge' in the chain)"
+        status = ctx.attributes.get("case_status")
+        if status in ("copy", "resend"):
+            return "duplicate"
+        if status in ("followup", "reopened"):
+            return "follow-up on an existing case"
+        return autoreply.why_not(ctx.message, customer, self.own, self.env.rules.local_domains)
+
+    def _limit_reason(self, tx: Transaction, *, customer: str, case: str,
+                      now: float) -> str | None:
+        limits = self.o.limits
+        (per_case,), = tx.execute("SELECT count(*) FROM acks WHERE case_number = ?", (case,))
+        if per_case >= limits.per_case:
+            return "limit per case"
+        (per_day,), = tx.execute("SELECT count(*) FROM acks WHERE address = ? AND sent_at >= ?",
+                                 (customer, now - 86400))
+        if per_day >= limits.per_address_per_day:
+            return "limit per address per day"
+        (per_minute,), = tx.execute("SELECT count(*) FROM acks WHERE sent_at >= ?", (now - 60,))
+        if per_minute >= limits.global_per_minute:
+            return "global circuit breaker"
+        if self.o.bounce_window_hours:
+            bounced = tx.execute("SELECT 1 FROM ack_bounces WHERE address = ? AND at >= ? LIMIT 1",
+                                 (customer, now - self.o.bounce_window_hours * 3600))
+            if bounced:
+                return "an acknowledgement to this address bounced recently"
+        return None
+
+    def _suppress(self, ctx: MessageContext, reason: str, customer: str) -> None:
+        label = reason.split(" (")[0].split(":")[0]
+        self.suppressed.labels(reason=label).inc()
+        log.info("ack_suppressed", queue_id=ctx.queue_id, case=ctx.attributes.get("case"),
+                 reason=reason, address=customer)
+        ctx.note(sent=False, reason=reason)
+
+    # -- writing ----------------------------------------------------------------
+
+    def language_for(self, ctx: MessageContext) -> str:
+        for rcpt in ctx.message.envelope.rcpt_to:
+            language = self.o.language_by_recipient.get(rcpt.lower())
+            if language in self.templates:
+                return language
+        if self.o.detect_language:
+            language = detect_language(f"{ctx.message.subject}\n{ctx.message.text}",
+                                       self.o.default_language)
+            if language in self.templates:
+                return language
+        return self.o.default_language
+
+    def merge_fields(self, ctx: MessageContext, case: str, language: str) -> dict[str, Any]:
+        priority = str(ctx.attributes.get("priority") or "normal")
+        received = datetime.fromtimestamp(ctx.received_at, self.calendar.zone)
+        promised = self.calendar.promise(received, self.o.promise.get(
+            priority, self.o.promise["normal"]))
+        ctx.attributes["promised_at"] = promised.timestamp()
+        subject = _one_line(ctx.message.subject)
+        if len(subject) > self.o.max_subject_chars:
+            subject = subject[: self.o.max_subject_chars - 1].rstrip() + "…"
+        return {
+            "case": case, "customer": ctx.attributes.get("customer", ""),
+            "customer_name": _one_line(str(ctx.attributes.get("customer_name") or "")),
+            "subject": subject, "received": self.calendar.format(received, language),
+            "promised": self.calendar.format(promised, language),
+            "route": ctx.attributes.get("route") or "", "priority": priority,
+            "mailbox": ctx.attributes.get("mailbox") or "", "language": language,
+        }
+
+    def render(self, language: str, fields: dict[str, Any]) -> tuple[str, str]:
+        """(subject, body) from the template; the subject is forced onto one line."""
+        text = self.templates[language].render(**fields)
+        head, _, body = text.partition("\n\n")
+        first = head.splitlines()[0] if head else ""
+        subject = first.removeprefix("Subject:").strip() if first.lower().startswith(
+            "subject:") else f"[{fields['case']}]"
+        return _one_line(subject), body
+
+    def _queue_ack(self, ctx: MessageContext, customer: str, case: str) -> None:
+        language = self.language_for(ctx)
+        fields = self.merge_fields(ctx, case, language)
+        subject, body = self.render(language, fields)
+        if case not in subject:
+            subject = f"[{case}] {subject}"
+        host = self.env.settings.smtp.hostname
+        message_id = f"ack.{case}.{secrets.token_hex(4)}@{host}"
+        mailbox = str(fields["mailbox"] or f"postmaster@{host}")
+        ack = EmailMessage(policy=SMTP)
+        ack["From"] = formataddr((self.o.from_name, mailbox))
+        ack["To"] = formataddr((fields["customer_name"], customer))
+        ack["Subject"] = subject
+        ack["Date"] = formatdate(localtime=True)
+        ack["Message-ID"] = f"<{message_id}>"
+        original = ctx.message.message_id
+        if original:
+            ack["In-Reply-To"] = f"<{original}>"
+            refs = cases.message_ids(ctx.message.get("References"))
+            ack["References"] = " ".join(f"<{r}>" for r in [*refs[-10:], original])
+        ack["Auto-Submitted"] = "auto-replied"
+        ack["X-Auto-Response-Suppress"] = "All"
+        ack["Precedence"] = "bulk"
+        ack[autoreply.LOOP_HEADER] = host
+        ack["X-Mailflow-Case"] = case
+        ack.set_content(body)
+        data = ack.as_bytes()
+        ctx.queue_mail(OutgoingMail("ack", (customer,), data, mail_from=self.o.envelope_sender))
+        queue_id = ctx.queue_id
+        ctx.write(partial(_record_ack, case=case, address=customer, message_id=message_id,
+                          queue_id=queue_id, promised_at=fields_promised(ctx)),
+                  undo=partial(_forget_ack, queue_id=queue_id))
+        self.sent.inc()
+        log.info("ack_queued", queue_id=queue_id, case=case, to=customer, language=language)
+        ctx.note(sent=True, to=customer, language=language, subject=subject,
+                 promised=fields["promised"], message_id=message_id)
+
+    async def _record_bounce(self, ctx: MessageContext) -> None:
+        """A bounce of one of our acknowledgements: stop writing to that address a while."""
+        ids = set(_ACK_ID.findall(ctx.message.text)) | set(
+            _ACK_ID.findall(" ".join(ctx.message.get_all("References"))))
+        if not ids or ctx.store is None:
+            return
+        rows = await ctx.store.run_read(partial(_acks_by_message_id, ids=sorted(ids)))
+        for address, message_id in rows:
+            ctx.write(partial(_record_bounce, address=address, message_id=message_id))
+            log.info("ack_bounce_recorded", queue_id=ctx.queue_id, address=address)
+            ctx.note(bounced=address)
+
+
+def fields_promised(ctx: MessageContext) -> float | None:
+    value = ctx.attributes.get("promised_at")
+    return float(value) if value is not None else None
+
+
+def _record_ack(tx: Transaction, *, case: str, address: str, message_id: str, queue_id: str,
+                promised_at: float | None) -> None:
+    tx.execute("INSERT INTO acks (case_number, address, message_id, queue_id, sent_at)"
+               " VALUES (?, ?, ?, ?, ?)", (case, address, message_id, queue_id, time.time()))
+    cases.add_case_message(tx, number=case, message_id=message_id, role="ack", sender=address,
+                           queue_id=queue_id)
+    if promised_at is not None:
+        cases.update_case(tx, case, promised_at=promised_at)
+
+
+def _forget_ack(tx: Transaction, *, queue_id: str) -> None:
+    tx.execute("DELETE FROM acks WHERE queue_id = ?", (queue_id,))
+
+
+def _acks_by_message_id(tx: Transaction, *, ids: list[str]) -> list[tuple[str, str]]:
+    marks = ", ".join("?" for _ in ids)
+    rows = tx.execute(f"SELECT address, message_id FROM acks WHERE message_id IN ({marks})", ids)
+    return [(str(a), str(m)) for a, m in rows]
+
+
+def _record_bounce(tx: Transaction, *, address: str, message_id: str) -> None:
+    tx.execute("INSERT INTO ack_bounces (address, ack_message_id, at) VALUES (?, ?, ?)",
+               (address, message_id, time.time()))
+
+
+@hookimpl(trylast=True)
+def mailflow_stages() -> Iterable[type[Stage]]:
+    return [AcknowledgeStage]

@@ -1,0 +1,242 @@
+"""Stage ``number``: give every new conversation a case number; join follow-ups to theirs.
+
+Which case a message belongs to, in order:
+
+1. its own Message-ID is already in a case: a copy (``deduplicate`` decides its fate);
+2. ``In-Reply-To`` / ``References`` name any message of a case (the customer's,
+   our acknowledgement, a forward to an expert): a follow-up;
+3. a case number in the Subject, whatever the reply prefixes, *if* its check
+   digit is right and the sender took part in that case: a follow-up;
+4. the same sender sent the same text (quotes and signature ignored) within
+   ``resend_window_hours``: a resend, treated as a copy;
+5. otherwise a new case, its number allocated atomically in the store.
+
+A reply to a closed case reopens it, or opens a new case linked to it
+(``on_closed``). Adds ``X-Mailflow-Case``; with ``tag_subject`` the relayed
+Subject gets ``[NUMBER]`` too (off by default: it breaks DKIM signatures).
+
+Attributes set for later stages: ``case``, ``case_status`` (new, followup,
+reopened, copy, resend), ``duplicate_of``, ``customer``, ``customer_name``,
+``mailbox`` (the local address written to).
+
+Configuration (rules section ``number``)::
+
+    number:
+      prefix: CASE                   # default prefix
+      prefix_by_recipient: {sav@example.com: SAV}
+      date_format: "%Y%m%d"          # "" for none
+      digits: 5
+      timezone: Europe/Paris         # for the date part
+      form_senders: [web@example.com]  # customer address from Reply-To / form field
+      resend_window_hours: 24
+      on_closed: reopen              # or: new
+      tag_subject: false
+
+Metrics: ``mailflow_cases_total{status}``. Log events: ``case_number_refused``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from functools import partial
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+import structlog
+from pydantic import Field, field_validator
+
+from mailflow import cases
+from mailflow.hookspecs import hookimpl
+from mailflow.message import Message
+from mailflow.stage import MessageContext, Stage, StageEnv, StageOptions
+from mailflow.store import Transaction
+
+log = structlog.get_logger("mailflow.stages.number")
+
+_FORM_EMAIL = re.compile(r"^\s*(?:e-?mail|courriel|adresse e-?mail|email address)\s*:\s*"
+                         r"<?([^\s<>@]+@[^\s<>@]+\.[^\s<>@]+)>?\s*$",
+                         re.IGNORECASE | re.MULTILINE)
+_FORM_NAME = re.compile(r"^\s*(?:nom|name|nom complet|full name)\s*:\s*(.+?)\s*$",
+                        re.IGNORECASE | re.MULTILINE)
+_PREFIX = re.compile(r"^[A-Z][A-Z0-9]{0,9}$")
+
+
+class NumberOptions(StageOptions):
+    prefix: str = "CASE"
+    prefix_by_recipient: dict[str, str] = Field(default_factory=dict)
+    date_format: str = "%Y%m%d"
+    digits: int = Field(5, ge=3, le=9)
+    timezone: str = "Europe/Paris"
+    form_senders: tuple[str, ...] = ()
+    resend_window_hours: float = Field(24.0, ge=0)
+    on_closed: Literal["reopen", "new"] = "reopen"
+    tag_subject: bool = False
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not _PREFIX.match(value):
+            raise ValueError(f"'{value}' must be 1-10 capital letters or digits, like SAV")
+        return value
+
+    @field_validator("prefix_by_recipient")
+    @classmethod
+    def _prefixes(cls, value: dict[str, str]) -> dict[str, str]:
+        for prefix in value.values():
+            cls._prefix(prefix)
+        return {k.lower(): v for k, v in value.items()}
+
+    @field_validator("form_senders")
+    @classmethod
+    def _lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.lower() for v in value)
+
+
+def customer_of(message: Message, form_senders: Iterable[str]) -> tuple[str, str]:
+    """(address, name) of the person behind the message; a web form names them inside."""
+    sender = message.envelope.mail_from.lower()
+    from_addresses = message.addresses("From")
+    name = _display_name(message.get("From"))
+    forms = set(form_senders)
+    if forms and (sender in forms or (from_addresses and from_addresses[0] in forms)):
+        match = _FORM_NAME.search(message.text)
+        form_name = match.group(1)[:100] if match else ""
+        reply_to = message.addresses("Reply-To")
+        if reply_to:
+            return reply_to[0], form_name
+        match = _FORM_EMAIL.search(message.text)
+        if match:
+            return match.group(1).lower(), form_name
+        return sender, form_name
+    return (sender or (from_addresses[0] if from_addresses else "")), name
+
+
+def _display_name(value: str) -> str:
+    from email.utils import parseaddr
+
+    name, _ = parseaddr(value)
+    return name.strip().strip('"')[:100]
+
+
+class NumberStage(Stage):
+    name = "number"
+    description = "number new cases; attach follow-ups and copies to their case"
+    Options = NumberOptions
+
+    def __init__(self, options: StageOptions, env: StageEnv) -> None:
+        super().__init__(options, env)
+        assert isinstance(options, NumberOptions)
+        self.o = options
+        self.zone = ZoneInfo(options.timezone)
+        self.format = cases.NumberFormat(
+            prefixes=tuple({options.prefix, *options.prefix_by_recipient.values()}),
+            date_format=options.date_format, digits=options.digits)
+        self.pattern = self.format.pattern()
+        self.counter = env.metrics.counter("mailflow_cases_total",
+                                           "Messages by how they joined a case", ["status"])
+
+    def _mailbox(self, ctx: MessageContext) -> str:
+        for rcpt in ctx.message.envelope.rcpt_to:
+            if self.env.rules.is_local(rcpt):
+                return rcpt.lower()
+        return ctx.message.envelope.rcpt_to[0].lower() if ctx.message.envelope.rcpt_to else ""
+
+    async def process(self, ctx: MessageContext) -> None:
+        message = ctx.message
+        assert ctx.store is not None
+        customer, customer_name = customer_of(message, self.o.form_senders)
+        mailbox = self._mailbox(ctx)
+        ctx.attributes.update(customer=customer, customer_name=customer_name, mailbox=mailbox)
+        digest = cases.fingerprint(message.text)
+        since = ctx.received_at - self.o.resend_window_hours * 3600
+        found = await ctx.store.run_read(partial(self._find, ctx=ctx, customer=customer,
+                                                 digest=digest, since=since))
+        status, number, closed = found
+        if number is not None and status in ("followup",) and closed:
+            if self.o.on_closed == "reopen":
+                status = "reopened"
+                ctx.write(partial(cases.update_case, number=number, status="open"))
+            else:
+                parent, number, status = number, None, "new"
+                ctx.attributes["parent_case"] = parent
+        if number is None:
+            number = await self._allocate(ctx, mailbox)
+            status = "new"
+            subject = message.subject
+            ctx.write(partial(cases.insert_case, number=number, customer=customer,
+                              customer_name=customer_name, subject=subject, mailbox=mailbox,
+                              parent=ctx.attributes.get("parent_case")),
+                      undo=partial(cases.delete_case, number=number))
+        role = "customer" if status in ("new", "followup", "reopened") else "duplicate"
+        ctx.write(partial(cases.add_case_message, number=number, message_id=message.message_id,
+                          role=role, sender=message.envelope.mail_from or customer,
+                          queue_id=ctx.queue_id),
+                  undo=partial(cases.remove_case_messages, queue_id=ctx.queue_id))
+        if status == "new" and digest:
+            ctx.write(partial(cases.add_fingerprint, sender=customer, digest=digest,
+                              number=number, queue_id=ctx.queue_id),
+                      undo=partial(cases.remove_fingerprints, queue_id=ctx.queue_id))
+        if status in ("copy", "resend"):
+            ctx.attributes["duplicate_of"] = number
+        ctx.attributes.update(case=number, case_status=status)
+        ctx.set_header("X-Mailflow-Case", number)
+        if self.o.tag_subject:
+            ctx.subject_tag = f"[{number}]"
+        self.counter.labels(status=status).inc()
+        ctx.note(case=number, status=status, customer=customer)
+
+    def _find(self, tx: Transaction, *, ctx: MessageContext, customer: str, digest: str,
+              since: float) -> tuple[str, str | None, bool]:
+        """(status, case, closed) from the store; all reads in one snapshot."""
+        message = ctx.message
+        copy_of = cases.case_of_customer_message(tx, message.message_id)
+        if copy_of:
+            return "copy", copy_of, False
+        ids = [*cases.message_ids(message.get("References")),
+               *cases.message_ids(message.get("In-Reply-To"))]
+        number = cases.case_of_references(tx, ids) if ids else None
+        if number is None:
+            number = self._from_subject(tx, ctx, customer)
+        if number is not None:
+            row = cases.get_case(tx, number)
+            return "followup", number, bool(row and not row.open)
+        if digest and self.o.resend_window_hours:
+            resent = cases.find_resend(tx, customer, digest, since)
+            if resent:
+                return "resend", resent, False
+        return "new", None, False
+
+    def _from_subject(self, tx: Transaction, ctx: MessageContext, customer: str) -> str | None:
+        for candidate in cases.first_match([ctx.message.subject], self.pattern):
+            reason = None
+            if not self.format.valid(candidate):
+                reason = "wrong check digit"
+            elif cases.get_case(tx, candidate) is None:
+                reason = "no such case"
+            elif not (cases.took_part(tx, candidate, customer)
+                      or cases.took_part(tx, candidate, ctx.message.envelope.mail_from)):
+                reason = "sender never took part in that case"
+            if reason is None:
+                return candidate
+            log.info("case_number_refused", queue_id=ctx.queue_id, number=candidate,
+                     reason=reason, sender=customer)
+            ctx.note(refused_number=candidate, refused_because=reason)
+        return None
+
+    async def _allocate(self, ctx: MessageContext, mailbox: str) -> str:
+        prefix = self.o.prefix_by_recipient.get(mailbox, self.o.prefix)
+        now = datetime.fromtimestamp(ctx.received_at, self.zone)
+        sequence_name = self.format.sequence_name(prefix, now)
+        assert ctx.store is not None
+        if ctx.dry_run:  # preview the next number without taking it
+            sequence = await ctx.store.run_read(partial(cases.peek_sequence, name=sequence_name))
+        else:
+            sequence = await cases.allocate_sequence(ctx.store, sequence_name)
+        return self.format.format(prefix, now, sequence)
+
+
+@hookimpl(trylast=True)
+def mailflow_stages() -> Iterable[type[Stage]]:
+    return [NumberStage]

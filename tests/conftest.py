@@ -1,0 +1,250 @@
+"""Shared fixtures: a real next hop (aiosmtpd sink) and the real daemon as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as AioSMTP
+from aiosmtpd.smtp import Envelope, Session
+from ruamel.yaml import YAML
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("MAILFLOW_CORPUS", REPO.parent / "shared" / "corpus"))
+RULES = REPO / "rules"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None
+                  ) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"daemon exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not open within {timeout}s")
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+
+@dataclass
+class SinkHandler:
+    """A next hop whose answer the test chooses: 250, a 4xx or a 5xx."""
+
+    messages: list[Received] = field(default_factory=list)
+    data_reply: str = "250 2.0.0 Ok"
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server: AioSMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        reply = self.rcpt_replies.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: AioSMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_reply.startswith("250"):
+            with self.lock:
+                self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
+                                              envelope.original_content or b""))
+        return self.data_reply
+
+
+class Sink:
+    """An aiosmtpd server on a free loopback port, standing in for the company mail server."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.handler = SinkHandler()
+        self.controller: Controller | None = None
+
+    def start(self) -> None:
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port,
+                                     decode_data=False, enable_SMTPUTF8=True,
+                                     data_size_limit=None)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    @property
+    def messages(self) -> list[Received]:
+        with self.handler.lock:
+            return list(self.handler.messages)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.messages) >= count:
+                return self.messages
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} message(s) at the next hop, "
+                             f"got {len(self.messages)}")
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    s = Sink()
+    s.start()
+    yield s
+    s.stop()
+
+
+class Daemon:
+    """``mailflow serve`` as a real subprocess, configured through a YAML file."""
+
+    def __init__(self, tmp: Path, next_hop: str, config: dict[str, Any] | None = None,
+                 rules: Path | None = None) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.rules = tmp / "rules"
+        tmp.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(rules or RULES, self.rules, dirs_exist_ok=True)
+        self.config_path = tmp / "mailflow.yaml"
+        self.config: dict[str, Any] = {
+            "listen": f"127.0.0.1:{self.port}",
+            "next_hop": next_hop,
+            "state_dir": str(tmp / "state"),
+            "rules": str(self.rules),
+            "metrics": f"127.0.0.1:{self.metrics_port}",
+            # loopback is NOT trusted by default here, so tests see what a stranger sees
+            "trusted_networks": ["192.0.2.0/24"],
+            "smtp": {"hostname": "mailflow.test", "idle_timeout": 60},
+            "relay": {"timeout": 10},
+            "chain_timeout": 20,
+            "outbox": {"poll_interval": 0.2, "backoff_initial": 0.5, "backoff_max": 2},
+        }
+        _merge(self.config, config or {})
+        self.log_path = tmp / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self) -> None:
+        with open(self.config_path, "w", encoding="utf-8") as fh:
+            YAML().dump(self.config, fh)
+
+    def start(self) -> Daemon:
+        self.write_config()
+        log = open(self.log_path, "ab")  # noqa: SIM115 (closed with the process)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mailflow.cli", "serve", "--config", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp)
+        log.close()
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def smtp(self, timeout: float = 30.0) -> smtplib.SMTP:
+        client = smtplib.SMTP("127.0.0.1", self.port, timeout=timeout)
+        client.ehlo("client.test")
+        return client
+
+    def send(self, data: bytes, mail_from: str = "customer@client.test",
+             rcpt_to: list[str] | None = None) -> tuple[int, bytes]:
+        """One transaction; returns the reply to DATA (code, text)."""
+        with self.smtp() as client:
+            code, text = client.mail(mail_from)
+            assert code == 250, text
+            for rcpt in rcpt_to or ["sav@example.com"]:
+                code, text = client.rcpt(rcpt)
+                if code != 250:
+                    return code, text
+            return client.data(data)
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return int(code)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log:
+                return self.log
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not in the daemon log:\n{self.log[-3000:]}")
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path, sink: Sink) -> Iterator[Any]:
+    """Build daemons relaying to ``sink``; all are stopped at the end of the test."""
+    started: list[Daemon] = []
+
+    def make(config: dict[str, Any] | None = None, rules: Path | None = None,
+             start: bool = True) -> Daemon:
+        d = Daemon(tmp_path / f"d{len(started)}", f"smtp://127.0.0.1:{sink.port}", config,
+                   rules)
+        started.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in started:
+        d.stop()
+
+
+@pytest.fixture
+def daemon(daemon_factory: Any) -> Daemon:
+    """The daemon with the shipped rules, relaying to the sink."""
+    d: Daemon = daemon_factory()
+    return d

@@ -1,0 +1,606 @@
+"""Tests for the message model: the shared corpus, hostile input, and fuzzing.
+
+`parse_message` is the one place mailflow parses mail, and it must never raise,
+so most tests here feed it broken bytes and check it degrades gracefully.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ruamel.yaml import YAML
+
+from mailflow.message import Envelope, Header, Message, parse_message
+
+CORPUS = Path(
+    os.environ.get("MAILFLOW_CORPUS")
+    or Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+)
+CORPUS_FILES = sorted(CORPUS.glob("*.eml")) if CORPUS.is_dir() else []
+needs_corpus = pytest.mark.skipif(not CORPUS_FILES, reason=f"no corpus at {CORPUS}")
+
+ENV = Envelope(mail_from="client@example.net", rcpt_to=("sav@example.com",))
+
+# No example database: the tests must not write into the repository.
+FUZZ = settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def _index() -> dict[str, dict[str, Any]]:
+    data = YAML(typ="safe").load((CORPUS / "index.yaml").read_text(encoding="utf-8"))
+    return {entry["file"]: entry for entry in data["messages"]}
+
+
+def corpus(name: str) -> Message:
+    """Parse a corpus file with the envelope index.yaml gives it."""
+    entry = _index()[name]
+    envelope = Envelope(mail_from=entry["mail_from"], rcpt_to=tuple(entry["rcpt_to"]))
+    return parse_message((CORPUS / name).read_bytes(), envelope)
+
+
+def check_invariants(msg: Message, raw: bytes) -> None:
+    """What every parse must satisfy, whatever the input."""
+    assert isinstance(msg, Message)
+    assert msg.raw == raw
+    assert 0 <= msg.header_bytes_len <= len(raw)
+    pos = 0
+    for h in msg.headers:
+        assert isinstance(h, Header)
+        assert "\r" not in h.value and "\n" not in h.value
+        assert h.name and ":" not in h.name
+        found = raw.find(h.raw, pos)  # the original bytes, in order
+        assert found >= 0
+        pos = found + len(h.raw)
+        assert pos <= msg.header_bytes_len
+    assert "\r" not in msg.text
+    assert msg.content_type == msg.content_type.lower() and msg.content_type.count("/") == 1
+    assert all(isinstance(d, str) and d for d in msg.defects)
+    assert "\r" not in msg.subject and "\n" not in msg.subject
+    assert "<" not in msg.message_id or ">" not in msg.message_id
+    msg.get("From")
+    msg.get_all("Received")
+    msg.count("Received")
+    for name in ("From", "To", "Cc", "Reply-To"):
+        assert all(a == a.lower() and a for a in msg.addresses(name))
+
+
+def mime(headers: str, body: bytes | str) -> bytes:
+    """A message from CRLF-joined headers and a body."""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    return headers.strip().replace("\n", "\r\n").encode("utf-8") + b"\r\n\r\n" + body
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+@needs_corpus
+def test_index_lists_every_corpus_file() -> None:
+    assert set(_index()) == {p.name for p in CORPUS_FILES}
+
+
+@needs_corpus
+@pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: p.name)
+def test_corpus_message_parses_cleanly(path: Path) -> None:
+    raw = path.read_bytes()
+    msg = corpus(path.name)
+    check_invariants(msg, raw)
+    assert msg.envelope.rcpt_to
+    assert msg.subject and msg.message_id and msg.text
+    assert msg.addresses("From")
+    assert msg.raw is raw or msg.raw == raw
+    # The body starts right after the first blank line, whatever the line endings.
+    head = raw[: msg.header_bytes_len]
+    assert head.endswith((b"\r\n\r\n", b"\n\n"))
+    assert head.count(b"\n\n") + head.count(b"\r\n\r\n") == 1
+
+
+@needs_corpus
+def test_subject_latin1_encoded_words_keep_accents() -> None:
+    msg = corpus("fr_subject_latin1_encoded.eml")
+    assert msg.subject == "Colis reçu abîmé - remboursement ?"
+    assert msg.get("from") == "Jérôme Dupré <jerome.dupre@exemple.net>"
+    assert msg.addresses("From") == ["jerome.dupre@exemple.net"]
+    assert "le colis est arrivé abîmé, le carton était ouvert" in msg.text
+    assert "Je souhaite être remboursé." in msg.text  # QP soft line break joined
+    assert msg.message_id == "abime.7@exemple.net"
+    assert msg.defects == []
+
+
+@needs_corpus
+def test_cp1252_base64_body_decoded() -> None:
+    msg = corpus("fr_cp1252_base64_devis_signe.eml")
+    assert "devis signé" in msg.text
+    assert "bon pour accord" in msg.text
+    assert msg.text.endswith("François Lefèvre")
+    # Plain text followed by an encoded word: the space between them stays.
+    assert msg.subject == "Devis D-118 signé"
+    assert msg.get("From") == "François Lefèvre <f.lefevre@pme-exemple.fr>"
+    assert msg.envelope.rcpt_to == ("devis@example.com",)
+    assert msg.defects == []
+
+
+@needs_corpus
+def test_html_only_body_reduced_to_text_with_entities() -> None:
+    msg = corpus("fr_html_only_accident.eml")
+    assert msg.content_type == "text/html"
+    assert "accident" in msg.text
+    # &agrave; &#39; and &eacute; decoded; <p> paragraphs become blank-line separated.
+    assert msg.text == (
+        "Bonjour,\n\nSuite à l'accident survenu lors de la livraison, "
+        "notre portail est endommagé. Merci de nous rappeler."
+    )
+    assert "<" not in msg.text and "&" not in msg.text
+    assert msg.subject == "Dégâts lors de la livraison"
+    assert msg.get("From") == "Syndic Résidence Les Pins <syndic@lespins-exemple.fr>"
+
+
+@needs_corpus
+def test_raw_8bit_headers_and_body_decoded() -> None:
+    msg = corpus("raw_8bit_no_charset.eml")
+    assert msg.subject == "Problème urgent"
+    assert msg.get("From") == "Gérard <gerard@client-exemple.fr>"
+    assert msg.text == "Le produit ne fonctionne plus, c'est très urgent."
+    assert "urgent" in msg.subject and "urgent" in msg.text
+    assert msg.content_type == "text/plain"  # no MIME headers at all
+    assert any("windows-1252" in d for d in msg.defects)
+    # The 8-bit bytes are kept as they came, for the relay.
+    assert msg.headers[0].raw == b"From: G\xe9rard <gerard@client-exemple.fr>"
+
+
+@needs_corpus
+def test_broken_mime_gives_text_and_defects() -> None:
+    msg = corpus("broken_mime.eml")
+    assert msg.content_type == "multipart/alternative"
+    # unknown-8bit -> windows-1252; bad QP "=ZZ" kept literally; soft break joined.
+    assert msg.text == "Café renversé sur le colis =ZZ invalide"
+    assert "pas de fin de boundary" not in msg.text  # the HTML alternative is not read
+    assert msg.subject == "Café"  # unknown charset 'utf8x' in the encoded word
+    joined = "\n".join(msg.defects)
+    for expected in ("'utf8x'", "unterminated multipart", "quoted-printable", "'unknown-8bit'"):
+        assert expected in joined
+
+
+@needs_corpus
+def test_bounce_is_multipart_report() -> None:
+    msg = corpus("bounce_dsn.eml")
+    assert msg.content_type == "multipart/report"
+    assert msg.envelope.mail_from == ""
+    assert "could not be delivered" in msg.text
+    assert "Reporting-MTA" not in msg.text  # application/delivery-status is not text
+    assert msg.addresses("From") == ["mailer-daemon@mx.client-exemple.fr"]
+    assert msg.get("auto-submitted") == "auto-replied"
+
+
+@needs_corpus
+def test_long_folded_headers() -> None:
+    msg = corpus("long_header.eml")
+    assert msg.subject.split() == ["Demande", *(f"mot{i}" for i in range(400))]
+    assert "  " not in msg.subject
+    subject = next(h for h in msg.headers if h.name == "Subject")
+    assert subject.raw.count(b"\n ") == 35  # folding kept in raw
+    # 80 adjacent encoded words: the folding whitespace between them disappears.
+    assert msg.get("X-Long") == "x" * 5000
+    assert msg.text == "Corps court."
+    assert msg.message_id == "long.anne@client-exemple.fr"
+    assert msg.defects == []
+
+
+@needs_corpus
+def test_pdf_attachment_contributes_no_text() -> None:
+    msg = corpus("fr_attachment_pdf.eml")
+    assert msg.content_type == "multipart/mixed"
+    assert msg.text == "Bonjour, ci-joint la facture contestée."
+    assert msg.subject == "Facture en pièce jointe"
+    assert msg.defects == []
+
+
+@needs_corpus
+def test_qp_soft_breaks_inside_utf8_sequences() -> None:
+    msg = corpus("fr_question_sav.eml")
+    assert "je n'ai reçu aucune confirmation d'expédition." in msg.text  # "re=C3=\n=A7u"
+    assert "(n° 4821)" in msg.text
+    assert "une procédure." in corpus("fr_litige_urgent.eml").text
+    assert "Could you check?" in corpus("en_question.eml").text
+
+
+@needs_corpus
+def test_duplicates_share_message_id() -> None:
+    a = corpus("duplicate_copy_a.eml")
+    b = corpus("duplicate_copy_b.eml")
+    assert a.message_id == b.message_id == "double.marc@client-exemple.fr"
+    assert a.get("From") == "Marc Noël <marc.noel@client-exemple.fr>"
+    assert a.addresses("To") == ["sav@example.com", "contact@example.com"]
+    assert b.envelope.rcpt_to == ("contact@example.com",)
+
+
+@needs_corpus
+def test_headers_stages_rely_on() -> None:
+    form = corpus("webform_facturation.eml")
+    assert form.addresses("Reply-To") == ["sophie.roux@client-exemple.fr"]
+    assert "Catégorie : Facturation" in form.text
+    followup = corpus("followup_in_reply_to_ack.eml")
+    assert followup.get("In-Reply-To") == "<ACK-MESSAGE-ID>"
+    assert followup.get_all("references") == ["<q4821.1@client-exemple.fr> <ACK-MESSAGE-ID>"]
+    assert corpus("followup_subject_tag.eml").subject.startswith("RE: TR: [CASE-NUMBER]")
+    news = corpus("list_newsletter.eml")
+    assert news.subject == "Nos offres de fin d'année"
+    assert news.get("List-Id") == "Offres <offres.fournisseur-exemple.fr>"
+    assert news.get("precedence") == "bulk"
+    assert "promotions urgentes" in news.text
+    assert corpus("ms_auto_response_suppress.eml").subject == "Ticket INC0012 mis à jour"
+    assert corpus("ms_auto_response_suppress.eml").get("X-Auto-Response-Suppress") == "All"
+    assert corpus("ooo_auto_replied.eml").subject == "Réponse automatique : absente du bureau"
+    assert corpus("noreply_sender.eml").addresses("from") == ["no-reply@plateforme-exemple.com"]
+    assert "furieux" in corpus("fr_client_mecontent.eml").text
+    assert "garantie légale de conformité" in corpus("fr_juridique_expert.eml").text
+
+
+# --------------------------------------------------------------------------- header API
+
+
+def test_get_get_all_count_and_missing() -> None:
+    raw = mime(
+        "Received: from a by b\nreceived: from c by d\nRECEIVED: from e\n"
+        "To: A <A@Example.COM>, b@example.org\nCc: =?utf-8?q?Dupont=2C_Jean?= <Jean@x.fr>",
+        "hi",
+    )
+    msg = parse_message(raw, ENV)
+    assert msg.count("Received") == 3
+    assert msg.get_all("received") == ["from a by b", "from c by d", "from e"]
+    assert msg.get("Received") == "from a by b"
+    assert msg.get("X-Missing") == "" and msg.get("X-Missing", "dflt") == "dflt"
+    assert msg.subject == "" and msg.message_id == ""
+    assert msg.addresses("to") == ["a@example.com", "b@example.org"]
+    # The decoded display name has a comma; addresses are parsed before decoding.
+    assert msg.get("Cc") == "Dupont, Jean <Jean@x.fr>"
+    assert msg.addresses("Cc") == ["jean@x.fr"]
+    assert msg.addresses("Bcc") == []
+
+
+def test_message_id_angles_and_header_raw() -> None:
+    raw = mime("Message-ID:\n  <abc.123@host.example>  \nSubject: a\n\tb", "x")
+    msg = parse_message(raw, ENV)
+    assert msg.message_id == "abc.123@host.example"
+    assert msg.subject == "a\tb"
+    assert msg.headers[1].raw == b"Subject: a\r\n\tb"
+    assert msg.headers[0].name == "Message-ID"
+
+
+def test_encoded_crlf_in_subject_is_neutralised() -> None:
+    evil_b64 = base64.b64encode(b"\r\nBcc: victim@example.org").decode()
+    raw = mime(
+        "Subject: =?utf-8?q?Hello=0D=0ABcc:_evil@example.org?=\n"
+        f"X-Other: =?utf-8?b?{evil_b64}?=\nX-Lf: =?iso-8859-1?q?a=0Ab=0Dc?=",
+        "x",
+    )
+    msg = parse_message(raw, ENV)
+    assert msg.subject == "Hello Bcc: evil@example.org"
+    assert msg.get("X-Other") == "Bcc: victim@example.org"
+    assert msg.get("X-Lf") == "a b c"
+    for h in msg.headers:
+        assert "\r" not in h.value and "\n" not in h.value
+
+
+def test_encoded_word_edge_cases() -> None:
+    raw = mime(
+        "Subject: =?utf-8?b?a?= ok\nX-A: =?UTF-8*fr?Q?caf=C3=A9?= =?utf-8?q?_cr=C3=A8me?=\n"
+        "X-B: =?x-unknown?q?d=E9j=E0?=\nX-C: =?utf-8?Q?Comment =C3=A7a va??=\n"
+        "X-D: =?base64?b?eJzLSM3JyQcABiwCFQ==?=",
+        "x",
+    )
+    msg = parse_message(raw, ENV)
+    assert msg.subject.endswith("ok")  # bad base64 word: left as is, noted
+    assert msg.get("X-A") == "café crème"  # RFC 2231 language; space inside the 2nd word
+    assert msg.get("X-B") == "déjà"  # unknown charset: windows-1252 fallback
+    assert msg.get("X-C") == "Comment ça va?"
+    assert "hello" not in msg.get("X-D")  # zlib-compressed "hello": never decompressed
+    joined = "\n".join(msg.defects)
+    assert "'x-unknown'" in joined and "'base64'" in joined and "Subject" in joined
+
+
+# --------------------------------------------------------------------------- body decoding
+
+
+@pytest.mark.parametrize(
+    ("charset", "body", "expected"),
+    [
+        ("x-unknown", "Caf\xe9".encode("cp1252"), "Café"),
+        ("x-unknown", "Café".encode(), "Café"),
+        ("unicode-1-1-utf-7", "Caf+AOk-".encode("ascii"), "Café"),
+        ("utf-8", "Café €".encode("cp1252"), "Café €"),  # mislabelled: cp1252
+        ("iso-8859-1", b"Prix 10\x80", "Prix 10€"),  # latin-1 labels read as cp1252
+        ("us-ascii", "Café".encode(), "Café"),
+        ("zlib", b"plain text", "plain text"),  # a bytes transform is not a charset
+        ("koi8-r", "Привет".encode("koi8-r"), "Привет"),
+        ('"UTF-8"', "Noël".encode(), "Noël"),
+    ],
+)
+def test_body_charsets(charset: str, body: bytes, expected: str) -> None:
+    raw = mime(f"Content-Type: text/plain; charset={charset}", body)
+    assert parse_message(raw, ENV).text == expected
+
+
+def test_hostile_charset_parameters() -> None:
+    raw = mime(
+        "Content-Type: multipart/mixed; boundary=a",
+        b"--a\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
+        b'--b\r\nContent-Type: text/plain; charset="\x00x"\r\n\r\nCaf\xe9\r\n--b--\r\n'
+        b"--a\r\nContent-Type: text/plain; charset*=a%00b''x\r\n\r\nNo\xebl\r\n--a--\r\n",
+    )
+    msg = parse_message(raw, ENV)
+    assert msg.text == "Café\n\nNoël"
+    assert any("unusable charset" in d for d in msg.defects)
+
+
+def test_undeclared_8bit_body_utf8_then_cp1252() -> None:
+    assert parse_message(mime("Subject: x", "Noël"), ENV).text == "Noël"
+    msg = parse_message(mime("Subject: x", "Noël “ok”".encode("cp1252")), ENV)
+    assert msg.text == "Noël “ok”"
+    assert any("windows-1252" in d for d in msg.defects)
+
+
+def test_bad_base64_and_bad_qp_are_defects() -> None:
+    raw = mime(
+        "Content-Type: multipart/mixed; boundary=b",
+        "--b\r\nContent-Transfer-Encoding: base64\r\n\r\nQm9u!!am91cg\r\n"
+        "--b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nCaf=E9 =G1 fin\r\n--b--\r\n",
+    )
+    msg = parse_message(raw, ENV)
+    assert "Bonjour" in msg.text and "Café =G1 fin" in msg.text
+    joined = "\n".join(msg.defects)
+    assert "base64" in joined and "quoted-printable" in joined
+
+
+def test_alternative_prefers_plain_then_html() -> None:
+    def alternative(plain: str) -> bytes:
+        return mime(
+            'Content-Type: multipart/alternative; boundary="a"',
+            f"--a\r\nContent-Type: text/plain\r\n\r\n{plain}\r\n"
+            "--a\r\nContent-Type: text/html\r\n\r\n<p>HTML &amp; version</p>\r\n--a--\r\n",
+        )
+
+    assert parse_message(alternative("plain version"), ENV).text == "plain version"
+    assert parse_message(alternative("  "), ENV).text == "HTML & version"
+
+
+def test_mixed_parts_joined_and_attachments_skipped() -> None:
+    raw = mime(
+        "Content-Type: multipart/mixed; boundary=m",
+        "preamble\r\n--m\r\nContent-Type: text/plain\r\n\r\nfirst\r\n"
+        "--m\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename=a.txt"
+        "\r\n\r\nsecret attachment\r\n"
+        "--m\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        "iVBORw0KGgo=\r\n"
+        "--m\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nforwarded\r\n"
+        "--m\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<div>second</div>\r\n--m--\r\n"
+        "epilogue\r\n",
+    )
+    msg = parse_message(raw, ENV)
+    assert msg.text == "first\n\nsecond"
+
+
+def test_html_reduction() -> None:
+    markup = (
+        "<html><head><title>T</title><style>p {color: red}</style></head><body>"
+        "<script>var a = '<p>no</p>';</script><h1>Titre</h1><p>Un&nbsp;d&eacute;g&#226;t"
+        "<br>ligne&#x20;2</p><ul><li>un</li><li>deux</li></ul>"
+        "<table><tr><td>a</td><td>b</td></tr></table><!-- hidden --><p a='x>y'>fin</p>"
+    )
+    msg = parse_message(mime("Content-Type: text/html; charset=utf-8", markup), ENV)
+    assert msg.text == "Titre\n\nUn dégât\nligne 2\n\nun\n\ndeux\n\na b\n\nfin"
+    for visible in ("Titre", "Un dégât\nligne 2", "un", "deux", "a b", "fin"):
+        assert visible in msg.text
+    for hidden in ("color", "var a", "no", "hidden", "T\n", "<", "&"):
+        assert hidden not in msg.text
+
+
+@pytest.mark.parametrize(
+    "markup",
+    [
+        "<a " * 30000,
+        "<a b='" * 20000,
+        "<a b='x>" * 20000,
+        '<p a="' + "x>" * 50000,
+        "<!--" * 25000,
+        "</" * 50000,
+        "<?" * 50000,
+        "<![if x]>" * 10,
+        "<script>" * 20000,
+    ],
+)
+def test_pathological_html_is_fast(markup: str) -> None:
+    start = time.perf_counter()
+    parse_message(mime("Content-Type: text/html", markup), ENV)
+    assert time.perf_counter() - start < 3.0
+
+
+# --------------------------------------------------------------------------- hostile framing
+
+
+def test_nul_bytes() -> None:
+    raw = b"Subject: a\x00b\r\nFrom: x\x00@y\r\n\r\nhello\x00world\r\n"
+    msg = parse_message(raw, ENV)
+    check_invariants(msg, raw)
+    assert msg.subject == "a\x00b"
+    assert msg.text == "hello\x00world"
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r", b"\r\n"])
+def test_line_endings(eol: bytes) -> None:
+    lines = [
+        b"From: Claire <claire@example.fr>",
+        b"Subject: =?utf-8?q?r=C3=A9clamation?=",
+        b" urgente",
+        b"Content-Type: text/plain; charset=utf-8",
+        b"",
+        b"Ligne 1",
+        b"Ligne 2",
+    ]
+    raw = eol.join(lines)
+    msg = parse_message(raw, ENV)
+    check_invariants(msg, raw)
+    assert msg.subject == "réclamation urgente"
+    assert msg.text == "Ligne 1\nLigne 2"
+    assert msg.header_bytes_len == raw.index(b"Ligne 1")
+    assert msg.headers[1].raw == b"Subject: =?utf-8?q?r=C3=A9clamation?=" + eol + b" urgente"
+
+
+def test_one_megabyte_header_line() -> None:
+    raw = b"Subject: " + b"a" * 1_000_000 + b"\r\nTo: x@y\r\n\r\nbody"
+    start = time.perf_counter()
+    msg = parse_message(raw, ENV)
+    assert time.perf_counter() - start < 2.0
+    check_invariants(msg, raw)
+    assert len(msg.subject) == 1_000_000
+    assert msg.text == "body" and msg.addresses("To") == ["x@y"]
+    many_words = b"Subject: " + b"=?utf-8?q?x?= " * 70_000 + b"\r\n\r\nbody"
+    msg = parse_message(many_words, ENV)
+    assert msg.subject.startswith("x" * 1000) and msg.defects
+
+
+def test_no_blank_line_and_no_body() -> None:
+    only_headers = b"Subject: x\r\nTo: y@z"
+    msg = parse_message(only_headers, ENV)
+    assert msg.header_bytes_len == len(only_headers) and msg.text == ""
+    glued = b"Subject: x\r\nHello there\r\n"
+    msg = parse_message(glued, ENV)
+    assert msg.header_bytes_len == glued.index(b"Hello")
+    assert msg.text == "Hello there" and msg.defects
+    for raw in (b"", b"\r\n", b"\r\n\r\n", b":", b" leading continuation\r\n\r\nx"):
+        check_invariants(parse_message(raw, ENV), raw)
+
+
+def nested(depth: int, *, leaf: str = "deep text") -> bytes:
+    """``depth`` multiparts inside each other, a shallow text part first."""
+    out = b'Content-Type: multipart/mixed; boundary="b0"\r\n\r\n'
+    out += b"--b0\r\nContent-Type: text/plain\r\n\r\nshallow text\r\n"
+    for i in range(1, depth):
+        out += b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i - 1, i)
+    out += b"--b%d\r\nContent-Type: text/plain\r\n\r\n%s\r\n" % (depth - 1, leaf.encode())
+    for i in range(depth - 1, -1, -1):
+        out += b"--b%d--\r\n" % i
+    return out
+
+
+def test_nesting_within_limit() -> None:
+    msg = parse_message(nested(10), ENV)
+    assert msg.text == "shallow text\n\ndeep text"
+    assert msg.defects == []
+
+
+def test_fifty_level_nesting_is_cut_with_a_defect() -> None:
+    raw = nested(50)
+    msg = parse_message(raw, ENV)
+    check_invariants(msg, raw)
+    assert msg.text == "shallow text"
+    assert any("nesting deeper than 20" in d for d in msg.defects)
+
+
+def test_absurd_nesting_is_bounded() -> None:
+    raw = nested(400, leaf="x\r\n" * 50_000)
+    start = time.perf_counter()
+    msg = parse_message(raw, ENV)
+    assert time.perf_counter() - start < 3.0
+    assert msg.text == "shallow text"
+    nested_messages = b"Content-Type: message/rfc822\r\n\r\n" * 3000 + b"Subject: x\r\n\r\nhi"
+    check_invariants(parse_message(nested_messages, ENV), nested_messages)
+
+
+def test_part_limit() -> None:
+    parts = "".join(f"--z\r\nContent-Type: text/plain\r\n\r\npart{i}\r\n" for i in range(300))
+    msg = parse_message(mime("Content-Type: multipart/mixed; boundary=z", parts + "--z--"), ENV)
+    assert "part0" in msg.text and "part198" in msg.text and "part199" not in msg.text
+    assert any("more than 200 MIME parts" in d for d in msg.defects)
+    few = parse_message(mime("Content-Type: multipart/mixed; boundary=z", parts), ENV, max_parts=3)
+    assert few.text == "part0\n\npart1"
+
+
+def test_defects_are_bounded() -> None:
+    headers = "".join(f"X-{i}: =?bogus-{i}?q?x?=\r\n" for i in range(500))
+    msg = parse_message(headers.encode() + b"\r\nbody", ENV)
+    assert len(msg.defects) == 101 and msg.defects[-1] == "further defects omitted"
+
+
+def test_plain_message_is_fast() -> None:
+    body = (b"Bonjour, ceci est une ligne de texte ordinaire pour le test. " * 2 + b"\r\n") * 80
+    raw = mime("From: a@b.fr\nTo: c@d.fr\nSubject: =?utf-8?q?Caf=C3=A9?=", body)
+    assert 9_000 < len(raw) < 11_000
+    parse_message(raw, ENV)
+    start = time.perf_counter()
+    for _ in range(100):
+        parse_message(raw, ENV)
+    assert (time.perf_counter() - start) / 100 < 0.005  # ~0.15 ms on a laptop
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+
+@FUZZ
+@given(st.binary(max_size=4000))
+def test_never_raises_on_arbitrary_bytes(raw: bytes) -> None:
+    check_invariants(parse_message(raw, ENV), raw)
+
+
+MIME_TOKENS = [
+    b"\r\n", b"\n", b"\r", b" ", b"\t", b"--b", b"--b--", b"--c", b"Subject: ", b"From: ",
+    b"Content-Type: multipart/mixed; boundary=b", b"Content-Type: multipart/alternative;",
+    b' boundary="c"', b"Content-Type: text/html; charset=x-unknown",
+    b"Content-Type: text/plain; charset*=utf-8''%E9", b"Content-Type: message/rfc822",
+    b"Content-Transfer-Encoding: base64", b"Content-Transfer-Encoding: quoted-printable",
+    b"Content-Transfer-Encoding: x-uuencode", b"Content-Disposition: attachment",
+    b"=?utf-8?b?", b"=?iso-8859-1?q?", b"?=", b"=E9", b"=\r\n", b"=ZZ", b"<p>", b"</p>",
+    b"<script>", b"<!--", b"&eacute;", b"&#", b"\xe9", b"\xc3\xa9", b"\x00", b"QUJD", b"==",
+    b"begin 644 x\r\n", b":", b"<a@b>",
+]  # fmt: skip
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(MIME_TOKENS), max_size=120))
+def test_never_raises_on_mime_like_bytes(tokens: list[bytes]) -> None:
+    raw = b"".join(tokens)
+    check_invariants(parse_message(raw, ENV), raw)
+
+
+def mutate(raw: bytes, seed: int, count: int) -> bytes:
+    """Apply ``count`` random byte-level edits to ``raw``."""
+    rng = random.Random(seed)
+    data = bytearray(raw)
+    for _ in range(count):
+        pos = rng.randrange(len(data) + 1)
+        op = rng.randrange(5)
+        if op == 0:  # insert random bytes
+            data[pos:pos] = rng.randbytes(rng.randrange(1, 8))
+        elif op == 1:  # delete a run
+            del data[pos : pos + rng.randrange(1, 64)]
+        elif op == 2:  # duplicate a run
+            data[pos:pos] = data[pos : pos + rng.randrange(1, 200)]
+        elif op == 3:  # insert a structural token
+            data[pos:pos] = rng.choice(MIME_TOKENS)
+        else:  # truncate
+            del data[pos:]
+    return bytes(data)
+
+
+@needs_corpus
+@FUZZ
+@given(
+    st.sampled_from(CORPUS_FILES or [Path("missing.eml")]),
+    st.integers(min_value=0, max_value=2**32),
+    st.integers(min_value=1, max_value=12),
+)
+def test_never_raises_on_mutated_corpus(path: Path, seed: int, count: int) -> None:
+    raw = mutate(path.read_bytes(), seed, count)
+    check_invariants(parse_message(raw, ENV), raw)
