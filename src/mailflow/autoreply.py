@@ -21,12 +21,15 @@ _ROBOT_HEADERS = ("x-autoreply", "x-autorespond", "x-autoresponder", "x-loop", "
 _ROBOT_LOCAL_PARTS = {"mailer-daemon", "postmaster", "abuse", "root", "noreply", "no-reply",
                       "donotreply", "do-not-reply", "ne-pas-repondre", "nepasrepondre",
                       "ne_pas_repondre", "no_reply"}
+#: ``noreply-notifications@``, ``no-reply+42@``, ``mailer-daemon.mx1@``: robots with a suffix.
+_ROBOT_PREFIX = re.compile(r"^(?:mailer-daemon|no-?reply|no_reply|do-?not-?reply"
+                           r"|ne[-_]?pas[-_]?repondre)[-+._]")
 
 
 def robot_sender(address: str) -> str | None:
     """Why ``address`` is a robot's, judging by its local part, or None."""
     local = address.rpartition("@")[0].lower() if "@" in address else address.lower()
-    if local in _ROBOT_LOCAL_PARTS:
+    if local in _ROBOT_LOCAL_PARTS or _ROBOT_PREFIX.match(local):
         return f"robot sender ({local})"
     if local.startswith("owner-") or local.endswith("-request"):
         return "mailing-list sender"

@@ -214,27 +214,35 @@ def remove_fingerprints(tx: Transaction, queue_id: str) -> None:
 # Resends: same text, new Message-ID
 # ---------------------------------------------------------------------------
 
-_QUOTE_INTRO = re.compile(
-    r"^(?:on .{0,200} wrote:|le .{0,200} a écrit\s*:|-+\s*(?:original message|message d'origine)"
-    r"\s*-+|de\s*:.*|from\s*:.*)$", re.IGNORECASE)
-_SIGNATURE = re.compile(r"^--\s*$")
+#: Where the history or the signature starts: everything after is not the new text.
+_CUT = re.compile(
+    r"^[ \t]*(?:--[ \t]*$|on .{0,200} wrote:[ \t]*$|le .{0,200} a écrit[ \t]*:[ \t]*$"
+    r"|-+[ \t]*(?:original message|message d'origine)[ \t]*-+|(?:de|from)[ \t]*:)",
+    re.IGNORECASE | re.MULTILINE)
+_QUOTED = re.compile(r"^[ \t]*>.*$", re.MULTILINE)
+
+
+def _new_text(text: str) -> str:
+    cut = _CUT.search(text)
+    return _QUOTED.sub("", text[: cut.start()] if cut is not None else text).lower()
 
 
 def normalised_text(text: str) -> str:
     """The text a human wrote: quoted history, signature and spacing removed."""
-    kept: list[str] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if _SIGNATURE.match(line) or _QUOTE_INTRO.match(stripped):
-            break
-        if stripped.startswith(">"):
-            continue
-        kept.append(stripped.lower())
-    return " ".join(" ".join(kept).split())
+    return " ".join(_new_text(text).split())
+
+
+_WHITESPACE = b" \t\r\n\x0b\x0c"
 
 
 def fingerprint(text: str) -> str:
-    return hashlib.sha256(normalised_text(text).encode("utf-8")).hexdigest()
+    """Digest of the text a human wrote, blind to spacing; '' when there is none.
+
+    Whitespace is dropped with ``bytes.translate`` rather than split and
+    joined: same answer for resends, a fraction of the cost on long bodies.
+    """
+    body = _new_text(text).encode("utf-8", "replace").translate(None, _WHITESPACE)
+    return hashlib.sha256(body).hexdigest() if body else ""
 
 
 def first_match(values: Iterable[str], pattern: re.Pattern[str]) -> list[str]:

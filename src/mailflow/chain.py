@@ -72,6 +72,7 @@ class Chain:
         if decision.outcome not in ("timeout", "error"):
             return
         _restore(ctx, saved)
+        decision.verdict = None  # a verdict the failed stage gave was undone with the rest
         if stage.failure_policy == "skip":
             decision.reason += " (stage skipped)"
             return
@@ -93,12 +94,13 @@ class _Snapshot:
     verdict: Verdict
     reply: str | None
     attributes: dict[str, object]
+    subject_tag: str | None
 
 
 def _snapshot(ctx: MessageContext) -> _Snapshot:
     return _Snapshot(list(ctx.added_headers), list(ctx.recipients), len(ctx.outgoing),
                      len(ctx.timers), len(ctx.cancelled_timers), len(ctx.writes), ctx.verdict,
-                     ctx.reply, dict(ctx.attributes))
+                     ctx.reply, dict(ctx.attributes), ctx.subject_tag)
 
 
 def _restore(ctx: MessageContext, saved: _Snapshot) -> None:
@@ -112,6 +114,7 @@ def _restore(ctx: MessageContext, saved: _Snapshot) -> None:
     ctx.verdict = saved.verdict
     ctx.reply = saved.reply
     ctx.attributes = dict(saved.attributes)
+    ctx.subject_tag = saved.subject_tag
 
 
 def build_chain(rules: RuleSet, stage_types: Mapping[str, type[Stage]], env: StageEnv,

@@ -122,7 +122,10 @@ def validate(model: type[M], data: Any, file: str, tree: Any = None,
             loc = [*prefix, *err["loc"]]
             if err["type"] == "missing":
                 loc = loc[:-1]
-            line, col = position(tree if tree is not None else data, loc)
+            root = tree if tree is not None else data
+            # plain data (command-line overrides, no file) has no position to show
+            line, col = (position(root, loc) if isinstance(root, CommentedMap | CommentedSeq)
+                         else (0, 0))
             problems.append(Problem(file, line, col, _describe(err)))
         raise ConfigError(problems) from None
 
@@ -220,7 +223,6 @@ class OutboxSettings(Model):
     backoff_initial: float = Field(30.0, gt=0)
     backoff_max: float = Field(3600.0, gt=0)
     max_attempts: int = Field(30, ge=1)
-    sender: str = ""  # the envelope sender of mail mailflow writes: null by default
 
 
 class Settings(Model):
@@ -243,10 +245,23 @@ class Settings(Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     source: str = "<defaults>"
 
+    @field_validator("smtp", "relay", "outbox", mode="before")
+    @classmethod
+    def _empty_section(cls, value: Any) -> Any:
+        # ``smtp:`` with every line below it commented out means "the defaults"
+        return {} if value is None else value
+
     @field_validator("next_hop", mode="before")
     @classmethod
     def _next_hop(cls, value: Any) -> Any:
         return NextHop.parse(value) if isinstance(value, str) else value
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("sqlite:///"):
+            raise ValueError(f"'{value}' is not a supported store: use sqlite:///PATH")
+        return value
 
     @field_validator("listen", "metrics")
     @classmethod
@@ -323,6 +338,9 @@ def load_settings(path: str | os.PathLike[str] | None,
             raise ConfigError([Problem(source, line, col,
                                        "the configuration must be a mapping of settings")])
         data = dict(tree)
+    if "source" in data:
+        line, col = position(tree, ("source",))
+        raise ConfigError([Problem(source, line, col, "unknown setting 'source'")])
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value
@@ -330,5 +348,20 @@ def load_settings(path: str | os.PathLike[str] | None,
     settings = validate(Settings, data, source, tree)
     problems = settings.check_deadlines()
     if problems:
-        raise ConfigError([Problem(source, 0, 0, p) for p in problems])
+        line, col = _first_position(tree, (("chain_timeout",), ("relay", "timeout"),
+                                           ("smtp", "idle_timeout")))
+        raise ConfigError([Problem(source, line, col, p) for p in problems])
     return settings
+
+
+def _first_position(tree: Any, paths: Sequence[Sequence[str]]) -> tuple[int, int]:
+    """Where the first of ``paths`` is written in the file; (0, 0) when none is."""
+    for path in paths:
+        node = tree
+        for key in path:
+            if not isinstance(node, Mapping) or key not in node:
+                break
+            node = node[key]
+        else:
+            return position(tree, path)
+    return 0, 0

@@ -21,11 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+import uvloop
 from prometheus_client import CollectorRegistry
 
 from mailflow import sdnotify
 from mailflow.config import ConfigError, Settings, load_settings
-from mailflow.metrics import MetricFactory, Metrics, serve_http
+from mailflow.metrics import (
+    MetricFactory,
+    Metrics,
+    exposition_registry,
+    serve_http,
+    worker_exited,
+)
 from mailflow.outbox import OutboxWorker
 from mailflow.pipeline import Pipeline
 from mailflow.plugins import call_hook
@@ -88,7 +95,8 @@ class Application:
         self.handler = Handler(settings, lambda: self.runtime.pm, lambda: self.runtime.rules,
                                self.pipeline, self.metrics)
         self.limits = SessionLimits(settings.smtp.max_sessions,
-                                    settings.smtp.max_sessions_per_client)
+                                    settings.smtp.max_sessions_per_client,
+                                    self.metrics.sessions.set)
         self.store_error: str | None = None
         self._stopping: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -117,9 +125,11 @@ class Application:
             await asyncio.sleep(5 if self.store_error is None else 1)
 
     async def _watchdog(self, interval: float) -> None:
+        """Keep-alives while the event loop runs. A store outage is reported by /healthz
+        and tempfails mail, but is not a reason for systemd to restart us: a restart
+        would not mend the store."""
         while True:
-            if self.store_error is None:
-                sdnotify.notify("WATCHDOG=1")
+            sdnotify.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
 
     # -- reload ----------------------------------------------------------------
@@ -136,7 +146,8 @@ class Application:
                       detail="keeping the running configuration")
             sdnotify.notify("READY=1", "STATUS=reload failed, running configuration kept")
             return False
-        fixed = ("listen", "store", "state_dir", "workers", "next_hop", "smtp", "relay", "metrics")
+        fixed = ("listen", "store", "state_dir", "workers", "next_hop", "smtp", "relay", "metrics",
+                 "trusted_networks", "outbox", "log_level")
         changed = [k for k in fixed if getattr(settings, k) != getattr(self.settings, k)]
         if changed:
             log.warning("reload_needs_restart", settings=changed,
@@ -176,9 +187,13 @@ class Application:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await call_hook(self.runtime.pm.hook.mailflow_shutdown, app=self)
-        await self.client.close()
-        await self.store.close()
+        try:
+            await call_hook(self.runtime.pm.hook.mailflow_shutdown, app=self)
+        except Exception:  # a plugin's bug must not keep the store open
+            log.exception("plugin_shutdown_failed")
+        finally:
+            await self.client.close()
+            await self.store.close()
         log.info("stopped", worker=self.worker)
 
     def _on_signal(self, signum: int) -> None:
@@ -206,6 +221,12 @@ class Application:
         await self.stop(server)
 
 
+async def _migrate(settings: Settings) -> None:
+    store = open_store(settings.store_url)
+    await store.open()
+    await store.close()
+
+
 def describe_startup(settings: Settings) -> str:
     hop = settings.effective_next_hop
     where = (f"into the Maildir {Path(hop.path).resolve()}" if hop.kind == "maildir"
@@ -217,12 +238,17 @@ def describe_startup(settings: Settings) -> str:
 
 def run(config: str | None, overrides: dict[str, Any]) -> int:
     """``mailflow serve``: load, bind, fork workers if asked, serve until told to stop."""
+    # SIGHUP's default action kills the process: until the event loop installs the reload
+    # handler, a reload asked for early (the port is already open) must not stop the daemon.
+    # Ignoring it is safe: configuration and rules are read after this line.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = load_settings(config, overrides)
     load_runtime(settings)  # refuse to start on a bad configuration, before binding
 
     def reread() -> Settings:
         return load_settings(config, overrides)
 
+    asyncio.run(_migrate(settings))  # once, before workers race for it
     sock = bind_socket(settings)
     metrics_address = settings.metrics_address
     children: list[int] = []
@@ -237,7 +263,7 @@ def run(config: str | None, overrides: dict[str, Any]) -> int:
     app = Application(settings, reread, worker=worker)
     http = None
     if worker == 0 and metrics_address:
-        http = serve_http(metrics_address, app.registry, app.health)
+        http = serve_http(metrics_address, exposition_registry(app.registry), app.health)
 
     def ready() -> None:
         if worker == 0:
@@ -253,13 +279,19 @@ def run(config: str | None, overrides: dict[str, Any]) -> int:
 
     started = time.monotonic()
     try:
-        asyncio.run(app.serve(sock, ready))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(app.serve(sock, ready))
+    except Exception:
+        log.exception("daemon_failed", worker=worker)
+        forward(signal.SIGTERM)
+        raise
     finally:
         if http is not None:
             http.shutdown()
         for pid in children:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
+            worker_exited(pid)
     log.debug("exit", worker=worker, seconds=round(time.monotonic() - started, 1))
     if worker:
         os._exit(0)

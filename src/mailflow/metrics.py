@@ -7,6 +7,7 @@ otherwise; it is served by prometheus_client's own WSGI app on a thread.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -34,7 +35,8 @@ class Metrics:
         self.rejections = Counter("mailflow_smtp_rejections_total",
                                   "Commands refused before DATA, by reason", ["reason"],
                                   registry=r)
-        self.sessions = Gauge("mailflow_smtp_sessions", "Open SMTP sessions", registry=r)
+        self.sessions = Gauge("mailflow_smtp_sessions", "Open SMTP sessions", registry=r,
+                              multiprocess_mode="livesum")
         self.stage_seconds = Histogram("mailflow_stage_duration_seconds",
                                        "Time spent in each chain stage", ["stage"],
                                        buckets=SECONDS_BUCKETS, registry=r)
@@ -56,12 +58,14 @@ class Metrics:
                                        "Outbox send attempts that failed", ["kind", "outcome"],
                                        registry=r)
         self.outbox_pending = Gauge("mailflow_outbox_pending",
-                                    "Outbox rows waiting to be sent", registry=r)
+                                    "Outbox rows waiting to be sent", registry=r,
+                                    multiprocess_mode="livemax")
         self.store_errors = Counter("mailflow_store_errors_total",
                                     "Store operations that failed", registry=r)
         self.reloads = Counter("mailflow_config_reloads_total",
                                "Configuration reloads by result", ["result"], registry=r)
-        self.up = Gauge("mailflow_healthy", "1 when the daemon can accept mail", registry=r)
+        self.up = Gauge("mailflow_healthy", "1 when the daemon can accept mail", registry=r,
+                        multiprocess_mode="livemin")
 
 
 class MetricFactory:
@@ -97,6 +101,26 @@ class MetricFactory:
 
 
 HealthCheck = Callable[[], tuple[bool, str]]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def exposition_registry(registry: CollectorRegistry) -> CollectorRegistry:
+    """What /metrics shows: this process's registry, or every worker's in multiprocess mode."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return registry
+    from prometheus_client import multiprocess
+
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+    return merged
+
+
+def worker_exited(pid: int) -> None:
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def serve_http(address: tuple[str, int], registry: CollectorRegistry,

@@ -57,11 +57,17 @@ class OutboxWorker:
             except StoreUnavailable as exc:
                 log.warning("outbox_store_unavailable", error=str(exc))
                 sent = 0
+            except Exception:  # one bad row must not stop the outbox until a restart
+                log.exception("outbox_error")
+                sent = 0
             if sent:
                 continue
             self._wake.clear()
+            # not asyncio.wait_for: on Python 3.11 it swallows a cancel that lands as the
+            # event is set (gh-86296), and the daemon then never stops on SIGTERM
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+                async with asyncio.timeout(self.settings.poll_interval):
+                    await self._wake.wait()
 
     async def run_once(self) -> int:
         """Send what is due now; returns how many rows were handled."""

@@ -333,5 +333,6 @@ def _status(text: str, default: str) -> str:
 
 def envelope_from_session(mail_from: str | None, rcpt_to: Sequence[str],
                           mail_options: Sequence[str], peer: str, helo: str) -> Envelope:
-    return Envelope(mail_from=mail_from or "", rcpt_to=tuple(rcpt_to),
+    sender = "" if mail_from in (None, "<>") else mail_from  # "<>": aiosmtpd's null sender
+    return Envelope(mail_from=sender, rcpt_to=tuple(rcpt_to),
                     mail_options=tuple(mail_options), peer=peer, helo=helo)

@@ -78,7 +78,10 @@ class SmtpRelay:
             self.settings.starttls]
         client = aiosmtplib.SMTP(hostname=self.hop.host, port=self.hop.port,
                                  timeout=self.settings.timeout, start_tls=start_tls,
-                                 validate_certs=False, local_hostname=self.local_hostname)
+                                 # opportunistic TLS cannot insist on a certificate;
+                                 # 'require' means a verified one
+                                 validate_certs=self.settings.starttls == "require",
+                                 local_hostname=self.local_hostname)
         await client.connect()
         await client.ehlo()
         return client
@@ -92,12 +95,14 @@ class SmtpRelay:
                 check_address(rcpt)
         except ValueError as exc:
             return DeliveryResult(553, f"5.1.3 {exc}")
-        async with self._slots:
-            try:
-                async with asyncio.timeout(self.settings.timeout):
-                    return await self._send_pooled(mail_from, rcpt_to, data, smtputf8, body8bit)
-            except TimeoutError:
-                return DeliveryResult(451, "4.4.2 next hop timed out")
+        # an internationalised address can only travel with SMTPUTF8 (RFC 6531)
+        smtputf8 = smtputf8 or not (mail_from.isascii() and all(r.isascii() for r in rcpt_to))
+        try:
+            # waiting for a free connection counts against the deadline too
+            async with asyncio.timeout(self.settings.timeout), self._slots:
+                return await self._send_pooled(mail_from, rcpt_to, data, smtputf8, body8bit)
+        except TimeoutError:
+            return DeliveryResult(451, "4.4.2 next hop timed out")
 
     async def _send_pooled(self, mail_from: str, rcpt_to: list[str], data: bytes,
                            smtputf8: bool, body8bit: bool) -> DeliveryResult:
@@ -121,6 +126,9 @@ class SmtpRelay:
             try:
                 result = await self._transaction(client, mail_from, rcpt_to, data,
                                                  smtputf8, body8bit)
+            except asyncio.CancelledError:
+                client.close()  # cut off mid-transaction (deadline): never reuse it
+                raise
             except _StaleConnection:
                 client.close()
                 client = None
@@ -143,6 +151,8 @@ class SmtpRelay:
     async def _transaction(self, client: aiosmtplib.SMTP, mail_from: str, rcpt_to: list[str],
                            data: bytes, smtputf8: bool, body8bit: bool) -> DeliveryResult:
         options: list[str] = []
+        # aiosmtplib encodes addresses as ASCII unless told otherwise
+        encoding = "utf-8" if smtputf8 else "ascii"
         if smtputf8:
             if not client.supports_extension("smtputf8"):
                 await _reset(client)
@@ -151,7 +161,7 @@ class SmtpRelay:
         if body8bit and client.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
         try:
-            await client.mail(mail_from, options=options)
+            await client.mail(mail_from, options=options, encoding=encoding)
         except aiosmtplib.SMTPServerDisconnected as exc:
             raise _StaleConnection from exc  # nothing was sent yet: safe to retry
         except aiosmtplib.SMTPSenderRefused as exc:
@@ -160,7 +170,7 @@ class SmtpRelay:
         refused: dict[str, tuple[int, str]] = {}
         for rcpt in rcpt_to:
             try:
-                await client.rcpt(rcpt)
+                await client.rcpt(rcpt, encoding=encoding)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 refused[rcpt] = (exc.code, exc.message)
         if len(refused) == len(rcpt_to):

@@ -52,8 +52,9 @@ class RuleSet:
 
     def is_local(self, address: str) -> bool:
         """True when the address's domain is one of ours (case-insensitive)."""
-        domain = address.rpartition("@")[2].lower().rstrip(".")
-        return bool(domain) and domain in self.local_domains
+        _, at, domain = address.rpartition("@")
+        domain = domain.lower().rstrip(".")
+        return bool(at and domain) and domain in self.local_domains
 
     def template_path(self, name: str) -> Path:
         """A file inside the rules folder; refuses anything that escapes it."""

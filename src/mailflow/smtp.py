@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("mailflow.smtp")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+HOOK_TIMEOUT = 10.0  # seconds an SMTP-stage hook may take before the command is tempfailed
 
 
 def relay_refusal(address: str, rules: RuleSet, trusted: bool) -> str | None:
@@ -56,9 +57,11 @@ def relay_refusal(address: str, rules: RuleSet, trusted: bool) -> str | None:
 class SessionLimits:
     """Counts open sessions, in all and per client address."""
 
-    def __init__(self, total: int, per_client: int) -> None:
+    def __init__(self, total: int, per_client: int,
+                 on_change: Callable[[int], None] | None = None) -> None:
         self.total = total
         self.per_client = per_client
+        self.on_change = on_change
         self.open = 0
         self.by_client: Counter[str] = Counter()
 
@@ -69,11 +72,15 @@ class SessionLimits:
             return "421 4.7.0 Too many connections from your address, try again later"
         self.open += 1
         self.by_client[client] += 1
+        if self.on_change:
+            self.on_change(self.open)
         return None
 
     def release(self, client: str) -> None:
         self.open -= 1
         self.by_client[client] -= 1
+        if self.on_change:
+            self.on_change(self.open)
         if self.by_client[client] <= 0:
             del self.by_client[client]
 
@@ -141,6 +148,7 @@ class Handler:
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
+        self._networks = settings.networks  # parsed once, not per session
 
     # -- helpers --------------------------------------------------------------
 
@@ -151,7 +159,7 @@ class Handler:
             peer = session.peer if isinstance(session.peer, tuple) else ("", 0)
             address = str(peer[0])
             info = SessionInfo(peer=address, port=int(peer[1]) if len(peer) > 1 else 0,
-                               trusted=SessionInfo.in_networks(address, self.settings.networks))
+                               trusted=SessionInfo.in_networks(address, self._networks))
             session.mailflow = info  # type: ignore[attr-defined]
         info.tls = session.ssl is not None
         return info
@@ -169,8 +177,18 @@ class Handler:
         return self._refused("helo", refusal) if refusal else None
 
     async def _ask(self, hook: str, **kwargs: Any) -> str | None:
+        """Ask the plugins; a hook that hangs or raises tempfails the command."""
         caller = getattr(self._pm_of().hook, hook)
-        for result in await call_hook(caller, **kwargs):
+        try:
+            async with asyncio.timeout(HOOK_TIMEOUT):
+                results = await call_hook(caller, **kwargs)
+        except TimeoutError:
+            log.error("hook_timeout", hook=hook, seconds=HOOK_TIMEOUT)
+            return "451 4.3.0 Temporary failure, try again later"
+        except Exception:
+            log.exception("hook_failed", hook=hook)
+            return "451 4.3.0 Temporary failure, try again later"
+        for result in results:
             if isinstance(result, SmtpReply):
                 return str(result)
             if result is not None:
@@ -206,6 +224,10 @@ class Handler:
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
         info = self.info(session)
+        # aiosmtpd (via email's parser) spells the null sender "<>": hooks and the
+        # pipeline see "", aiosmtpd's envelope keeps "<>" (it needs a truthy sender)
+        if address == "<>":
+            address = ""
         if _CONTROL.search(address):
             return self._refused("bad_address", "501 5.1.7 Bad sender address syntax")
         refusal = await self._ask("mailflow_mail_from", session=info, address=address)
@@ -213,7 +235,7 @@ class Handler:
             return self._refused("mail_from", refusal)
         info.mail_from = address
         info.rcpt_to = []
-        envelope.mail_from = address
+        envelope.mail_from = address or "<>"
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Ok"
 
@@ -266,5 +288,5 @@ class Handler:
                 self.idle.set()
 
     async def handle_exception(self, error: Exception) -> str:
-        log.error("smtp_session_error", error=repr(error))
+        log.error("smtp_session_error", error=repr(error), exc_info=error)
         return "451 4.3.0 Internal error, try again later"

@@ -67,6 +67,7 @@ from mailflow.store import Transaction
 log = structlog.get_logger("mailflow.stages.acknowledge")
 
 _ACK_ID = re.compile(r"<?(ack\.[A-Za-z0-9.\-]+@[A-Za-z0-9.\-]+)>?")
+_BOUNCE_SCAN_BYTES = 256 * 1024
 _LANGUAGE_WORDS = {
     "fr": {"bonjour", "merci", "je", "vous", "nous", "est", "pour", "les", "des", "une",
            "commande", "votre", "mon", "ma", "pas", "avec", "cordialement"},
@@ -290,8 +291,10 @@ class AcknowledgeStage(Stage):
 
     async def _record_bounce(self, ctx: MessageContext) -> None:
         """A bounce of one of our acknowledgements: stop writing to that address a while."""
-        ids = set(_ACK_ID.findall(ctx.message.text)) | set(
-            _ACK_ID.findall(" ".join(ctx.message.get_all("References"))))
+        # A DSN returns our headers in a text/rfc822-headers or message/rfc822 part,
+        # which is not in ``text``: look at the bytes as received too.
+        returned = ctx.message.raw[:_BOUNCE_SCAN_BYTES].decode("ascii", "replace")
+        ids = set(_ACK_ID.findall(ctx.message.text)) | set(_ACK_ID.findall(returned))
         if not ids or ctx.store is None:
             return
         rows = await ctx.store.run_read(partial(_acks_by_message_id, ids=sorted(ids)))

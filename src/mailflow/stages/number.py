@@ -157,7 +157,8 @@ class NumberStage(Stage):
         if number is not None and status in ("followup",) and closed:
             if self.o.on_closed == "reopen":
                 status = "reopened"
-                ctx.write(partial(cases.update_case, number=number, status="open"))
+                ctx.write(partial(cases.update_case, number=number, status="open"),
+                          undo=partial(cases.update_case, number=number, status="closed"))
             else:
                 parent, number, status = number, None, "new"
                 ctx.attributes["parent_case"] = parent

@@ -64,9 +64,11 @@ def _connect(path: str, readonly: bool = False) -> sqlite3.Connection:
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema to the latest version; returns that version."""
-    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        conn.execute("BEGIN IMMEDIATE")
+    for target, script in enumerate(MIGRATIONS, start=1):
+        conn.execute("BEGIN IMMEDIATE")  # one migrator at a time, across processes
+        if conn.execute("PRAGMA user_version").fetchone()[0] >= target:
+            conn.execute("ROLLBACK")
+            continue
         try:
             for statement in script:
                 conn.execute(statement)
