@@ -134,7 +134,14 @@ def build_chain(rules: RuleSet, stage_types: Mapping[str, type[Stage]], env: Sta
         section = rules.section(name)
         try:
             if section is None:
-                options = cls.Options()
+                try:
+                    options = validate(cls.Options, {}, str(rules.directory))
+                except ConfigError as exc:  # required options and no section to give them
+                    msg = (f"stage '{name}' needs a '{name}' section: "
+                           + "; ".join(p.message for p in exc.problems))
+                    problems.append(chain_section.problem(msg, (index,)) if chain_section
+                                    else Problem(str(rules.directory), 0, 0, msg))
+                    continue
             else:
                 options = validate(cls.Options, section.data, section.file, section.tree,
                                    prefix=(name,))

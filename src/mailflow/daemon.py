@@ -221,10 +221,17 @@ class Application:
         await self.stop(server)
 
 
-async def _migrate(settings: Settings) -> None:
+async def _prepare_store(settings: Settings) -> None:
+    """Migrate, and recover from a crash, once, before the workers start."""
     store = open_store(settings.store_url)
     await store.open()
-    await store.close()
+    try:
+        abandoned = await store.recover()
+        if abandoned:
+            log.warning("recovered_in_flight", messages=abandoned,
+                        detail="their clients got no 250 and will send again")
+    finally:
+        await store.close()
 
 
 def describe_startup(settings: Settings) -> str:
@@ -248,7 +255,7 @@ def run(config: str | None, overrides: dict[str, Any]) -> int:
     def reread() -> Settings:
         return load_settings(config, overrides)
 
-    asyncio.run(_migrate(settings))  # once, before workers race for it
+    asyncio.run(_prepare_store(settings))  # once, before workers race for it
     sock = bind_socket(settings)
     metrics_address = settings.metrics_address
     children: list[int] = []

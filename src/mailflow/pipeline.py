@@ -251,11 +251,8 @@ class Pipeline:
     async def _abort(self, ctx: MessageContext) -> None:
         queue_id = ctx.queue_id
         ops: list[Callable[[Transaction], object]] = [
-            lambda tx: tx.set_message_state(queue_id, "aborted"),
-            lambda tx: tx.cancel_outbox(queue_id),
-            lambda tx: tx.drop_held_timers(queue_id),
-        ]
-        ops.extend(undo for _, undo in ctx.writes if undo is not None)
+            undo for _, undo in reversed(ctx.writes) if undo is not None]
+        ops.append(lambda tx: tx.abandon_message(queue_id))
         try:
             await self.store.write(ops)
         except StoreUnavailable as exc:  # the sweeper cancels the held rows later

@@ -31,6 +31,7 @@ ENTRY_POINT_GROUP = "mailflow.plugins"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "mailflow.stages.number",
     "mailflow.stages.deduplicate",
+    "mailflow.stages.prioritise",
     "mailflow.stages.acknowledge",
     "mailflow.stages.headers",
 )

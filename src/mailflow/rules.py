@@ -66,7 +66,9 @@ class RuleSet:
 
 
 def _files(directory: Path) -> Iterator[Path]:
-    yield from sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+    # hidden files are editors' locks and swap files, or macOS "._" forks: not rules
+    yield from sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml")
+                      and not p.name.startswith(".") and p.is_file())
 
 
 def load_rules(directory: str | Path) -> RuleSet:

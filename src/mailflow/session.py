@@ -17,7 +17,7 @@ class SmtpReply:
     def __post_init__(self) -> None:
         if not 400 <= self.code <= 599:
             raise ValueError("a hook may only answer 4xx or 5xx; return None to accept")
-        if any(c in self.text for c in "\r\n\0"):
+        if any(c in self.text + self.status for c in "\r\n\0"):  # no second reply line
             raise ValueError("an SMTP reply is one line")
 
     @property

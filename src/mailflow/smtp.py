@@ -131,8 +131,10 @@ class MailflowSMTP(SMTP):
     def eof_received(self) -> bool | None:
         if self._admitted is None:
             return None
-        result: bool | None = super().eof_received()
-        return result
+        super().eof_received()  # cancels aiosmtpd's session coroutine: the session is over
+        # so close the transport (False), or nothing ever does: with uvloop, a client
+        # gone before its greeting (a TCP health check) kept its session slot forever
+        return False
 
 
 class Handler:

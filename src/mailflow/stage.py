@@ -51,7 +51,7 @@ class StageOptions(Model):
         None, description="tempfail the message (default) or skip the stage when it fails")
 
 
-_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable, no colon
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable, no colon (fullmatch)
 
 
 def safe_header_value(value: str, name: str = "X") -> str:
@@ -129,7 +129,7 @@ class MessageContext:
 
     def set_header(self, name: str, value: str) -> None:
         """Add a header to the relayed message (replacing one mailflow added before)."""
-        if not _HEADER_NAME.match(name):
+        if not _HEADER_NAME.fullmatch(name):  # "$" would let a final "\n" through
             raise ValueError(f"invalid header name {name!r}")
         self.added_headers = [(n, v) for n, v in self.added_headers if n.lower() != name.lower()]
         self.added_headers.append((name, safe_header_value(value, name)))

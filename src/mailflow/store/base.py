@@ -67,6 +67,22 @@ class Transaction(abc.ABC):
         self.execute("UPDATE messages SET state = ?, updated_at = ? WHERE queue_id = ?",
                      (state, time.time(), queue_id))
 
+    def abandon_message(self, queue_id: str) -> None:
+        """Undo a message whose client never got a 250 (it will send again).
+
+        Generic clean-up for a crash between commit and reply, when the
+        stages' own undo operations are gone with the process.
+        """
+        self.set_message_state(queue_id, "aborted")
+        self.cancel_outbox(queue_id)
+        self.drop_held_timers(queue_id)
+        self.execute("DELETE FROM cases WHERE number IN (SELECT case_number FROM case_messages"
+                     " WHERE queue_id = ? AND role = 'customer') AND NOT EXISTS (SELECT 1 FROM"
+                     " case_messages m WHERE m.case_number = cases.number AND m.queue_id <> ?)",
+                     (queue_id, queue_id))
+        for table in ("case_messages", "fingerprints", "acks"):
+            self.execute(f"DELETE FROM {table} WHERE queue_id = ?", (queue_id,))
+
     # outbox -------------------------------------------------------------------
 
     def queue_outbox(self, mail: OutgoingMail, *, message: str | None, held: bool) -> None:
@@ -151,6 +167,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def sweep_held(self, older_than: float) -> int:
         """Cancel rows held for messages whose fate was never decided (a crash mid-relay)."""
+
+    @abc.abstractmethod
+    async def recover(self) -> int:
+        """At start, with no process of this daemon running: abandon what was in flight
+        (pending messages, leases). Returns how many messages were abandoned."""
 
     @abc.abstractmethod
     async def claim_timers(self, owner: str, now: float, limit: int,

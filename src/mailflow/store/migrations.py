@@ -120,4 +120,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX ack_bounces_address ON ack_bounces (address, at)",
     ),
+    (
+        # who can take mail now: set by `mailflow agents set NAME away|present`
+        """CREATE TABLE agents (
+            name TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        # where each team's round-robin stands
+        "CREATE TABLE route_state (team TEXT PRIMARY KEY, turn INTEGER NOT NULL)",
+        "CREATE INDEX cases_assignee ON cases (assignee, status)",
+    ),
 )

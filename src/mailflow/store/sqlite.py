@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import structlog
 
@@ -50,7 +51,8 @@ class SqliteTransaction(Transaction):
 
 def _connect(path: str, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+        # quoted: a '#', '?' or '%' in the path would otherwise end or alter the URI
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, isolation_level=None,
                                check_same_thread=False, timeout=5.0)
         conn.execute("PRAGMA busy_timeout=5000")
         return conn
@@ -237,11 +239,21 @@ class SqliteStore(Store):
             rows = tx.execute("SELECT queue_id FROM messages WHERE state = 'pending'"
                               " AND updated_at < ?", (older_than,))
             for (queue_id,) in rows:
-                tx.set_message_state(queue_id, "aborted")
-                tx.cancel_outbox(queue_id)
-                tx.drop_held_timers(queue_id)
+                tx.abandon_message(queue_id)
             return len(rows)
         return await self.run_write(sweep)
+
+    async def recover(self) -> int:
+        def recover(tx: Transaction) -> int:
+            tx.execute("UPDATE outbox SET lease_owner = NULL, lease_until = NULL"
+                       " WHERE lease_until IS NOT NULL AND state = 'ready'")
+            tx.execute("UPDATE timers SET lease_owner = NULL, lease_until = NULL"
+                       " WHERE lease_until IS NOT NULL AND state = 'active'")
+            rows = tx.execute("SELECT queue_id FROM messages WHERE state = 'pending'")
+            for (queue_id,) in rows:
+                tx.abandon_message(queue_id)
+            return len(rows)
+        return await self.run_write(recover)
 
     async def pending_outbox(self) -> int:
         rows = await self.run_read(lambda tx: tx.execute(

@@ -1,0 +1,168 @@
+"""Stage ``prioritise``: score words, senders and headers; map the score to a level.
+
+Terms are matched in the decoded Subject and text, case- and
+accent-insensitive, on word boundaries, with ``*`` for prefixes ("urgen*")
+and optional regular expressions. A term found in the Subject counts
+``subject_factor`` times. Senders (VIP addresses or ``@domain``) and bulk or
+list mail (``Precedence``, ``List-*``, auto-replies) add weights too. The
+score maps to ``urgent``, ``high``, ``normal`` or ``low`` through thresholds.
+
+Adds ``X-Mailflow-Priority`` and ``X-Mailflow-Score``; sets the ``priority``
+and ``score`` attributes (the acknowledgement's promised answer time and
+escalation use them) and records the priority on the case.
+
+Configuration (rules section ``prioritise``)::
+
+    prioritise:
+      thresholds: {urgent: 10, high: 5, normal: 0}   # below normal: low
+      subject_factor: 2
+      rules:
+        - name: legal
+          weight: 6
+          terms: ["litige", "mise en demeure", "avocat*"]
+          regex: ['\\bLRAR\\b']
+      senders: {"director@bigclient.fr": 5, "@bigclient.fr": 2}
+      bulk_weight: -20          # lists, bulk, auto-replies
+
+Metrics: ``mailflow_priority_total{level}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+
+from pydantic import Field, field_validator, model_validator
+
+from mailflow import autoreply, cases
+from mailflow.config import Model
+from mailflow.hookspecs import hookimpl
+from mailflow.stage import MessageContext, Stage, StageEnv, StageOptions
+from mailflow.store import Transaction
+from mailflow.textmatch import TermMatcher, compile_regexes, fold, folded_parts, parse_term
+
+LEVELS = ("urgent", "high", "normal", "low")
+
+
+class ScoreRule(Model):
+    name: str
+    weight: float
+    terms: tuple[str, ...] = ()
+    regex: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _something(self) -> ScoreRule:
+        if not self.terms and not self.regex:
+            raise ValueError(f"rule '{self.name}' needs terms or regex")
+        for term in self.terms:
+            parse_term(term)
+        compile_regexes((self.name, r) for r in self.regex)
+        return self
+
+
+class Thresholds(Model):
+    urgent: float = 10
+    high: float = 5
+    normal: float = 0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if not self.urgent > self.high > self.normal:
+            raise ValueError("thresholds must go down: urgent > high > normal")
+        return self
+
+    def level(self, score: float) -> str:
+        if score >= self.urgent:
+            return "urgent"
+        if score >= self.high:
+            return "high"
+        if score >= self.normal:
+            return "normal"
+        return "low"
+
+
+class PrioritiseOptions(StageOptions):
+    thresholds: Thresholds = Thresholds()
+    subject_factor: float = Field(2.0, ge=0)
+    rules: tuple[ScoreRule, ...] = ()
+    senders: dict[str, float] = Field(default_factory=dict)
+    bulk_weight: float = -20.0
+
+    @field_validator("senders")
+    @classmethod
+    def _lower(cls, value: dict[str, float]) -> dict[str, float]:
+        return {k.lower(): v for k, v in value.items()}
+
+
+class PrioritiseStage(Stage):
+    name = "prioritise"
+    description = "score keywords, senders and bulk headers; set the priority level"
+    Options = PrioritiseOptions
+
+    def __init__(self, options: StageOptions, env: StageEnv) -> None:
+        super().__init__(options, env)
+        assert isinstance(options, PrioritiseOptions)
+        self.o = options
+        terms = [parse_term(t, rule.name, rule.weight) for rule in options.rules
+                 for t in rule.terms]
+        self.matcher = TermMatcher(terms)  # every term of every rule: one automaton
+        self.regexes = [(rule, pattern) for rule in options.rules
+                        for _, pattern in compile_regexes((rule.name, r) for r in rule.regex)]
+        self.counter = env.metrics.counter("mailflow_priority_total",
+                                           "Messages by priority level", ["level"])
+
+    def score(self, ctx: MessageContext) -> tuple[float, dict[str, float]]:
+        """The score and what it is made of (rule or reason -> points)."""
+        subject, text = folded_parts(ctx)
+        parts: dict[str, float] = {}
+        hits: dict[str, float] = {}
+        for where, body, factor in (("subject", subject, self.o.subject_factor),
+                                    ("text", text, 1.0)):
+            for index in self.matcher.find(body):
+                term = self.matcher.terms[index]
+                hits[term.tag] = max(hits.get(term.tag, 0.0), term.weight * factor)
+                parts_key = f"{term.tag}: {term.text} ({where})"
+                parts[parts_key] = term.weight * factor
+            for rule, pattern in self.regexes:
+                if pattern.search(body):
+                    hits[rule.name] = max(hits.get(rule.name, 0.0), rule.weight * factor)
+                    parts[f"{rule.name}: /{pattern.pattern}/ ({where})"] = rule.weight * factor
+        score = sum(hits.values())  # each rule counts once, at its best place
+        sender = ctx.message.envelope.mail_from.lower()
+        domain = "@" + sender.rpartition("@")[2] if sender else ""
+        for key in (sender, domain):
+            if key and key in self.o.senders:
+                score += self.o.senders[key]
+                parts[f"sender {key}"] = self.o.senders[key]
+        if autoreply.robot_headers(ctx.message) or not sender:
+            score += self.o.bulk_weight
+            parts["bulk, list or automatic mail"] = self.o.bulk_weight
+        return score, parts
+
+    async def process(self, ctx: MessageContext) -> None:
+        score, parts = self.score(ctx)
+        level = self.o.thresholds.level(score)
+        ctx.attributes.update(priority=level, score=score)
+        ctx.set_header("X-Mailflow-Priority", level)
+        ctx.set_header("X-Mailflow-Score", f"{score:g}")
+        case = ctx.attributes.get("case")
+        if case and ctx.attributes.get("case_status") in ("new", "followup", "reopened"):
+            ctx.write(partial(_raise_priority, number=str(case), level=level))
+        self.counter.labels(level=level).inc()
+        ctx.note(level=level, score=score, matched=parts)
+
+
+def _raise_priority(tx: Transaction, *, number: str, level: str) -> None:
+    """A follow-up may make a case more urgent, never less."""
+    row = cases.get_case(tx, number)
+    if row is not None and (row.priority is None
+                            or LEVELS.index(level) < LEVELS.index(row.priority)):
+        cases.update_case(tx, number, priority=level)
+
+
+@hookimpl(trylast=True)
+def mailflow_stages() -> Iterable[type[Stage]]:
+    return [PrioritiseStage]
+
+
+__all__ = ["LEVELS", "PrioritiseStage", "fold"]

@@ -1,0 +1,255 @@
+"""The documentation and the deployment files cannot drift from the code.
+
+- every hook in ``mailflow.hookspecs`` has a heading in docs/plugin_hooks.md;
+- every Settings key (nested sections included) has a row in the settings
+  table of docs/configuration.md, with the default the code really has, and
+  the table lists nothing the code does not accept;
+- every metric the framework and the built-in stages create is listed in
+  docs/configuration.md;
+- the systemd unit keeps what operations rely on, and the example
+  configuration validates and agrees with the unit and the Postfix snippets.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from mailflow import hookspecs
+from mailflow.config import Settings, load_settings
+from mailflow.daemon import SHUTDOWN_GRACE
+from mailflow.metrics import Metrics
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGIN_HOOKS = REPO / "docs" / "plugin_hooks.md"
+CONFIGURATION = REPO / "docs" / "configuration.md"
+UNIT = REPO / "deploy" / "systemd" / "mailflow.service"
+EXAMPLE_CONFIG = REPO / "deploy" / "mailflow.yaml"
+POSTFIX = REPO / "deploy" / "postfix"
+STAGES = REPO / "src" / "mailflow" / "stages"
+
+
+# ---------------------------------------------------------------------------
+# hooks
+# ---------------------------------------------------------------------------
+
+
+def hook_names() -> set[str]:
+    return {name for name, obj in vars(hookspecs).items()
+            if name.startswith("mailflow_") and inspect.isfunction(obj)}
+
+
+def documented_hooks() -> set[str]:
+    text = PLUGIN_HOOKS.read_text(encoding="utf-8")
+    return set(re.findall(r"^#{2,6}\s+`?(mailflow_\w+)`?\s*$", text, re.MULTILINE))
+
+
+def test_hookspecs_found() -> None:
+    assert "mailflow_stages" in hook_names()
+
+
+def test_every_hook_has_a_heading() -> None:
+    missing = hook_names() - documented_hooks()
+    assert not missing, f"hooks not documented as a heading in {PLUGIN_HOOKS.name}: {missing}"
+
+
+def test_no_heading_for_a_hook_that_does_not_exist() -> None:
+    stale = documented_hooks() - hook_names()
+    assert not stale, f"{PLUGIN_HOOKS.name} documents hooks hookspecs.py lacks: {stale}"
+
+
+# ---------------------------------------------------------------------------
+# settings
+# ---------------------------------------------------------------------------
+
+
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside an annotation (``NextHop | None`` → [NextHop])."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models(arg)]
+
+
+def setting_fields(model: type[BaseModel] = Settings,
+                   prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, pydantic FieldInfo) for every field, nested models included."""
+    for name, info in model.model_fields.items():
+        key = prefix + name
+        yield key, info
+        for sub in _models(info.annotation):
+            yield from setting_fields(sub, key + ".")
+
+
+def render_default(value: Any) -> str:
+    """A default as the table writes it: YAML spelling."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(render_default(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value or '""'
+    return str(value)
+
+
+def settings_table() -> dict[str, str]:
+    """Rows of the settings table in configuration.md: key → default cell."""
+    text = CONFIGURATION.read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([a-z_][a-z0-9_.]*)` \| ([^|]*?) \|", text, re.MULTILINE)
+    return {key: cell for key, cell in rows if not key.startswith("mailflow_")
+            and not key.startswith("--")}
+
+
+def test_every_setting_has_a_row() -> None:
+    keys = {key for key, _ in setting_fields()}
+    assert {"listen", "smtp.max_message_size", "outbox.max_attempts"} <= keys
+    missing = sorted(keys - settings_table().keys())
+    assert not missing, f"Settings keys missing from {CONFIGURATION.name}: {missing}"
+
+
+def test_no_row_for_a_setting_that_does_not_exist() -> None:
+    keys = {key for key, _ in setting_fields()}
+    stale = sorted(settings_table().keys() - keys)
+    assert not stale, f"{CONFIGURATION.name} documents settings config.py lacks: {stale}"
+
+
+SETTING_FIELDS = list(setting_fields())
+
+
+@pytest.mark.parametrize("key,info", SETTING_FIELDS, ids=[key for key, _ in SETTING_FIELDS])
+def test_documented_default_is_the_real_one(key: str, info: Any) -> None:
+    default = info.default
+    if (info.default_factory is not None or default is PydanticUndefined
+            or isinstance(default, BaseModel)):
+        return  # computed, required, or a section: the cell is prose
+    cell = settings_table().get(key)
+    if cell is None:
+        pytest.skip("missing row: reported by test_every_setting_has_a_row")
+    assert cell == f"`{render_default(default)}`", (
+        f"{key}: {CONFIGURATION.name} says {cell}, config.py says {render_default(default)!r}")
+
+
+# ---------------------------------------------------------------------------
+# metrics
+# ---------------------------------------------------------------------------
+
+
+def framework_metric_names() -> set[str]:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    names = set()
+    for family in registry.collect():
+        names.add(f"{family.name}_total" if family.type == "counter" else family.name)
+    return names
+
+
+def stage_metric_names() -> set[str]:
+    """Names the built-in stages pass to ``env.metrics.counter/gauge/histogram``."""
+    names = set()
+    for path in STAGES.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("counter", "gauge", "histogram") and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                    and isinstance(node.args[0].value, str)
+                    and node.args[0].value.startswith("mailflow_")):
+                names.add(node.args[0].value)
+    return names
+
+
+def documented_metrics() -> set[str]:
+    text = CONFIGURATION.read_text(encoding="utf-8")
+    return set(re.findall(r"^\| `(mailflow_\w+)` \|", text, re.MULTILINE))
+
+
+def test_every_framework_metric_is_documented() -> None:
+    names = framework_metric_names()
+    assert "mailflow_messages_total" in names
+    missing = sorted(names - documented_metrics())
+    assert not missing, f"metrics of mailflow.metrics.Metrics missing from docs: {missing}"
+
+
+def test_every_stage_metric_is_documented() -> None:
+    missing = sorted(stage_metric_names() - documented_metrics())
+    assert not missing, f"metrics of built-in stages missing from docs: {missing}"
+
+
+def test_no_documented_metric_that_nothing_creates() -> None:
+    stale = sorted(documented_metrics() - framework_metric_names() - stage_metric_names())
+    assert not stale, f"{CONFIGURATION.name} lists metrics nobody exports: {stale}"
+
+
+# ---------------------------------------------------------------------------
+# deployment files
+# ---------------------------------------------------------------------------
+
+
+def unit_settings() -> dict[str, list[str]]:
+    """``Key`` → values (a key may repeat) across all sections of the unit."""
+    values: dict[str, list[str]] = {}
+    for line in UNIT.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";", "[")):
+            continue
+        key, sep, value = line.partition("=")
+        assert sep, f"not a Key=value line in {UNIT.name}: {line!r}"
+        values.setdefault(key.strip(), []).append(value.strip())
+    return values
+
+
+def _seconds(value: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|sec|min)?", value)
+    assert match, f"unexpected time span {value!r}"
+    return float(match[1]) * (60 if match[2] == "min" else 1)
+
+
+def test_systemd_unit() -> None:
+    unit = unit_settings()
+    assert unit["Type"] == ["notify"]
+    assert unit["NotifyAccess"] == ["main"]
+    assert _seconds(unit["WatchdogSec"][-1]) > 0
+    assert "serve" in unit["ExecStart"][-1].split()
+    assert unit["ExecReload"][-1].endswith("kill -HUP $MAINPID")
+    assert unit["User"][-1] and unit["User"][-1] != "root"
+    assert unit["StateDirectory"] == ["mailflow"]
+    assert unit["NoNewPrivileges"] == ["yes"]
+    assert unit["ProtectSystem"] == ["strict"]
+    # messages in flight get SHUTDOWN_GRACE seconds: systemd must wait longer
+    assert _seconds(unit["TimeoutStopSec"][-1]) > SHUTDOWN_GRACE
+
+
+def test_example_config_validates_and_matches_the_unit() -> None:
+    settings = load_settings(EXAMPLE_CONFIG)
+    unit = unit_settings()
+    assert settings.state_dir == f"/var/lib/{unit['StateDirectory'][-1]}"
+    assert f"--config /etc/{unit['ConfigurationDirectory'][-1]}/mailflow.yaml" in (
+        unit["ExecStart"][-1])
+    assert settings.next_hop is not None and settings.next_hop.kind == "smtp"
+    assert settings.metrics_address is not None
+    assert settings.metrics_address[0] in ("127.0.0.1", "::1")
+
+
+def test_example_config_matches_the_postfix_snippets() -> None:
+    settings = load_settings(EXAMPLE_CONFIG)
+    host, port = settings.listen_address
+    main_cf = (POSTFIX / "main.cf.snippet").read_text(encoding="utf-8")
+    assert re.search(rf"^content_filter = mailflow:\[{re.escape(host)}\]:{port}$", main_cf,
+                     re.MULTILINE)
+    hop = settings.next_hop
+    assert hop is not None
+    master_cf = (POSTFIX / "master.cf.snippet").read_text(encoding="utf-8")
+    assert re.search(rf"^{re.escape(hop.host)}:{hop.port}\s+inet\s", master_cf, re.MULTILINE)
+    assert re.search(r"^mailflow\s+unix\s", master_cf, re.MULTILINE)
