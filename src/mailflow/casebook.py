@@ -61,3 +61,25 @@ async def run_cases(settings: Settings, action: str, number: str | None, *,
         return 0
     finally:
         await store.close()
+
+
+async def run_agents(settings: Settings, action: str, name: str | None,
+                     status: str | None) -> int:
+    """``mailflow agents list | set NAME away|present``: routing sees it at once."""
+    from mailflow.stages.route import list_agents, set_agent
+
+    store = open_store(settings.store_url)
+    await store.open()
+    try:
+        if action == "list":
+            for agent, state in await store.run_read(list_agents):
+                print(f"{agent:<20} {state}")
+            return 0
+        if not name or not status:
+            print("mailflow agents set NAME away|present", file=sys.stderr)
+            return 2
+        await store.run_write(partial(set_agent, name=name, status=status))
+        print(f"{name.lower()} {status}")
+        return 0
+    finally:
+        await store.close()

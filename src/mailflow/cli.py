@@ -1,4 +1,4 @@
-"""``mailflow serve | check | try | version``."""
+"""``mailflow serve | check | try | cases | agents | version``."""
 
 from __future__ import annotations
 
@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     cases.add_argument("--status", choices=["open", "closed"], help="list only these")
     cases.add_argument("--limit", type=int, default=50)
     cases.add_argument("--json", action="store_true", help="machine-readable output")
+    agents = sub.add_parser("agents", help="set who is present to take mail")
+    _common(agents)
+    agents.add_argument("action", choices=["list", "set"])
+    agents.add_argument("name", nargs="?", help="agent name (set)")
+    agents.add_argument("status", nargs="?", choices=["away", "present"], help="(set)")
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(f"mailflow {__version__}")
         return 0
-    quiet = args.command in ("check", "try", "cases")  # their output is the answer
+    quiet = args.command in ("check", "try", "cases", "agents")  # their output is the answer
     configure(getattr(args, "log_level", None) or ("warning" if quiet else "info"))
     try:
         if args.command == "check":
@@ -144,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_try(args)
         if args.command == "cases":
             return cmd_cases(args)
+        if args.command == "agents":
+            from mailflow.casebook import run_agents
+
+            return asyncio.run(run_agents(settings_from(args), args.action, args.name,
+                                          args.status))
         return cmd_serve(args)
     except ConfigError as exc:
         for problem in exc.problems:

@@ -32,6 +32,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "mailflow.stages.number",
     "mailflow.stages.deduplicate",
     "mailflow.stages.prioritise",
+    "mailflow.stages.route",
     "mailflow.stages.acknowledge",
     "mailflow.stages.headers",
 )

@@ -1,0 +1,377 @@
+"""Stage ``route``: send each message to the one team or person able to answer it.
+
+In order: a follow-up goes to its case's assignee when present; a customer
+with an account manager goes straight to that person; then the ``rules``,
+first match wins (by recipient, sender or domain, web-form field, priority,
+keyword); then the ``default`` team. Within a team, a person is chosen
+round-robin or least-loaded among the members who are present — presence is
+set with ``mailflow agents set NAME away|present`` (stored, effective at once)
+and by each member's optional ``schedule``.
+
+The envelope recipients become the person's address, or the team's
+mailbox(es). Adds ``X-Mailflow-Route`` and, when a person is chosen,
+``X-Mailflow-Assignee``; records route and assignee on the case.
+
+A rule naming an unknown team, or an address outside the local domains
+without ``external: true``, is refused by ``mailflow check``.
+
+Configuration (rules section ``route``)::
+
+    route:
+      default: sav
+      teams:
+        sav:
+          addresses: [equipe-sav@example.com]
+          members:
+            - {address: alice@example.com}
+            - {address: bob@example.com, schedule: {monday: ["09:00-12:00"]}}
+          strategy: round_robin        # or least_loaded, or none
+      rules:
+        - name: billing-form
+          when: {form_field: {"Catégorie": Facturation}}
+          team: billing
+        - name: sales
+          when: {recipient: [devis@example.com], keyword: ["devis sign*"]}
+          team: sales
+      account_managers: {"@bigclient.fr": carole@example.com}
+      account_managers_file: account-managers.csv   # address-or-@domain,person
+
+Metrics: ``mailflow_routed_total{route}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, field_validator, model_validator
+
+from mailflow import cases
+from mailflow.business_hours import WEEKDAYS
+from mailflow.config import Model
+from mailflow.hookspecs import hookimpl
+from mailflow.stage import MessageContext, Stage, StageEnv, StageOptions
+from mailflow.store import Transaction
+from mailflow.textmatch import TermMatcher, fold, folded_parts, parse_term
+
+
+class Member(Model):
+    address: str
+    name: str = ""  # for `mailflow agents set NAME`; default: the local part
+    schedule: dict[str, tuple[str, ...]] | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @field_validator("schedule")
+    @classmethod
+    def _days(cls, value: dict[str, tuple[str, ...]] | None) -> dict[str, tuple[str, ...]] | None:
+        for day, spans in (value or {}).items():
+            if day not in WEEKDAYS:
+                raise ValueError(f"'{day}' is not a weekday")
+            for span in spans:
+                start, sep, end = span.partition("-")
+                if not sep or dt.time.fromisoformat(start.strip()) >= dt.time.fromisoformat(
+                        end.strip()):
+                    raise ValueError(f"'{span}' is not a range like 09:00-12:30")
+        return value
+
+    @property
+    def agent(self) -> str:
+        return (self.name or self.address.partition("@")[0]).lower()
+
+    def on_duty(self, now: dt.datetime) -> bool:
+        if self.schedule is None:
+            return True
+        for span in self.schedule.get(WEEKDAYS[now.weekday()], ()):
+            start, _, end = span.partition("-")
+            if dt.time.fromisoformat(start.strip()) <= now.time() < dt.time.fromisoformat(
+                    end.strip()):
+                return True
+        return False
+
+
+class Team(Model):
+    addresses: tuple[str, ...]
+    members: tuple[Member, ...] = ()
+    strategy: Literal["none", "round_robin", "least_loaded"] = "none"
+    external: bool = False  # may its addresses lie outside the local domains?
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _short(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            return [{"address": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _addresses(self) -> Team:
+        if not self.addresses:
+            raise ValueError("a team needs at least one address")
+        if self.strategy != "none" and not self.members:
+            raise ValueError(f"strategy '{self.strategy}' needs members")
+        return self
+
+
+class Condition(Model):
+    recipient: tuple[str, ...] = ()
+    sender: tuple[str, ...] = ()  # addresses or @domains
+    form_field: dict[str, str] = Field(default_factory=dict)
+    priority: tuple[Literal["urgent", "high", "normal", "low"], ...] = ()
+    keyword: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Condition:
+        if not (self.recipient or self.sender or self.form_field or self.priority
+                or self.keyword):
+            raise ValueError("'when' needs at least one condition")
+        for term in self.keyword:
+            parse_term(term)
+        return self
+
+
+class RouteRule(Model):
+    name: str
+    when: Condition
+    team: str | None = None
+    person: str | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> RouteRule:
+        if (self.team is None) == (self.person is None):
+            raise ValueError(f"rule '{self.name}' needs exactly one of team or person")
+        return self
+
+
+class RouteOptions(StageOptions):
+    default: str
+    teams: dict[str, Team]
+    rules: tuple[RouteRule, ...] = ()
+    account_managers: dict[str, str] = Field(default_factory=dict)
+    account_managers_file: str | None = None
+    timezone: str = "Europe/Paris"
+    allow_external: tuple[str, ...] = ()  # addresses outside our domains a rule may name
+
+
+class _CompiledRule:
+    """A rule with its keyword automaton and form-field patterns built once."""
+
+    def __init__(self, rule: RouteRule) -> None:
+        self.rule = rule
+        when = rule.when
+        self.recipients = {r.lower() for r in when.recipient}
+        self.senders = {s.lower() for s in when.sender}
+        self.has_keywords = bool(when.keyword)
+        self.fields = [(re.compile(rf"^[ \t]*{re.escape(fold(name))}[ \t]*:[ \t]*(.+?)[ \t]*$",
+                                   re.MULTILINE), fold(value))
+                       for name, value in when.form_field.items()]
+
+    def matches(self, ctx: MessageContext, recipients: Sequence[str], sender: str,
+                keyword_hits: Callable[[], set[str]]) -> bool:
+        when = self.rule.when
+        if self.recipients and not self.recipients.intersection(recipients):
+            return False
+        if self.senders:
+            domain = "@" + sender.rpartition("@")[2]
+            if sender not in self.senders and domain not in self.senders:
+                return False
+        if when.priority and ctx.attributes.get("priority", "normal") not in when.priority:
+            return False
+        if self.fields:
+            _, text = folded_parts(ctx)
+            for pattern, value in self.fields:
+                found = pattern.search(text)
+                if found is None or found.group(1).strip() != value:
+                    return False
+        return not self.has_keywords or self.rule.name in keyword_hits()
+
+
+def _load_managers(env: StageEnv, options: RouteOptions) -> dict[str, str]:
+    managers = {k.lower(): v.lower() for k, v in options.account_managers.items()}
+    if options.account_managers_file:
+        path = env.rules.template_path(options.account_managers_file)
+        with open(path, encoding="utf-8", newline="") as fh:
+            for number, row in enumerate(csv.reader(fh), start=1):
+                if not row or row[0].startswith("#"):
+                    continue
+                if len(row) < 2 or "@" not in row[0] or "@" not in row[1]:
+                    raise ValueError(f"{options.account_managers_file}:{number}: expected "
+                                     "'customer-address-or-@domain,person-address'")
+                managers[row[0].strip().lower()] = row[1].strip().lower()
+    return managers
+
+
+class RouteStage(Stage):
+    name = "route"
+    description = "choose the team or person for each message; rewrite the recipients"
+    Options = RouteOptions
+
+    def __init__(self, options: StageOptions, env: StageEnv) -> None:
+        super().__init__(options, env)
+        assert isinstance(options, RouteOptions)
+        self.o = options
+        self.zone = ZoneInfo(options.timezone)
+        self.rules = [_CompiledRule(r) for r in options.rules]
+        # the keywords of every rule in one automaton: one pass over the text per message
+        self.keywords = TermMatcher([parse_term(k, r.name) for r in options.rules
+                                     for k in r.when.keyword])
+        self.managers = _load_managers(env, options)
+        self._check(env)
+        self.counter = env.metrics.counter("mailflow_routed_total",
+                                           "Messages by route chosen", ["route"])
+
+    def _check(self, env: StageEnv) -> None:
+        """Mistakes found now, by `mailflow check`, not at 3 a.m."""
+        o = self.o
+        if o.default not in o.teams:
+            raise ValueError(f"default team '{o.default}' is not among the teams "
+                             f"({', '.join(sorted(o.teams))})")
+        for rule in o.rules:
+            if rule.team is not None and rule.team not in o.teams:
+                raise ValueError(f"rule '{rule.name}' names unknown team '{rule.team}'")
+        allowed = {a.lower() for a in o.allow_external}
+
+        def local(address: str, what: str, external: bool = False) -> None:
+            if "@" not in address:
+                raise ValueError(f"{what}: '{address}' is not an address")
+            if not (external or env.rules.is_local(address) or address.lower() in allowed):
+                raise ValueError(f"{what}: '{address}' is outside the local domains "
+                                 "(add it to allow_external, or external: true on the team)")
+
+        for name, team in o.teams.items():
+            for address in team.addresses:
+                local(address, f"team '{name}'", team.external)
+            for member in team.members:
+                local(member.address, f"team '{name}' member", team.external)
+        for rule in o.rules:
+            if rule.person:
+                local(rule.person, f"rule '{rule.name}'")
+        for customer, person in self.managers.items():
+            local(person, f"account manager of '{customer}'")
+
+    # -- choosing ----------------------------------------------------------------
+
+    async def process(self, ctx: MessageContext) -> None:
+        message = ctx.message
+        assert ctx.store is not None
+        sender = str(ctx.attributes.get("customer") or message.envelope.mail_from).lower()
+        recipients = [r.lower() for r in (*message.envelope.rcpt_to, *message.addresses("To"),
+                                          *message.addresses("Cc"))]
+        case = ctx.attributes.get("case")
+        now = dt.datetime.fromtimestamp(ctx.received_at, self.zone)
+        away = await ctx.store.run_read(_away_agents)
+        route, person, why = None, None, ""
+        if case and ctx.attributes.get("case_status") in ("followup", "reopened", "copy",
+                                                           "resend"):
+            row = await ctx.store.run_read(partial(cases.get_case, number=str(case)))
+            if row is not None and row.assignee and self._present(row.assignee, away, now):
+                route, person, why = row.route or self.o.default, row.assignee, "case assignee"
+        if route is None:
+            manager = self.managers.get(sender) or self.managers.get(
+                "@" + sender.rpartition("@")[2])
+            if manager:
+                route, person, why = "account-manager", manager, "account manager"
+        hits: set[str] | None = None
+
+        def keyword_hits() -> set[str]:
+            nonlocal hits
+            if hits is None:
+                subject, text = folded_parts(ctx)
+                found = self.keywords.find(subject) | self.keywords.find(text)
+                hits = {self.keywords.terms[i].tag for i in found}
+            return hits
+
+        if route is None:
+            for compiled in self.rules:
+                if compiled.matches(ctx, recipients, sender, keyword_hits):
+                    rule = compiled.rule
+                    route, person = rule.team or rule.name, rule.person
+                    why = f"rule {rule.name}"
+                    break
+        if route is None:
+            route, why = self.o.default, "default"
+        team = self.o.teams.get(route)
+        if person is None and team is not None and team.strategy != "none":
+            person = await self._choose(ctx, route, team, away, now)
+        targets = [person] if person else list(team.addresses if team else ())
+        ctx.set_recipients(targets)
+        ctx.set_header("X-Mailflow-Route", route)
+        if person:
+            ctx.set_header("X-Mailflow-Assignee", person)
+        ctx.attributes.update(route=route, assignee=person)
+        if case and ctx.attributes.get("case_status") in ("new", "followup", "reopened"):
+            ctx.write(partial(cases.update_case, number=str(case), route=route,
+                              assignee=person))
+        self.counter.labels(route=route).inc()
+        ctx.note(route=route, assignee=person, because=why, recipients=targets)
+
+    def _present(self, address: str, away: set[str], now: dt.datetime) -> bool:
+        for team in self.o.teams.values():
+            for member in team.members:
+                if member.address == address:
+                    return member.agent not in away and member.on_duty(now)
+        return address.partition("@")[0] not in away
+
+    async def _choose(self, ctx: MessageContext, route: str, team: Team, away: set[str],
+                      now: dt.datetime) -> str | None:
+        present = [m.address for m in team.members
+                   if m.agent not in away and m.on_duty(now)]
+        if not present:
+            ctx.note(nobody_present=True)
+            return None
+        assert ctx.store is not None
+        if team.strategy == "least_loaded":
+            loads = await ctx.store.run_read(partial(_open_cases_by_assignee, people=present))
+            return min(present, key=lambda p: (loads.get(p, 0), present.index(p)))
+        if ctx.dry_run:
+            turn = await ctx.store.run_read(partial(_peek_turn, team=route))
+        else:
+            turn = await ctx.store.run_write(partial(_next_turn, team=route))
+        return present[turn % len(present)]
+
+
+def _away_agents(tx: Transaction) -> set[str]:
+    return {str(r[0]) for r in tx.execute("SELECT name FROM agents WHERE status = 'away'")}
+
+
+def _open_cases_by_assignee(tx: Transaction, *, people: list[str]) -> dict[str, int]:
+    marks = ", ".join("?" for _ in people)
+    rows = tx.execute(f"SELECT assignee, count(*) FROM cases WHERE status = 'open'"
+                      f" AND assignee IN ({marks}) GROUP BY assignee", people)
+    return {str(a): int(n) for a, n in rows}
+
+
+def _next_turn(tx: Transaction, *, team: str) -> int:
+    rows = tx.execute("INSERT INTO route_state (team, turn) VALUES (?, 0) ON CONFLICT (team)"
+                      " DO UPDATE SET turn = route_state.turn + 1 RETURNING turn", (team,))
+    return int(rows[0][0])
+
+
+def _peek_turn(tx: Transaction, *, team: str) -> int:
+    rows = tx.execute("SELECT turn FROM route_state WHERE team = ?", (team,))
+    return int(rows[0][0]) + 1 if rows else 0
+
+
+def set_agent(tx: Transaction, *, name: str, status: str) -> None:
+    """Record an agent's presence (``mailflow agents set``); effective at once."""
+    tx.execute("INSERT INTO agents (name, status, updated_at) VALUES (?, ?, ?)"
+               " ON CONFLICT (name) DO UPDATE SET status = excluded.status,"
+               " updated_at = excluded.updated_at", (name.lower(), status, time.time()))
+
+
+def list_agents(tx: Transaction) -> list[tuple[str, str]]:
+    return [(str(n), str(s)) for n, s in tx.execute("SELECT name, status FROM agents"
+                                                    " ORDER BY name")]
+
+
+@hookimpl(trylast=True)
+def mailflow_stages() -> Iterable[type[Stage]]:
+    return [RouteStage]
