@@ -25,6 +25,7 @@ from ruamel.yaml import YAML
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("MAILFLOW_CORPUS", REPO.parent / "shared" / "corpus"))
 RULES = REPO / "rules"
+RELAY_ONLY_CHAIN = "chain: [headers]\nheaders:\n  add:\n    X-Mailflow-Gateway: mailflow\n"
 
 
 def free_port() -> int:
@@ -132,6 +133,10 @@ class Daemon:
         self.rules = tmp / "rules"
         tmp.mkdir(parents=True, exist_ok=True)
         shutil.copytree(rules or RULES, self.rules, dirs_exist_ok=True)
+        if rules is None:
+            # relay tests want the bytes through untouched by policy: the shipped rules,
+            # with only the `headers` stage in the chain
+            (self.rules / "chain.yaml").write_text(RELAY_ONLY_CHAIN, encoding="utf-8")
         self.config_path = tmp / "mailflow.yaml"
         self.config: dict[str, Any] = {
             "listen": f"127.0.0.1:{self.port}",
@@ -245,6 +250,6 @@ def daemon_factory(tmp_path: Path, sink: Sink) -> Iterator[Any]:
 
 @pytest.fixture
 def daemon(daemon_factory: Any) -> Daemon:
-    """The daemon with the shipped rules, relaying to the sink."""
+    """The daemon with the shipped rules but a relay-only chain, relaying to the sink."""
     d: Daemon = daemon_factory()
     return d

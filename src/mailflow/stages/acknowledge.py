@@ -33,6 +33,8 @@ Configuration (rules section ``acknowledge``)::
       calendar: {timezone: Europe/Paris, country: FR}
       limits: {per_case: 1, per_address_per_day: 5, global_per_minute: 60}
       bounce_window_hours: 72
+      check_sender_domain: false       # true: no ack unless the domain has MX or A records
+      dns: {nameservers: [], timeout: 2}
 
 Metrics: ``mailflow_acks_total``, ``mailflow_acks_suppressed_total{reason}``.
 Log events: ``ack_queued``, ``ack_suppressed``, ``ack_bounce_recorded``.
@@ -60,6 +62,7 @@ from pydantic import Field, field_validator
 from mailflow import autoreply, cases
 from mailflow.business_hours import BusinessCalendar, CalendarOptions, PromiseOptions
 from mailflow.config import Model
+from mailflow.dnscheck import DnsOptions, DomainChecker
 from mailflow.hookspecs import hookimpl
 from mailflow.stage import MessageContext, OutgoingMail, Stage, StageEnv, StageOptions
 from mailflow.store import Transaction
@@ -103,6 +106,9 @@ class AcknowledgeOptions(StageOptions):
     calendar: CalendarOptions = CalendarOptions()
     limits: Limits = Limits()
     bounce_window_hours: float = Field(72.0, ge=0)
+    # against backscatter: acknowledge only senders whose domain has MX or A records
+    check_sender_domain: bool = False
+    dns: DnsOptions = DnsOptions()
     max_subject_chars: int = Field(120, ge=20)
 
     @field_validator("language_by_recipient")
@@ -151,6 +157,7 @@ class AcknowledgeStage(Stage):
             if priority not in options.promise:
                 raise ValueError(f"promise: no answer time for priority '{priority}'")
         self.own = {a.lower() for a in env.rules.own_addresses}
+        self.domains = DomainChecker(options.dns) if options.check_sender_domain else None
         self.sent = env.metrics.counter("mailflow_acks_total", "Acknowledgements queued")
         self.suppressed = env.metrics.counter("mailflow_acks_suppressed_total",
                                               "Acknowledgements not sent, by reason", ["reason"])
@@ -169,6 +176,10 @@ class AcknowledgeStage(Stage):
             now = time.time()
             reason = await ctx.store.run_read(partial(
                 self._limit_reason, customer=customer, case=str(case), now=now))
+        if reason is None and self.domains is not None:
+            ok, why = await self.domains.resolves(customer.rpartition("@")[2])
+            if not ok:
+                reason = f"sender domain check: {why}"
         if reason is not None:
             self._suppress(ctx, reason, customer)
             return
