@@ -23,9 +23,37 @@ from mailflow.runtime import load_runtime
 from mailflow.stage import MessageContext
 from mailflow.store.sqlite import SqliteStore
 
-WORDS = ("commande livraison colis retard produit facture client service merci bonjour "
-         "question adresse paiement remboursement garantie pièce article numéro suivi "
-         "magasin réponse délai envoi retour échange carte compte reçu été").split()
+WORDS = [
+    "commande",
+    "livraison",
+    "colis",
+    "retard",
+    "produit",
+    "facture",
+    "client",
+    "service",
+    "merci",
+    "bonjour",
+    "question",
+    "adresse",
+    "paiement",
+    "remboursement",
+    "garantie",
+    "pièce",
+    "article",
+    "numéro",
+    "suivi",
+    "magasin",
+    "réponse",
+    "délai",
+    "envoi",
+    "retour",
+    "échange",
+    "carte",
+    "compte",
+    "reçu",
+    "été",
+]
 
 
 def write_rules(folder: Path, n_rules: int, rng: random.Random) -> None:
@@ -34,9 +62,14 @@ def write_rules(folder: Path, n_rules: int, rng: random.Random) -> None:
         terms = [f"terme{i}x{j}" for j in range(3)] + [f"prefixe{i}*", f"mot {i} compose"]
         lines.append(f"    - {{name: r{i}, weight: {rng.randint(1, 5)}, terms: {terms}}}")
     lines.append("    - {name: legal, weight: 8, terms: [litige, mise en demeure]}")
-    lines += ["route:", "  default: main", "  teams:",
-              "    main: {addresses: [main@example.com]}",
-              "    legal: {addresses: [legal@example.com]}", "  rules:"]
+    lines += [
+        "route:",
+        "  default: main",
+        "  teams:",
+        "    main: {addresses: [main@example.com]}",
+        "    legal: {addresses: [legal@example.com]}",
+        "  rules:",
+    ]
     for i in range(20):
         lines.append(f"    - {{name: k{i}, when: {{keyword: [motcle{i}, autre{i}*]}}, team: main}}")
     lines.append("    - {name: legal, when: {keyword: [litige]}, team: legal}")
@@ -50,10 +83,12 @@ def make_message(kb: int, rng: random.Random) -> bytes:
         words.append(rng.choice(WORDS))
         size += len(words[-1]) + 1
     words[len(words) // 2] = "litige"
-    body = "\r\n".join(" ".join(words[i:i + 12]) for i in range(0, len(words), 12))
-    return (f"From: client@example.net\r\nTo: sav@example.com\r\nSubject: Question urgente\r\n"
-            f"Message-ID: <bench@example.net>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-            f"{body}\r\n").encode()
+    body = "\r\n".join(" ".join(words[i : i + 12]) for i in range(0, len(words), 12))
+    return (
+        f"From: client@example.net\r\nTo: sav@example.com\r\nSubject: Question urgente\r\n"
+        f"Message-ID: <bench@example.net>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"{body}\r\n"
+    ).encode()
 
 
 async def main() -> None:
@@ -78,8 +113,9 @@ async def main() -> None:
         timings = []
         ctx = None
         for _ in range(args.runs):
-            ctx = MessageContext(message=message, queue_id="BENCH",
-                                 recipients=["sav@example.com"], store=store)
+            ctx = MessageContext(
+                message=message, queue_id="BENCH", recipients=["sav@example.com"], store=store
+            )
             started = time.perf_counter()
             for stage in runtime.chain.stages:
                 await stage.process(ctx)
@@ -88,13 +124,19 @@ async def main() -> None:
     assert ctx is not None
     timings.sort()
     terms = sum(len(r.terms) for r in runtime.chain.stages[0].options.rules)  # type: ignore[attr-defined]
-    print(f"rules: {args.rules + 1} prioritise rules ({terms} terms) + 21 route rules; "
-          f"body {len(message.text) / 1024:.0f} KB of text; {args.runs} runs")
+    print(
+        f"rules: {args.rules + 1} prioritise rules ({terms} terms) + 21 route rules; "
+        f"body {len(message.text) / 1024:.0f} KB of text; {args.runs} runs"
+    )
     print(f"load (compile all terms once): {load_ms:.1f} ms")
-    print(f"prioritise+route per message: mean {statistics.fmean(timings):.3f} ms, "
-          f"p50 {timings[len(timings) // 2]:.3f} ms, p95 {timings[int(len(timings) * .95)]:.3f} ms")
-    print(f"result: priority={ctx.attributes['priority']} score={ctx.attributes['score']:g} "
-          f"route={ctx.attributes['route']}")
+    print(
+        f"prioritise+route per message: mean {statistics.fmean(timings):.3f} ms, "
+        f"p50 {timings[len(timings) // 2]:.3f} ms, p95 {timings[int(len(timings) * 0.95)]:.3f} ms"
+    )
+    print(
+        f"result: priority={ctx.attributes['priority']} score={ctx.attributes['score']:g} "
+        f"route={ctx.attributes['route']}"
+    )
 
 
 if __name__ == "__main__":
