@@ -67,6 +67,8 @@ def normalize_newlines(raw: bytes) -> bytes:
 
 def strip_internal_headers(raw: bytes) -> tuple[bytes, int]:
     """Remove ``X-Mailflow-*`` header fields from the header block only."""
+    if raw.startswith(b"\r\n"):  # no header block at all: the body is not ours to edit
+        return raw, 0
     match = _HEADER_END.search(raw)
     end = match.end() if match else len(raw)
     head, count = _INTERNAL_HEADER.subn(b"", raw[:end])

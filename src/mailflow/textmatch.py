@@ -21,11 +21,45 @@ if TYPE_CHECKING:
     from mailflow.stage import MessageContext
 
 
+#: letters NFKD leaves alone, spelled the way a French (or German…) reader would type them
+_LETTERS = str.maketrans({"œ": "oe", "Œ": "OE", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O",
+                          "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "þ": "th",
+                          "ı": "i"})
+_MARKS = re.compile(r"[\u0300-\u036f]+")  # the accents NFKD splits off
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_SPACES = re.compile(r"\s{2,}|[^\S ]")  # runs of blanks, line breaks, tabs
+
+
+def _non_ascii(match: re.Match[str]) -> str:
+    char = match.group()
+    if unicodedata.category(char).startswith("M"):
+        return ""  # another combining mark
+    # letters of other scripts stay letters; typographic apostrophes, dashes,
+    # guillemets, emoji separate words ("l’urgence" is "l urgence", not "lurgence")
+    return char if char.isalnum() else " "
+
+
 def fold(text: str) -> str:
-    """Lower-case ASCII without accents: 'Litigé URGENT' -> 'litige urgent'."""
+    """Lower-case text without accents: 'Litigé URGENT' -> 'litige urgent'.
+
+    Accents are removed, 'œ'/'æ'/'ß' spelled 'oe'/'ae'/'ss'; punctuation
+    outside ASCII (’ — « » …) becomes a space, so it still separates words.
+    """
     if text.isascii():
         return text.lower()
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
+    text = unicodedata.normalize("NFKD", text.casefold()).translate(_LETTERS)
+    return _NON_ASCII.sub(_non_ascii, _MARKS.sub("", text))
+
+
+def strip_accents(pattern: str) -> str:
+    """A regular expression written with accents, made to match folded text.
+
+    Not lower-cased (that would turn ``\\W`` into ``\\w``): the patterns are
+    compiled with IGNORECASE instead.
+    """
+    if pattern.isascii():
+        return pattern
+    return _MARKS.sub("", unicodedata.normalize("NFKD", pattern).translate(_LETTERS))
 
 
 def folded_parts(ctx: MessageContext) -> tuple[str, str]:
@@ -68,6 +102,7 @@ class TermMatcher:
     def __init__(self, terms: Sequence[Term]) -> None:
         self.terms = list(terms)
         self._automaton: ahocorasick.Automaton | None = None
+        self._phrases = any(" " in term.key for term in self.terms)
         by_key: dict[str, list[int]] = {}
         for index, term in enumerate(self.terms):
             by_key.setdefault(term.key, []).append(index)
@@ -83,6 +118,8 @@ class TermMatcher:
         found: set[int] = set()
         if self._automaton is None or not text:
             return found
+        if self._phrases:  # "mise en demeure" across a line break or a double space
+            text = _SPACES.sub(" ", text)
         size = len(text)
         for end, (key, indexes) in self._automaton.iter(text):
             start = end - len(key) + 1
@@ -101,7 +138,7 @@ def compile_regexes(patterns: Iterable[tuple[str, str]]) -> list[tuple[str, re.P
     compiled = []
     for tag, pattern in patterns:
         try:
-            compiled.append((tag, re.compile(pattern, re.IGNORECASE)))
+            compiled.append((tag, re.compile(strip_accents(pattern), re.IGNORECASE)))
         except re.error as exc:
             raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
     return compiled
