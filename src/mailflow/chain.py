@@ -157,6 +157,13 @@ def build_chain(rules: RuleSet, stage_types: Mapping[str, type[Stage]], env: Sta
             problems.append(section.problem(
                 f"section '{name}' belongs to no stage (known stages: "
                 f"{', '.join(sorted(stage_types)) or 'none'})"))
+        elif name not in rules.chain:
+            # not running now, but a typo must not wait for the day it is added
+            try:
+                validate(stage_types[name].Options, section.data, section.file, section.tree,
+                         prefix=(name,))
+            except ConfigError as exc:
+                problems.extend(exc.problems)
     for index, name in enumerate(rules.chain):
         cls = stage_types.get(name)
         for needed in cls.requires if cls else ():
