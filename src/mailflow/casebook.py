@@ -63,10 +63,34 @@ async def run_cases(settings: Settings, action: str, number: str | None, *,
         await store.close()
 
 
+def _known_agents(settings: Settings) -> set[str] | None:
+    """The names the route rules know, or None when they cannot say (no route stage)."""
+    from mailflow.config import ConfigError
+    from mailflow.runtime import load_runtime
+    from mailflow.stages.route import RouteStage
+
+    try:
+        runtime = load_runtime(settings)
+    except ConfigError:
+        return None  # `mailflow check` reports that; presence is still worth recording
+    names: set[str] = set()
+    routes = [stage for stage in runtime.chain.stages if isinstance(stage, RouteStage)]
+    for stage in routes:
+        names |= stage.agent_names()
+    return names if routes else None
+
+
 async def run_agents(settings: Settings, action: str, name: str | None,
                      status: str | None) -> int:
     """``mailflow agents list | set NAME away|present``: routing sees it at once."""
     from mailflow.stages.route import list_agents, set_agent
+
+    if action == "set" and name:
+        known = _known_agents(settings)
+        if known is not None and name.lower() not in known:  # a typo would change nothing
+            print(f"mailflow agents: no agent named '{name}' in the route rules "
+                  f"(known: {', '.join(sorted(known)) or 'none'})", file=sys.stderr)
+            return 2
 
     store = open_store(settings.store_url)
     await store.open()

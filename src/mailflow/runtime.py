@@ -38,4 +38,5 @@ def load_runtime(settings: Settings, metrics: MetricFactory | None = None) -> Ru
     stages = collect_stages(pm)
     env = StageEnv(rules=rules, settings=settings, metrics=metrics or MetricFactory())
     chain = build_chain(rules, stages, env, settings.chain_timeout)
+    env.terms.build()  # all stages registered their terms: one automaton for all
     return Runtime(settings, rules, pm, stages, chain)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mailflow.metrics import MetricFactory
     from mailflow.rules import RuleSet
     from mailflow.store.base import Store, Transaction
+    from mailflow.textmatch import TermIndex
 
 
 class Verdict(enum.StrEnum):
@@ -211,6 +212,12 @@ class Stage:
         raise NotImplementedError
 
 
+def _term_index() -> TermIndex:
+    from mailflow.textmatch import TermIndex
+
+    return TermIndex()
+
+
 @dataclass(frozen=True)
 class StageEnv:
     """What a stage gets at load time: the rules and settings it may consult."""
@@ -218,3 +225,5 @@ class StageEnv:
     rules: RuleSet
     settings: Settings
     metrics: MetricFactory
+    #: every stage's keywords in one automaton: each message's text is scanned once
+    terms: TermIndex = field(default_factory=lambda: _term_index())

@@ -3,8 +3,9 @@
 Text and terms are folded the same way (accents removed, case-folded), so
 "LITIGE", "litigé" and "litige" match one another. Terms match on word
 boundaries; a term ending in ``*`` matches as a prefix ("urgen*" finds
-"urgence", "urgente"). The automaton is built once per (re)load, and each
-message's text is folded once (cached on the message context).
+"urgence", "urgente"); a phrase matches across a line break. The automaton
+is built once per (re)load, and each message's text is folded once (cached on
+the message context).
 """
 
 from __future__ import annotations
@@ -21,45 +22,107 @@ if TYPE_CHECKING:
     from mailflow.stage import MessageContext
 
 
-#: letters NFKD leaves alone, spelled the way a French (or German…) reader would type them
-_LETTERS = str.maketrans({"œ": "oe", "Œ": "OE", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O",
-                          "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "þ": "th",
-                          "ı": "i"})
+#: what NFKD leaves alone, spelled the way a French (or German…) reader would type it
+_SPELLED = {"œ": "oe", "Œ": "OE", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "ł": "l",
+            "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "þ": "th", "ı": "i",
+            "’": "'", "‘": "'", "ʼ": "'", "–": "-", "—": "-"}
 _MARKS = re.compile(r"[\u0300-\u036f]+")  # the accents NFKD splits off
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
-_SPACES = re.compile(r"\s{2,}|[^\S ]")  # runs of blanks, line breaks, tabs
+_OTHER = re.compile(r"[^\x00-\x7f\u0300-\u036f]")  # neither ASCII nor an accent
 
 
-def _non_ascii(match: re.Match[str]) -> str:
-    char = match.group()
-    if unicodedata.category(char).startswith("M"):
-        return ""  # another combining mark
-    # letters of other scripts stay letters; typographic apostrophes, dashes,
-    # guillemets, emoji separate words ("l’urgence" is "l urgence", not "lurgence")
+def _non_ascii(char: str) -> str:
+    spelled = _SPELLED.get(char)
+    if spelled is not None:
+        return spelled
+    if unicodedata.category(char) in ("Mn", "Mc", "Me", "Cf"):
+        return ""  # another combining mark, or invisible (soft hyphen, zero-width space)
+    # letters of other scripts stay letters; other punctuation (guillemets, emoji…)
+    # separates words, never glues them together
     return char if char.isalnum() else " "
 
 
 def fold(text: str) -> str:
     """Lower-case text without accents: 'Litigé URGENT' -> 'litige urgent'.
 
-    Accents are removed, 'œ'/'æ'/'ß' spelled 'oe'/'ae'/'ss'; punctuation
-    outside ASCII (’ — « » …) becomes a space, so it still separates words.
+    Accents are removed, 'œ'/'æ'/'ß' spelled 'oe'/'ae'/'ss', typographic
+    apostrophes and dashes made ASCII; other punctuation outside ASCII
+    (« » … emoji) becomes a space, so it still separates words.
     """
     if text.isascii():
         return text.lower()
-    text = unicodedata.normalize("NFKD", text.casefold()).translate(_LETTERS)
-    return _NON_ASCII.sub(_non_ascii, _MARKS.sub("", text))
+    text = text.casefold()
+    for char, spelled in _BEFORE_LATIN1:
+        if char in text:
+            text = text.replace(char, spelled)
+    try:  # French, German, Spanish…: Latin-1 after the replacements above
+        latin1 = text.encode("latin-1")
+    except UnicodeEncodeError:
+        return _fold_unicode(text)
+    if len(latin1.translate(None, _LATIN1_SLOW)) != len(latin1):  # e.g. '½', 'µ'
+        return _fold_unicode(text)
+    return latin1.translate(_LATIN1_TABLE, _LATIN1_DELETE).decode("ascii")
+
+
+def _fold_unicode(text: str) -> str:
+    """The general case (any script): NFKD, then accents dropped, other scripts kept."""
+    kept = False  # letters of another script, which must survive
+
+    def other(match: re.Match[str]) -> str:
+        nonlocal kept
+        replacement = _non_ascii(match.group())
+        kept = kept or not replacement.isascii()
+        return replacement
+
+    text = _OTHER.sub(other, unicodedata.normalize("NFKD", text.casefold()))
+    if kept:
+        return _MARKS.sub("", text)
+    return text.encode("ascii", "ignore").decode("ascii")  # only accents left: drop them
+
+
+def _latin1_table() -> tuple[bytes, bytes, bytes]:
+    """A byte table doing what :func:`_fold_unicode` does, for every Latin-1 character
+    it turns into at most one ASCII character; the others take the general path.
+    Built from ``_fold_unicode`` itself, so the two paths cannot disagree."""
+    table = bytearray(range(256))
+    delete = bytearray()
+    slow = bytearray()
+    for code in range(0x80, 0x100):
+        folded = _fold_unicode(chr(code))
+        if folded == "":
+            delete.append(code)
+        elif len(folded) == 1 and folded.isascii():
+            table[code] = ord(folded)
+        else:
+            slow.append(code)
+    return bytes(table), bytes(delete), bytes(slow)
+
+
+#: multi-letter spellings and typographic marks, replaced before the Latin-1 fast path
+_BEFORE_LATIN1 = tuple((c, s.lower()) for c, s in _SPELLED.items() if c == c.casefold()
+                       and len(c.encode("utf-8")) > 1 and (ord(c) > 0xFF or len(s) > 1))
+_LATIN1_TABLE, _LATIN1_DELETE, _LATIN1_SLOW = _latin1_table()
+
+
+def flat(text: str) -> str:
+    """Line breaks and tabs made spaces, runs of spaces made one: phrases match across lines."""
+    text = text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ").replace("\t", " ")
+    while "  " in text:
+        text = text.replace("  ", " ")
+    return text
 
 
 def strip_accents(pattern: str) -> str:
     """A regular expression written with accents, made to match folded text.
 
+    Changed as :func:`fold` changes the text ('é' -> 'e', '°' -> ' ').
     Not lower-cased (that would turn ``\\W`` into ``\\w``): the patterns are
     compiled with IGNORECASE instead.
     """
     if pattern.isascii():
         return pattern
-    return _MARKS.sub("", unicodedata.normalize("NFKD", pattern).translate(_LETTERS))
+    text = _MARKS.sub("", unicodedata.normalize("NFKD", pattern))
+    return _NON_ASCII.sub(lambda match: _non_ascii(match.group()), text)
 
 
 def folded_parts(ctx: MessageContext) -> tuple[str, str]:
@@ -68,6 +131,16 @@ def folded_parts(ctx: MessageContext) -> tuple[str, str]:
     if cached is None:
         cached = (fold(ctx.message.subject), fold(ctx.message.text))
         ctx.attributes["_folded"] = cached
+    result: tuple[str, str] = cached
+    return result
+
+
+def flat_parts(ctx: MessageContext) -> tuple[str, str]:
+    """(subject, text) folded and :func:`flat`, once per message: what terms are sought in."""
+    cached = ctx.attributes.get("_flat")
+    if cached is None:
+        cached = tuple(flat(part) for part in folded_parts(ctx))
+        ctx.attributes["_flat"] = cached
     result: tuple[str, str] = cached
     return result
 
@@ -96,41 +169,93 @@ def _word_char(ch: str) -> bool:
     return ch.isalnum() or ch == "_"
 
 
-class TermMatcher:
-    """Finds which terms occur in a text, on word boundaries, in one pass."""
+class TermIndex:
+    """Every term of every stage in one Aho-Corasick automaton, built once per (re)load.
 
-    def __init__(self, terms: Sequence[Term]) -> None:
-        self.terms = list(terms)
+    Each message's text is then scanned once, whatever the number of stages
+    and rules that look for words in it; the stages share the result.
+    """
+
+    def __init__(self) -> None:
+        self._keys: set[str] = set()
         self._automaton: ahocorasick.Automaton | None = None
-        self._phrases = any(" " in term.key for term in self.terms)
-        by_key: dict[str, list[int]] = {}
-        for index, term in enumerate(self.terms):
-            by_key.setdefault(term.key, []).append(index)
-        if by_key:
-            automaton = ahocorasick.Automaton()
-            for key, indexes in by_key.items():
-                automaton.add_word(key, (key, tuple(indexes)))
-            automaton.make_automaton()
-            self._automaton = automaton
+        self._phrases = False
 
-    def find(self, text: str) -> set[int]:
-        """Indexes of the terms found in ``text`` (already folded)."""
-        found: set[int] = set()
-        if self._automaton is None or not text:
+    def matcher(self, terms: Sequence[Term]) -> TermMatcher:
+        """A matcher for ``terms``, served by this index's shared scans."""
+        if self._automaton is not None:
+            raise RuntimeError("terms must be registered before the index is built")
+        self._keys.update(term.key for term in terms)
+        self._phrases = self._phrases or any(" " in term.key for term in terms)
+        return TermMatcher(terms, self)
+
+    def build(self) -> None:
+        automaton = ahocorasick.Automaton()
+        for key in self._keys:
+            automaton.add_word(key, key)
+        if self._keys:
+            automaton.make_automaton()
+        self._automaton = automaton
+
+    def scan(self, text: str) -> dict[str, bool]:
+        """Keys found at a word start: True if also found as a whole word somewhere."""
+        if self._automaton is None:
+            self.build()
+        assert self._automaton is not None
+        found: dict[str, bool] = {}
+        if not self._keys or not text:
             return found
-        if self._phrases:  # "mise en demeure" across a line break or a double space
-            text = _SPACES.sub(" ", text)
+        if self._phrases and ("\n" in text or "  " in text or "\t" in text):
+            text = flat(text)  # "mise en demeure" across a line break (flat_parts did it)
         size = len(text)
-        for end, (key, indexes) in self._automaton.iter(text):
+        for end, key in self._automaton.iter(text):
             start = end - len(key) + 1
             if start > 0 and _word_char(text[start - 1]) and _word_char(key[0]):
                 continue
-            whole_word = end + 1 >= size or not _word_char(text[end + 1]) \
-                or not _word_char(key[-1])
-            for index in indexes:
-                if whole_word or self.terms[index].prefix:
-                    found.add(index)
+            whole = end + 1 >= size or not _word_char(text[end + 1]) or not _word_char(key[-1])
+            if whole or key not in found:
+                found[key] = found.get(key, False) or whole
         return found
+
+    def scan_parts(self, ctx: MessageContext) -> tuple[dict[str, bool], dict[str, bool]]:
+        """(subject, text) scans of the message, done once and shared by every stage."""
+        slot = f"_scan{id(self)}"
+        cached = ctx.attributes.get(slot)
+        if cached is None:
+            subject, text = flat_parts(ctx)
+            cached = (self.scan(subject), self.scan(text))
+            ctx.attributes[slot] = cached
+        result: tuple[dict[str, bool], dict[str, bool]] = cached
+        return result
+
+
+class TermMatcher:
+    """Finds which of its terms occur in a text, on word boundaries."""
+
+    def __init__(self, terms: Sequence[Term], index: TermIndex | None = None) -> None:
+        self.terms = list(terms)
+        if index is None:  # standalone: an index of its own
+            index = TermIndex()
+            index.matcher(terms)
+            index.build()
+        self.index = index
+        self._by_key: dict[str, list[int]] = {}
+        for i, term in enumerate(self.terms):
+            self._by_key.setdefault(term.key, []).append(i)
+
+    def _resolve(self, hits: dict[str, bool]) -> set[int]:
+        """From what the scan found (few keys) to this matcher's terms."""
+        return {i for key, whole in hits.items() for i in self._by_key.get(key, ())
+                if whole or self.terms[i].prefix}
+
+    def find(self, text: str) -> set[int]:
+        """Indexes of the terms found in ``text`` (already folded; best: :func:`flat_parts`)."""
+        return self._resolve(self.index.scan(text))
+
+    def find_parts(self, ctx: MessageContext) -> tuple[set[int], set[int]]:
+        """Indexes of the terms found in the message's (subject, text), from the shared scan."""
+        subject, text = self.index.scan_parts(ctx)
+        return self._resolve(subject), self._resolve(text)
 
 
 def compile_regexes(patterns: Iterable[tuple[str, str]]) -> list[tuple[str, re.Pattern[str]]]:

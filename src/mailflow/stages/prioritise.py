@@ -2,10 +2,12 @@
 
 Terms are matched in the decoded Subject and text, case- and
 accent-insensitive, on word boundaries, with ``*`` for prefixes ("urgen*")
-and optional regular expressions. A term found in the Subject counts
-``subject_factor`` times. Senders (VIP addresses or ``@domain``) and bulk or
-list mail (``Precedence``, ``List-*``, auto-replies) add weights too. The
-score maps to ``urgent``, ``high``, ``normal`` or ``low`` through thresholds.
+and optional regular expressions (matched on the same folded text, where line
+breaks are spaces; accents in a pattern are ignored too). A term found in the
+Subject counts ``subject_factor`` times. Senders (VIP addresses or
+``@domain``; for a web form, the customer it names) and bulk or list mail
+(``Precedence``, ``List-*``, auto-replies) add weights too. The score maps
+to ``urgent``, ``high``, ``normal`` or ``low`` through thresholds.
 
 Adds ``X-Mailflow-Priority`` and ``X-Mailflow-Score``; sets the ``priority``
 and ``score`` attributes (the acknowledgement's promised answer time and
@@ -39,7 +41,7 @@ from mailflow.config import Model
 from mailflow.hookspecs import hookimpl
 from mailflow.stage import MessageContext, Stage, StageEnv, StageOptions
 from mailflow.store import Transaction
-from mailflow.textmatch import TermMatcher, compile_regexes, fold, folded_parts, parse_term
+from mailflow.textmatch import compile_regexes, flat_parts, fold, parse_term
 
 LEVELS = ("urgent", "high", "normal", "low")
 
@@ -88,6 +90,15 @@ class PrioritiseOptions(StageOptions):
     senders: dict[str, float] = Field(default_factory=dict)
     bulk_weight: float = -20.0
 
+    @field_validator("rules")
+    @classmethod
+    def _unique(cls, value: tuple[ScoreRule, ...]) -> tuple[ScoreRule, ...]:
+        names = [rule.name for rule in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:  # each rule counts once: two rules of one name would count as one
+            raise ValueError(f"rule name(s) used twice: {', '.join(twice)}")
+        return value
+
     @field_validator("senders")
     @classmethod
     def _lower(cls, value: dict[str, float]) -> dict[str, float]:
@@ -105,7 +116,7 @@ class PrioritiseStage(Stage):
         self.o = options
         terms = [parse_term(t, rule.name, rule.weight) for rule in options.rules
                  for t in rule.terms]
-        self.matcher = TermMatcher(terms)  # every term of every rule: one automaton
+        self.matcher = env.terms.matcher(terms)  # one automaton for every stage's terms
         self.regexes = [(rule, pattern) for rule in options.rules
                         for _, pattern in compile_regexes((rule.name, r) for r in rule.regex)]
         self.counter = env.metrics.counter("mailflow_priority_total",
@@ -113,12 +124,14 @@ class PrioritiseStage(Stage):
 
     def score(self, ctx: MessageContext) -> tuple[float, dict[str, float]]:
         """The score and what it is made of (rule or reason -> points)."""
-        subject, text = folded_parts(ctx)
+        subject, text = flat_parts(ctx)  # folded, line breaks made spaces
+        found_subject, found_text = self.matcher.find_parts(ctx)
         parts: dict[str, float] = {}
         hits: dict[str, float] = {}
-        for where, body, factor in (("subject", subject, self.o.subject_factor),
-                                    ("text", text, 1.0)):
-            for index in self.matcher.find(body):
+        for where, body, factor, found in (
+                ("subject", subject, self.o.subject_factor, found_subject),
+                ("text", text, 1.0, found_text)):
+            for index in found:
                 term = self.matcher.terms[index]
                 hits[term.tag] = max(hits.get(term.tag, 0.0), term.weight * factor)
                 parts_key = f"{term.tag}: {term.text} ({where})"
@@ -129,9 +142,12 @@ class PrioritiseStage(Stage):
                     parts[f"{rule.name}: /{pattern.pattern}/ ({where})"] = rule.weight * factor
         score = sum(hits.values())  # each rule counts once, at its best place
         sender = ctx.message.envelope.mail_from.lower()
-        domain = "@" + sender.rpartition("@")[2] if sender else ""
-        for key in (sender, domain):
-            if key and key in self.o.senders:
+        # the customer behind a web form (found by `number`) counts, not the web server
+        customer = str(ctx.attributes.get("customer") or sender).lower()
+        keys = dict.fromkeys(k for address in (sender, customer) if address
+                             for k in (address, "@" + address.rpartition("@")[2]))
+        for key in keys:
+            if key in self.o.senders:
                 score += self.o.senders[key]
                 parts[f"sender {key}"] = self.o.senders[key]
         if autoreply.robot_headers(ctx.message) or not sender:

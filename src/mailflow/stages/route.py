@@ -1,19 +1,23 @@
 """Stage ``route``: send each message to the one team or person able to answer it.
 
-In order: a follow-up goes to its case's assignee when present; a customer
-with an account manager goes straight to that person; then the ``rules``,
-first match wins (by recipient, sender or domain, web-form field, priority,
-keyword); then the ``default`` team. Within a team, a person is chosen
-round-robin or least-loaded among the members who are present — presence is
-set with ``mailflow agents set NAME away|present`` (stored, effective at once)
-and by each member's optional ``schedule``.
+In order: a follow-up goes to its case's assignee when present (otherwise
+to the case's team); a customer with an account manager goes straight to
+that person; then the ``rules``, first match wins (by recipient, sender or
+domain, web-form field, priority, keyword); then the ``default`` team.
+Within a team, a person is chosen round-robin or least-loaded among the
+members who are present — presence is set with ``mailflow agents set NAME
+away|present`` (stored, effective at once) and by each member's optional
+``schedule``.
 
 The envelope recipients become the person's address, or the team's
-mailbox(es). Adds ``X-Mailflow-Route`` and, when a person is chosen,
+mailbox(es); recipients outside the local domains are kept as they are, and
+mail with no local recipient at all (an agent's answer to a customer) is
+not routed. Adds ``X-Mailflow-Route`` and, when a person is chosen,
 ``X-Mailflow-Assignee``; records route and assignee on the case.
 
 A rule naming an unknown team, or an address outside the local domains
-without ``external: true``, is refused by ``mailflow check``.
+without ``external: true`` or ``allow_external``, is refused by ``mailflow
+check``, at its ``file:line:column`` (a CSV line for account managers).
 
 Configuration (rules section ``route``)::
 
@@ -54,11 +58,12 @@ from pydantic import Field, field_validator, model_validator
 
 from mailflow import cases
 from mailflow.business_hours import WEEKDAYS
-from mailflow.config import Model
+from mailflow.config import ConfigError, Model, Problem
 from mailflow.hookspecs import hookimpl
+from mailflow.rules import Section
 from mailflow.stage import MessageContext, Stage, StageEnv, StageOptions
 from mailflow.store import Transaction
-from mailflow.textmatch import TermMatcher, fold, folded_parts, parse_term
+from mailflow.textmatch import fold, folded_parts, parse_term
 
 
 class Member(Model):
@@ -164,8 +169,9 @@ class RouteOptions(StageOptions):
 class _CompiledRule:
     """A rule with its keyword automaton and form-field patterns built once."""
 
-    def __init__(self, rule: RouteRule) -> None:
+    def __init__(self, rule: RouteRule, index: int) -> None:
         self.rule = rule
+        self.tag = str(index)  # keyword hits are per rule, even if two share a name
         when = rule.when
         self.recipients = {r.lower() for r in when.recipient}
         self.senders = {s.lower() for s in when.sender}
@@ -191,22 +197,45 @@ class _CompiledRule:
                 found = pattern.search(text)
                 if found is None or found.group(1).strip() != value:
                     return False
-        return not self.has_keywords or self.rule.name in keyword_hits()
+        return not self.has_keywords or self.tag in keyword_hits()
 
 
-def _load_managers(env: StageEnv, options: RouteOptions) -> dict[str, str]:
-    managers = {k.lower(): v.lower() for k, v in options.account_managers.items()}
+_Where = Callable[[str], Problem]  # a message -> the problem, at the right file:line:column
+
+
+def _load_managers(env: StageEnv, options: RouteOptions, section: Section | None,
+                   problems: list[Problem]) -> tuple[dict[str, str], dict[str, _Where]]:
+    """customer -> manager, and where each pair is written (YAML, or a CSV line)."""
+    def at(loc: tuple[str | int, ...]) -> _Where:
+        if section is None:
+            return lambda msg: Problem(str(env.rules.directory), 0, 0, msg)
+        return lambda msg: section.problem(msg, loc)
+
+    managers: dict[str, str] = {}
+    where: dict[str, _Where] = {}
+    for key, value in options.account_managers.items():
+        managers[key.lower()] = value.lower()
+        where[key.lower()] = at(("account_managers", key))
     if options.account_managers_file:
         path = env.rules.template_path(options.account_managers_file)
-        with open(path, encoding="utf-8", newline="") as fh:
-            for number, row in enumerate(csv.reader(fh), start=1):
-                if not row or row[0].startswith("#"):
-                    continue
-                if len(row) < 2 or "@" not in row[0] or "@" not in row[1]:
-                    raise ValueError(f"{options.account_managers_file}:{number}: expected "
-                                     "'customer-address-or-@domain,person-address'")
-                managers[row[0].strip().lower()] = row[1].strip().lower()
-    return managers
+        try:
+            # utf-8-sig: a spreadsheet's "CSV UTF-8" export starts with a byte-order mark
+            with open(path, encoding="utf-8-sig", newline="") as fh:
+                reader = csv.reader(fh)
+                for row in reader:
+                    line = reader.line_num
+                    if not row or not "".join(row).strip() or row[0].strip().startswith("#"):
+                        continue
+                    if len(row) < 2 or "@" not in row[0] or "@" not in row[1]:
+                        problems.append(Problem(str(path), line, 1, "expected "
+                                                "'customer-address-or-@domain,person-address'"))
+                        continue
+                    customer = row[0].strip().lower()
+                    managers[customer] = row[1].strip().lower()
+                    where[customer] = partial(Problem, str(path), line, 1)
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(at(("account_managers_file",))(f"cannot read {path}: {exc}"))
+    return managers, where
 
 
 class RouteStage(Stage):
@@ -219,43 +248,64 @@ class RouteStage(Stage):
         assert isinstance(options, RouteOptions)
         self.o = options
         self.zone = ZoneInfo(options.timezone)
-        self.rules = [_CompiledRule(r) for r in options.rules]
+        self.rules = [_CompiledRule(r, i) for i, r in enumerate(options.rules)]
         # the keywords of every rule in one automaton: one pass over the text per message
-        self.keywords = TermMatcher([parse_term(k, r.name) for r in options.rules
-                                     for k in r.when.keyword])
-        self.managers = _load_managers(env, options)
+        self.keywords = env.terms.matcher([parse_term(k, str(i))
+                                           for i, r in enumerate(options.rules)
+                                           for k in r.when.keyword])
         self._check(env)
         self.counter = env.metrics.counter("mailflow_routed_total",
                                            "Messages by route chosen", ["route"])
 
     def _check(self, env: StageEnv) -> None:
-        """Mistakes found now, by `mailflow check`, not at 3 a.m."""
+        """Mistakes found now, by `mailflow check`, not at 3 a.m.; each at its line."""
         o = self.o
+        section = env.rules.section(self.name)
+        problems: list[Problem] = []
+
+        def problem(msg: str, *loc: str | int) -> None:
+            problems.append(section.problem(msg, loc) if section is not None
+                            else Problem(str(env.rules.directory), 0, 0, msg))
+
+        self.managers, manager_at = _load_managers(env, o, section, problems)
+        teams = ", ".join(sorted(o.teams))
         if o.default not in o.teams:
-            raise ValueError(f"default team '{o.default}' is not among the teams "
-                             f"({', '.join(sorted(o.teams))})")
-        for rule in o.rules:
+            problem(f"default team '{o.default}' is not among the teams ({teams})", "default")
+        for index, rule in enumerate(o.rules):
             if rule.team is not None and rule.team not in o.teams:
-                raise ValueError(f"rule '{rule.name}' names unknown team '{rule.team}'")
+                problem(f"rule '{rule.name}' names unknown team '{rule.team}' (teams: {teams})",
+                        "rules", index, "team")
         allowed = {a.lower() for a in o.allow_external}
 
-        def local(address: str, what: str, external: bool = False) -> None:
+        def outside(address: str, what: str, external: bool = False) -> str | None:
             if "@" not in address:
-                raise ValueError(f"{what}: '{address}' is not an address")
+                return f"{what}: '{address}' is not an address"
             if not (external or env.rules.is_local(address) or address.lower() in allowed):
-                raise ValueError(f"{what}: '{address}' is outside the local domains "
-                                 "(add it to allow_external, or external: true on the team)")
+                return (f"{what}: '{address}' is outside the local domains "
+                        "(add it to allow_external, or external: true on the team)")
+            return None
 
         for name, team in o.teams.items():
-            for address in team.addresses:
-                local(address, f"team '{name}'", team.external)
-            for member in team.members:
-                local(member.address, f"team '{name}' member", team.external)
-        for rule in o.rules:
-            if rule.person:
-                local(rule.person, f"rule '{rule.name}'")
+            for i, address in enumerate(team.addresses):
+                if msg := outside(address, f"team '{name}'", team.external):
+                    problem(msg, "teams", name, "addresses", i)
+            for i, member in enumerate(team.members):
+                if msg := outside(member.address, f"team '{name}' member", team.external):
+                    problem(msg, "teams", name, "members", i)
+        for index, rule in enumerate(o.rules):
+            if rule.person and (msg := outside(rule.person, f"rule '{rule.name}'")):
+                problem(msg, "rules", index, "person")
         for customer, person in self.managers.items():
-            local(person, f"account manager of '{customer}'")
+            if msg := outside(person, f"account manager of '{customer}'"):
+                problems.append(manager_at[customer](msg))
+        if problems:
+            raise ConfigError(problems)
+
+    def agent_names(self) -> set[str]:
+        """Every name ``mailflow agents set`` may be given (as presence is looked up)."""
+        names = {m.agent for team in self.o.teams.values() for m in team.members}
+        people = [*self.managers.values(), *(r.person for r in self.o.rules if r.person)]
+        return names | {p.partition("@")[0].lower() for p in people}
 
     # -- choosing ----------------------------------------------------------------
 
@@ -265,6 +315,12 @@ class RouteStage(Stage):
         sender = str(ctx.attributes.get("customer") or message.envelope.mail_from).lower()
         recipients = [r.lower() for r in (*message.envelope.rcpt_to, *message.addresses("To"),
                                           *message.addresses("Cc"))]
+        # only mail for our own domains is ours to route: an agent's reply to a customer,
+        # relayed from a trusted network, keeps its recipients
+        foreign = [r for r in ctx.recipients if not self.env.rules.is_local(r)]
+        if len(foreign) == len(ctx.recipients):
+            ctx.note(route=None, because="no local recipient")
+            return
         case = ctx.attributes.get("case")
         now = dt.datetime.fromtimestamp(ctx.received_at, self.zone)
         away = await ctx.store.run_read(_away_agents)
@@ -274,6 +330,10 @@ class RouteStage(Stage):
             row = await ctx.store.run_read(partial(cases.get_case, number=str(case)))
             if row is not None and row.assignee and self._present(row.assignee, away, now):
                 route, person, why = row.route or self.o.default, row.assignee, "case assignee"
+            elif row is not None and row.route in self.o.teams:
+                # assignee away, or none: the case stays with its team (someone present
+                # there takes it), whatever address the customer wrote back to
+                route, why = row.route, "case team"
         if route is None:
             manager = self.managers.get(sender) or self.managers.get(
                 "@" + sender.rpartition("@")[2])
@@ -284,8 +344,8 @@ class RouteStage(Stage):
         def keyword_hits() -> set[str]:
             nonlocal hits
             if hits is None:
-                subject, text = folded_parts(ctx)
-                found = self.keywords.find(subject) | self.keywords.find(text)
+                in_subject, in_text = self.keywords.find_parts(ctx)
+                found = in_subject | in_text
                 hits = {self.keywords.terms[i].tag for i in found}
             return hits
 
@@ -302,7 +362,7 @@ class RouteStage(Stage):
         if person is None and team is not None and team.strategy != "none":
             person = await self._choose(ctx, route, team, away, now)
         targets = [person] if person else list(team.addresses if team else ())
-        ctx.set_recipients(targets)
+        ctx.set_recipients([*targets, *foreign])
         ctx.set_header("X-Mailflow-Route", route)
         if person:
             ctx.set_header("X-Mailflow-Assignee", person)
