@@ -19,6 +19,7 @@ import structlog
 from mailflow.config import ConfigError, Problem, validate
 from mailflow.rules import RuleSet
 from mailflow.stage import Decision, MessageContext, Stage, StageEnv, Verdict
+from mailflow.store.base import StoreUnavailable
 
 log = structlog.get_logger("mailflow.chain")
 
@@ -66,7 +67,11 @@ class Chain:
             decision.outcome, decision.reason = "timeout", f"no answer within {stage.timeout:g}s"
         except Exception as exc:  # a plugin's bug must not take the message with it
             decision.outcome, decision.reason = "error", f"{type(exc).__name__}: {exc}"
-            log.exception("stage_failed", stage=stage.name, queue_id=ctx.queue_id)
+            if isinstance(exc, StoreUnavailable):  # an outage, not a bug: no traceback
+                log.warning("stage_store_unavailable", stage=stage.name, queue_id=ctx.queue_id,
+                            error=str(exc))
+            else:
+                log.exception("stage_failed", stage=stage.name, queue_id=ctx.queue_id)
         finally:
             decision.seconds = time.perf_counter() - started
         if decision.outcome not in ("timeout", "error"):

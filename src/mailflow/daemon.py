@@ -105,8 +105,9 @@ class Application:
     # -- health ----------------------------------------------------------------
 
     def health(self) -> tuple[bool, str]:
-        if self.store_error:
-            return False, f"store: {self.store_error}"
+        error = self.store_error or self.store.error  # the probe's, or the last write's
+        if error:
+            return False, f"store: {error}"
         return True, f"accepting mail, {self.handler.in_flight} in flight"
 
     async def _watch_store(self) -> None:

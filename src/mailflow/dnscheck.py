@@ -66,4 +66,8 @@ class DomainChecker:
                 continue
             except (dns.resolver.NoNameservers, dns.exception.Timeout) as exc:
                 failure = f"DNS lookup failed ({type(exc).__name__})"
+            except (dns.exception.DNSException, ValueError):
+                # EmptyLabel, LabelTooLong, NameTooLong, IDNA errors: the sender chose
+                # the name; it must not make the stage (and so the message) fail
+                return False, "not a domain name"
         return False, failure

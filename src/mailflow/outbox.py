@@ -83,12 +83,29 @@ class OutboxWorker:
         self.metrics.outbox_pending.set(await self.store.pending_outbox())
         return len(rows)
 
+    async def _record_sent(self, row: OutboxRow) -> None:
+        """The next hop has it: keep trying to record that while the store is down (our
+        lease keeps other senders off), or the row goes again when the lease ends."""
+        give_up = time.monotonic() + LEASE_SECONDS / 2
+        delay = 0.5
+        while True:
+            try:
+                await self.store.outbox_sent(row.id)
+                return
+            except StoreUnavailable as exc:
+                if time.monotonic() > give_up:
+                    raise
+                log.warning("outbox_sent_not_recorded", id=row.id, error=str(exc),
+                            retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
     async def _send(self, row: OutboxRow) -> None:
         result = await self.client.send(row.mail_from, list(row.rcpt_to), row.data,
                                         smtputf8=not all(r.isascii() for r in row.rcpt_to),
                                         body8bit=not row.data.isascii())
         if result.ok:
-            await self.store.outbox_sent(row.id)
+            await self._record_sent(row)
             self.metrics.outbox_sent.labels(kind=row.kind).inc()
             log.info("outbox_sent", id=row.id, kind=row.kind, rcpt_to=list(row.rcpt_to),
                      message=row.message)

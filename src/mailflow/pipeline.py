@@ -30,6 +30,7 @@ from mailflow.autoreply import LOOP_HEADER
 from mailflow.chain import Chain, describe
 from mailflow.message import Envelope, Message, parse_message
 from mailflow.metrics import Metrics
+from mailflow.outbox import STALE_PENDING_SECONDS
 from mailflow.relay import DeliveryResult, NextHopClient
 from mailflow.stage import MessageContext, OutgoingMail, Verdict, safe_header_value
 from mailflow.store import Store, StoreUnavailable, Transaction
@@ -110,6 +111,7 @@ class Pipeline:
         self._chain_of = chain_of
         self._rules_of = rules_of
         self._on_release = on_release
+        self._deferred: set[asyncio.Task[None]] = set()  # releases waiting for the store
 
     # -- preparing ----------------------------------------------------------
 
@@ -226,11 +228,42 @@ class Pipeline:
             try:
                 await self.store.write(ops)
                 break
-            except StoreUnavailable:
+            except StoreUnavailable as exc:
                 if attempt == 2:
-                    raise
+                    # A 4xx now would make the client send it again: the next hop would
+                    # get it twice and the held rows would be swept. It is delivered and
+                    # all it owes is committed (held): say 250, release when writes work.
+                    log.error("release_deferred", queue_id=queue_id, error=str(exc))
+                    task = asyncio.get_running_loop().create_task(
+                        self._release_later(queue_id, ops))
+                    self._deferred.add(task)
+                    task.add_done_callback(self._deferred.discard)
+                    return
                 await asyncio.sleep(0.2 * (attempt + 1))
         self._on_release()
+
+    async def _release_later(self, queue_id: str,
+                             ops: list[Callable[[Transaction], object]]) -> None:
+        """Retry a release until the store takes it, well before the sweeper would
+        abandon the message as never answered (``STALE_PENDING_SECONDS``)."""
+        give_up = time.monotonic() + STALE_PENDING_SECONDS / 2
+        delay = 1.0
+        while True:
+            try:
+                await asyncio.sleep(delay)
+                await self.store.write(ops)
+            except asyncio.CancelledError:  # stopping: recover() will abandon it at start
+                log.error("release_lost", queue_id=queue_id, error="daemon stopped")
+                raise
+            except StoreUnavailable as exc:
+                if time.monotonic() > give_up:
+                    log.error("release_lost", queue_id=queue_id, error=str(exc))
+                    return
+                delay = min(delay * 2, 30.0)
+                continue
+            log.info("release_recorded", queue_id=queue_id)
+            self._on_release()
+            return
 
     def _partial_refusal_ops(self, ctx: MessageContext, data: bytes,
                              result: DeliveryResult) -> list[Callable[[Transaction], object]]:

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import aiosmtplib
 import structlog
+from aiosmtplib.email import parse_address as wire_address
 
 from mailflow.config import NextHop, RelaySettings
 
@@ -56,11 +57,24 @@ class NextHopClient(Protocol):
 
 
 def check_address(address: str) -> None:
-    """Refuse addresses that could smuggle commands onto the next hop's command line."""
+    """Refuse addresses that could smuggle commands onto the next hop's command line,
+    and any that aiosmtplib would refuse (ValueError) or rewrite on its way out
+    (``a;b@x`` goes out as ``<a>``): the next hop gets exactly the address accepted."""
     if _BAD_ADDRESS.search(address) and not address.startswith('"'):
         raise ValueError(f"address {address!r} holds characters not allowed on an SMTP line")
     if any(c in address for c in "\r\n\0"):
         raise ValueError(f"address {address!r} holds a line break")
+    if not address.isascii():
+        try:  # bytes that were not UTF-8 (aiosmtpd keeps them as lone surrogates)
+            address.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"address {address!r} is not valid UTF-8") from None
+    try:
+        sent = wire_address(address)
+    except ValueError:
+        sent = None
+    if sent != address:
+        raise ValueError(f"address {address!r} holds characters not allowed on an SMTP line")
 
 
 class SmtpRelay:

@@ -17,10 +17,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from mailflow.pipeline import envelope_from_session
 from mailflow.plugins import call_hook
+from mailflow.relay import check_address
 from mailflow.session import SessionInfo, SmtpReply
 
 if TYPE_CHECKING:
@@ -35,6 +36,26 @@ log = structlog.get_logger("mailflow.smtp")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 HOOK_TIMEOUT = 10.0  # seconds an SMTP-stage hook may take before the command is tempfailed
+TIMEOUT_GRACE = 1.0  # seconds a session closed for idleness has to go before it is aborted
+
+
+def unsendable(address: str) -> bool:
+    """True for an address the relay could not put on the next hop's command line as it is
+    (control characters, bytes that are not UTF-8, what aiosmtplib refuses or rewrites):
+    refused at once with a 5xx, rather than accepted then tempfailed after DATA for ever."""
+    if _CONTROL.search(address):
+        return True
+    try:
+        check_address(address)
+    except ValueError:
+        return True
+    return False
+
+
+def _as_text(name: str) -> str:
+    """A HELO name with bytes that were not UTF-8 (lone surrogates) made U+FFFD."""
+    return name if name.isascii() else name.encode("utf-8", "surrogateescape").decode(
+        "utf-8", "replace")
 
 
 def relay_refusal(address: str, rules: RuleSet, trusted: bool) -> str | None:
@@ -136,6 +157,25 @@ class MailflowSMTP(SMTP):
         # gone before its greeting (a TCP health check) kept its session slot forever
         return False
 
+    def _timeout_cb(self) -> None:
+        super()._timeout_cb()  # type: ignore[no-untyped-call]  # a polite close: it waits until our pending replies are sent
+        # ...for ever if the client never reads them, and a client stalled in the TLS
+        # handshake never gets connection_lost at all: both kept their session slot
+        self.loop.call_later(TIMEOUT_GRACE, self._force_close)
+
+    def _force_close(self) -> None:
+        if self._admitted is None:
+            return  # the polite close did it
+        log.info("session_aborted", peer=self._admitted, reason="idle timeout")
+        for transport in (self._original_transport, self.transport):
+            if transport is not None:
+                transport.abort()  # type: ignore[attr-defined]
+        self.loop.call_soon(self._lost_anyway)
+
+    def _lost_anyway(self) -> None:
+        if self._admitted is not None:  # aborted mid-handshake: nobody else will tell us
+            self.connection_lost(None)
+
 
 class Handler:
     """aiosmtpd handler: plugin hooks at each stage, the pipeline after DATA."""
@@ -206,6 +246,7 @@ class Handler:
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
         info = self.info(session)
+        hostname = _as_text(hostname)  # it goes into the Received header
         refusal = await self._greet(info, hostname)
         if refusal:
             return [refusal]
@@ -216,6 +257,7 @@ class Handler:
     async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str) -> str:
         info = self.info(session)
+        hostname = _as_text(hostname)  # it goes into the Received header
         refusal = await self._greet(info, hostname)
         if refusal:
             return refusal
@@ -230,7 +272,7 @@ class Handler:
         # pipeline see "", aiosmtpd's envelope keeps "<>" (it needs a truthy sender)
         if address == "<>":
             address = ""
-        if _CONTROL.search(address):
+        if address and unsendable(address):
             return self._refused("bad_address", "501 5.1.7 Bad sender address syntax")
         refusal = await self._ask("mailflow_mail_from", session=info, address=address)
         if refusal:
@@ -244,7 +286,7 @@ class Handler:
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         info = self.info(session)
-        if _CONTROL.search(address):
+        if unsendable(address):
             return self._refused("bad_address", "501 5.1.3 Bad recipient address syntax")
         if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
             return self._refused("too_many_recipients", "452 4.5.3 Too many recipients")
@@ -290,5 +332,8 @@ class Handler:
                 self.idle.set()
 
     async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):  # the client's failed handshake, not ours
+            log.warning("tls_handshake_failed", error=repr(error.__cause__ or error))
+            return "421 4.7.0 TLS handshake failed"  # aiosmtpd closes without sending it
         log.error("smtp_session_error", error=repr(error), exc_info=error)
         return "451 4.3.0 Internal error, try again later"

@@ -48,8 +48,8 @@ import time
 from collections.abc import Iterable
 from datetime import datetime
 from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import formataddr, formatdate
+from email.policy import SMTP, SMTPUTF8
+from email.utils import formataddr, formatdate, quote
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,14 @@ def detect_language(text: str, default: str) -> str:
 
 def _one_line(value: str) -> str:
     return " ".join(value.split())
+
+
+def _to_header(name: str, address: str) -> str:
+    """The To field; formataddr and email's Address refuse a non-ASCII local part, which
+    a UTF-8 header (RFC 6532, sent with SMTPUTF8) may carry."""
+    if address.isascii():
+        return formataddr((name, address))
+    return f'"{quote(name)}" <{address}>' if name else address
 
 
 class AcknowledgeStage(Stage):
@@ -272,9 +280,11 @@ class AcknowledgeStage(Stage):
         host = self.env.settings.smtp.hostname
         message_id = f"ack.{case}.{secrets.token_hex(4)}@{host}"
         mailbox = str(fields["mailbox"] or f"postmaster@{host}")
-        ack = EmailMessage(policy=SMTP)
+        # an internationalised address can only be written in a UTF-8 header (RFC 6532);
+        # SMTP's policy raises on it, and the customer's message would be tempfailed
+        ack = EmailMessage(policy=SMTP if customer.isascii() else SMTPUTF8)
         ack["From"] = formataddr((self.o.from_name, mailbox))
-        ack["To"] = formataddr((fields["customer_name"], customer))
+        ack["To"] = _to_header(fields["customer_name"], customer)
         ack["Subject"] = subject
         ack["Date"] = formatdate(localtime=True)
         ack["Message-ID"] = f"<{message_id}>"

@@ -131,6 +131,9 @@ class Store(abc.ABC):
     """A persistent store; ``open`` runs the schema migrations."""
 
     url: str
+    #: Why writes fail now (locked, full, read-only), set as soon as one fails for such a
+    #: reason and cleared by the next that commits: /healthz reports it at once.
+    error: str | None = None
 
     @abc.abstractmethod
     async def open(self) -> None: ...

@@ -161,6 +161,7 @@ class SqliteStore(Store):
     def _commit_batch(self, conn: sqlite3.Connection, tx: SqliteTransaction,
                       batch: list[_Job]) -> None:
         outcomes: list[tuple[bool, Any]] = []
+        failure: str | None = None
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, _, _ in batch:
@@ -171,6 +172,8 @@ class SqliteStore(Store):
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     outcomes.append((False, _unavailable(exc)))
+                    if _store_fault(exc):
+                        failure = str(exc)
                 else:
                     conn.execute("RELEASE job")
                     outcomes.append((True, result))
@@ -181,6 +184,8 @@ class SqliteStore(Store):
                     conn.execute("ROLLBACK")
             log.error("store_commit_failed", error=str(exc), transactions=len(batch))
             outcomes = [(False, _unavailable(exc))] * len(batch)
+            failure = str(exc)
+        self.error = failure
         for (_, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
             loop.call_soon_threadsafe(_settle, future, ok, value)
 
@@ -290,6 +295,16 @@ def _unavailable(exc: BaseException) -> BaseException:
     if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
         return StoreUnavailable(str(exc))
     return exc
+
+
+#: SQLite's primary result codes that say the store, not the statement, is at fault:
+#: BUSY, LOCKED, READONLY, IOERR, CORRUPT, FULL, CANTOPEN.
+_STORE_FAULTS = frozenset({5, 6, 8, 10, 11, 13, 14})
+
+
+def _store_fault(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _STORE_FAULTS
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
