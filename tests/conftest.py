@@ -7,6 +7,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,6 +27,43 @@ REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("MAILFLOW_CORPUS", REPO.parent / "shared" / "corpus"))
 RULES = REPO / "rules"
 RELAY_ONLY_CHAIN = "chain: [headers]\nheaders:\n  add:\n    X-Mailflow-Gateway: mailflow\n"
+
+
+def rules_with_chain(tmp_path: Path, chain: list[str], name: str = "rules-src") -> Path:
+    """A copy of the shipped rules whose chain is ``chain``."""
+    rules = tmp_path / name
+    shutil.copytree(RULES, rules)
+    (rules / "chain.yaml").write_text(f"chain: [{', '.join(chain)}]\n", encoding="utf-8")
+    return rules
+
+
+def snapshot_store(db: Path, target: Path) -> Path:
+    """A consistent copy of a live store, in a state folder of its own (for `mailflow try`)."""
+    target.mkdir(parents=True)
+    src = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    dst = sqlite3.connect(target / "mailflow.sqlite3")
+    try:
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        src.close()
+        dst.close()
+    return target
+
+
+def drain_outbox(db: Path, timeout: float = 10.0) -> None:
+    """Wait until the daemon's outbox has nothing ready to send."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            ready = conn.execute("SELECT count(*) FROM outbox WHERE state = 'ready'").fetchone()
+        finally:
+            conn.close()
+        if ready == (0,):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the outbox did not drain")
 
 
 def free_port() -> int:

@@ -10,7 +10,6 @@ state. Once the next hop takes acks again, each case gets exactly one.
 from __future__ import annotations
 
 import email
-import shutil
 import sqlite3
 import time
 from collections import Counter
@@ -18,19 +17,13 @@ from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
-from conftest import RULES, Daemon, Sink
+from conftest import Daemon, Sink, rules_with_chain
 
 N = 5
 BACKOFF = 2.0  # seconds between two attempts of one ack
 NULL_SENDERS = ("", "<>")
 
 
-def chain_rules(tmp_path: Path) -> Path:
-    rules = tmp_path / "rules-src"
-    shutil.copytree(RULES, rules)
-    (rules / "chain.yaml").write_text("chain: [number, deduplicate, acknowledge]\n",
-                                      encoding="utf-8")
-    return rules
 
 
 def customer(i: int) -> str:
@@ -86,7 +79,7 @@ def acks(sink: Sink) -> list[tuple[list[str], str]]:
 def test_kill_9_after_each_250_still_acknowledges_each_case_once(
         daemon_factory: Any, sink: Sink, tmp_path: Path) -> None:
     daemon: Daemon = daemon_factory(
-        rules=chain_rules(tmp_path), start=False,
+        rules=rules_with_chain(tmp_path, ["number", "deduplicate", "acknowledge"]), start=False,
         config={"outbox": {"poll_interval": 0.2, "backoff_initial": BACKOFF,
                            "backoff_max": BACKOFF}})
     db = daemon.tmp / "state" / "mailflow.sqlite3"

@@ -16,8 +16,6 @@ from __future__ import annotations
 import email
 import json
 import re
-import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -31,7 +29,15 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from conftest import CORPUS, RULES, Daemon, Received, Sink
+from conftest import (
+    CORPUS,
+    Daemon,
+    Received,
+    Sink,
+    drain_outbox,
+    rules_with_chain,
+    snapshot_store,
+)
 from mailflow import cases
 from mailflow.message import Envelope, parse_message
 
@@ -97,45 +103,18 @@ def parse(data: bytes) -> EmailMessage:
     return msg
 
 
+CHAIN = ["number", "deduplicate", "acknowledge"]
+
+
 def crlf(data: bytes) -> bytes:
     data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
-def chain_rules(tmp_path: Path) -> Path:
-    rules = tmp_path / "rules-src"
-    shutil.copytree(RULES, rules)
-    (rules / "chain.yaml").write_text("chain: [number, deduplicate, acknowledge]\n",
-                                      encoding="utf-8")
-    return rules
 
 
-def snapshot(db: Path, target: Path) -> Path:
-    """A consistent copy of the live store in its own state folder."""
-    target.mkdir(parents=True)
-    src = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    dst = sqlite3.connect(target / "mailflow.sqlite3")
-    try:
-        src.backup(dst)
-        dst.execute("PRAGMA journal_mode=DELETE")
-    finally:
-        src.close()
-        dst.close()
-    return target
 
 
-def drain(db: Path, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            ready = conn.execute("SELECT count(*) FROM outbox WHERE state = 'ready'").fetchone()
-        finally:
-            conn.close()
-        if ready == (0,):
-            return
-        time.sleep(0.05)
-    raise AssertionError("the outbox did not drain")
 
 
 def log_events(daemon: Daemon, event: str, queue_id: str | None = None) -> list[dict[str, Any]]:
@@ -157,10 +136,10 @@ def run_corpus(daemon: Daemon, sink: Sink, tmp_path: Path) -> dict[str, Outcome]
         raw = crlf((CORPUS / entry["file"]).read_bytes())  # as an MTA would send it
         for placeholder, value in replace.items():
             raw = raw.replace(placeholder, value)
-        state = snapshot(db, tmp_path / "snapshots" / f"{n:02d}")
+        state = snapshot_store(db, tmp_path / "snapshots" / f"{n:02d}")
         before = len(sink.messages)
         reply = daemon.send(raw, entry["mail_from"], entry["rcpt_to"])
-        drain(db)
+        drain_outbox(db)
         outcome = Outcome(entry, raw, state, reply)
         for received in sink.messages[before:]:
             msg = parse(received.data)
@@ -206,7 +185,8 @@ def corpus_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorpusRun]:
     tmp = tmp_path_factory.mktemp("corpus")
     sink = Sink()
     sink.start()
-    daemon = Daemon(tmp / "daemon", f"smtp://127.0.0.1:{sink.port}", rules=chain_rules(tmp))
+    daemon = Daemon(tmp / "daemon", f"smtp://127.0.0.1:{sink.port}",
+                    rules=rules_with_chain(tmp, CHAIN))
     try:
         daemon.start()
         outcomes = run_corpus(daemon, sink, tmp)

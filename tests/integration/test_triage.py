@@ -13,10 +13,8 @@ import email
 import json
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from conftest import CORPUS, RULES, Daemon, Received, Sink
+from conftest import CORPUS, RULES, Daemon, Received, Sink, drain_outbox, snapshot_store
 
 pytestmark = pytest.mark.timeout(20)  # each test, setup included
 
@@ -141,32 +139,8 @@ def agents(daemon: Daemon, *args: str) -> str:
     return done.stdout
 
 
-def snapshot(db: Path, target: Path) -> Path:
-    """A consistent copy of the live store, in a state folder of its own (for `try`)."""
-    target.mkdir(parents=True)
-    src = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    dst = sqlite3.connect(target / "mailflow.sqlite3")
-    try:
-        src.backup(dst)
-        dst.execute("PRAGMA journal_mode=DELETE")
-    finally:
-        src.close()
-        dst.close()
-    return target
 
 
-def drain(db: Path, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            ready = conn.execute("SELECT count(*) FROM outbox WHERE state = 'ready'").fetchone()
-        finally:
-            conn.close()
-        if ready == (0,):
-            return
-        time.sleep(0.05)
-    raise AssertionError("the outbox did not drain")
 
 
 def level_of(score: float) -> str:
@@ -252,11 +226,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorpusRun]:
             for placeholder, value in replace.items():
                 raw = raw.replace(placeholder, value)
             if name in TRIED:
-                run.snapshots[name] = snapshot(db, tmp / "snapshots" / f"{n:02d}")
+                run.snapshots[name] = snapshot_store(db, tmp / "snapshots" / f"{n:02d}")
             run.data[name] = raw
             run.relayed[name] = send(daemon, sink, raw, entry["mail_from"], entry["rcpt_to"])
             if name == "fr_question_sav.eml":  # what the follow-ups refer to
-                drain(db)
+                drain_outbox(db)
                 (ack,) = [m for r in sink.messages for m in [parse(r.data)]
                           if is_ack(r, m) and m["In-Reply-To"] == "<q4821.1@client-exemple.fr>"]
                 replace[b"ACK-MESSAGE-ID"] = str(ack["Message-ID"]).strip("<>").encode()
