@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages the test suite starts for real (none of it talks to the internet).
-TEST_DEBS ?=
+TEST_DEBS ?= dnsmasq-base
 
 .PHONY: run test lint typecheck unit clean bench
 

@@ -205,6 +205,7 @@ class Daemon:
             stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp)
         log.close()
         wait_for_port(self.port, proc=self.proc)
+        wait_for_port(self.metrics_port, proc=self.proc)  # opened just after the SMTP port
         return self
 
     def smtp(self, timeout: float = 30.0) -> smtplib.SMTP:

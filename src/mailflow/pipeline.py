@@ -151,7 +151,9 @@ class Pipeline:
         await self._chain_of().run(ctx)
         self._stage_metrics(ctx)
         try:
-            outcome = await self._settle(ctx)
+            # once begun, commit-relay-release runs to its end even if the client
+            # vanishes: the store then matches what the next hop has
+            outcome = await asyncio.shield(self._settle(ctx))
         except StoreUnavailable as exc:
             self.metrics.store_errors.inc()
             log.error("store_unavailable", queue_id=queue_id, error=str(exc))
@@ -180,13 +182,17 @@ class Pipeline:
 
     async def _deliver(self, ctx: MessageContext) -> Outcome:
         await self.store.write(self._accept_ops(ctx, state="pending", held=True))
-        data = self.assemble(ctx)
         message = ctx.message
         relay_started = time.perf_counter()
-        result = await self.client.send(
-            message.envelope.mail_from, ctx.recipients, data,
-            smtputf8="SMTPUTF8" in (o.upper() for o in message.envelope.mail_options),
-            body8bit=not data.isascii())
+        try:
+            data = self.assemble(ctx)
+            result = await self.client.send(
+                message.envelope.mail_from, ctx.recipients, data,
+                smtputf8="SMTPUTF8" in (o.upper() for o in message.envelope.mail_options),
+                body8bit=not data.isascii())
+        except Exception:
+            await self._abort(ctx)  # a bug must not leave rows held until the sweep
+            raise
         self.metrics.relay_seconds.observe(time.perf_counter() - relay_started)
         self.metrics.relay_results.labels(code=f"{result.code // 100}xx").inc()
         if not result.ok:
