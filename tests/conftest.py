@@ -205,7 +205,9 @@ class Daemon:
             stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp)
         log.close()
         wait_for_port(self.port, proc=self.proc)
-        wait_for_port(self.metrics_port, proc=self.proc)  # opened just after the SMTP port
+        metrics = self.config.get("metrics")
+        if metrics:  # the metrics endpoint opens just after the SMTP port
+            wait_for_port(int(str(metrics).rpartition(":")[2]), proc=self.proc)
         return self
 
     def smtp(self, timeout: float = 30.0) -> smtplib.SMTP:
