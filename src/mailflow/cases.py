@@ -224,7 +224,9 @@ _QUOTED = re.compile(r"^[ \t]*>.*$", re.MULTILINE)
 
 def _new_text(text: str) -> str:
     cut = _CUT.search(text)
-    return _QUOTED.sub("", text[: cut.start()] if cut is not None else text).lower()
+    if cut is not None:
+        text = text[: cut.start()]
+    return (_QUOTED.sub("", text) if ">" in text else text).lower()
 
 
 def normalised_text(text: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -222,6 +223,18 @@ class Application:
         await self.stop(server)
 
 
+def _die_with_parent() -> None:
+    """A worker must not outlive a parent killed with SIGKILL (Linux's PR_SET_PDEATHSIG):
+    orphans would keep serving the port with nobody to reload or stop them."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's SIGTERM still reaches us
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 async def _prepare_store(settings: Settings) -> None:
     """Migrate, and recover from a crash, once, before the workers start."""
     store = open_store(settings.store_url)
@@ -265,6 +278,7 @@ def run(config: str | None, overrides: dict[str, Any]) -> int:
         pid = os.fork()
         if pid == 0:
             worker, children = index, []
+            _die_with_parent()
             break
         children.append(pid)
 
