@@ -9,8 +9,6 @@ a normal message afterwards.
 from __future__ import annotations
 
 import re
-import socket
-import struct
 import time
 import tomllib
 from collections.abc import Callable, Iterator
@@ -22,8 +20,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as AioSMTP
 
 from conftest import REPO, Daemon, Sink
+from rawsmtp import CRLF, RawClient
 
-CRLF = b"\r\n"
 BARE_NEWLINE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 DaemonFactory = Callable[..., Daemon]
@@ -33,75 +31,6 @@ NORMAL = (b"From: Claire <claire@client.test>\r\nTo: sav@example.com\r\n"
           b"A normal message after the hostile one.\r\n")
 
 
-class RawClient:
-    """An SMTP client that sends exactly the bytes it is given."""
-
-    def __init__(self, port: int, timeout: float = 15.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _line(self) -> bytes:
-        while CRLF not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"connection closed; unread: {self.buf!r}")
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(CRLF)
-        return line
-
-    def reply(self) -> tuple[int, bytes]:
-        """One complete reply (multi-line replies joined by LF)."""
-        lines = []
-        while True:
-            line = self._line()
-            lines.append(line)
-            if line[3:4] != b"-":
-                break
-        return int(lines[-1][:3]), b"\n".join(line[4:] for line in lines)
-
-    def cmd(self, line: bytes) -> tuple[int, bytes]:
-        self.send(line + CRLF)
-        return self.reply()
-
-    def greet(self) -> None:
-        code, text = self.reply()
-        assert code == 220, text
-        code, text = self.cmd(b"EHLO client.test")
-        assert code == 250, text
-
-    def envelope(self, mail_from: bytes = b"<customer@client.test>",
-                 rcpt: bytes = b"<sav@example.com>") -> None:
-        code, text = self.cmd(b"MAIL FROM:" + mail_from)
-        assert code == 250, text
-        code, text = self.cmd(b"RCPT TO:" + rcpt)
-        assert code == 250, text
-        code, text = self.cmd(b"DATA")
-        assert code == 354, text
-
-    def is_closed(self, wait: float = 5.0) -> bool:
-        """True when the server closes the connection (after any buffered bytes)."""
-        self.sock.settimeout(wait)
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return True
-                self.buf += chunk
-        except TimeoutError:
-            return False
-        except ConnectionResetError:
-            return True
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def reset(self) -> None:
-        """Vanish: close with RST, as a crashed client or a cut cable would."""
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.sock.close()
 
 
 #: Rules of their own, so that what the sink receives depends only on the SMTP layer,

@@ -22,7 +22,6 @@ import contextlib
 import re
 import shutil
 import socket
-import ssl
 import subprocess
 import threading
 import time
@@ -33,8 +32,8 @@ from typing import Any
 import pytest
 
 from conftest import Daemon, Sink
+from rawsmtp import CRLF, RawClient
 
-CRLF = b"\r\n"
 BARE_NEWLINE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 DaemonFactory = Callable[..., Daemon]
 
@@ -63,77 +62,6 @@ def _report() -> Iterator[None]:
 # --------------------------------------------------------------------------
 
 
-class RawClient:
-    """An SMTP client over a plain socket (TLS after STARTTLS), no cleaning of any kind."""
-
-    def __init__(self, port: int, timeout: float = 20.0) -> None:
-        self.sock: socket.socket = socket.create_connection(("127.0.0.1", port),
-                                                            timeout=timeout)
-        self.buf = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _line(self) -> bytes:
-        while CRLF not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"connection closed; unread: {self.buf!r}")
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(CRLF)
-        return line
-
-    def reply(self) -> tuple[int, bytes]:
-        lines = []
-        while True:
-            line = self._line()
-            lines.append(line)
-            if line[3:4] != b"-":
-                break
-        return int(lines[-1][:3]), b"\n".join(line[4:] for line in lines)
-
-    def cmd(self, line: bytes) -> tuple[int, bytes]:
-        self.send(line + CRLF)
-        return self.reply()
-
-    def greet(self, name: bytes = b"client.test") -> bytes:
-        code, text = self.reply()
-        assert code == 220, text
-        code, text = self.cmd(b"EHLO " + name)
-        assert code == 250, text
-        return text
-
-    def envelope(self, mail_from: bytes = b"<customer@client.test>",
-                 rcpt: bytes = b"<sav@example.com>") -> None:
-        code, text = self.cmd(b"MAIL FROM:" + mail_from)
-        assert code == 250, text
-        code, text = self.cmd(b"RCPT TO:" + rcpt)
-        assert code == 250, text
-        code, text = self.cmd(b"DATA")
-        assert code == 354, text
-
-    def starttls(self) -> None:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
-
-    def is_closed(self, wait: float = 5.0) -> bool:
-        self.sock.settimeout(wait)
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return True
-                self.buf += chunk
-        except TimeoutError:
-            return False
-        except (ConnectionResetError, ssl.SSLError):
-            return True
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
 
 
 def dot_stuffed(message: bytes) -> bytes:
