@@ -4,10 +4,15 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Debian packages the test suite starts for real (none of it talks to the internet).
-TEST_DEBS ?= dnsmasq-base
+# Debian packages the test suite starts for real (none of it talks to the internet):
+# a DNS server for the backscatter test, and CPython's own e-mail test corpus when this
+# Python was installed without its test package (Debian splits it out).
+PY_TESTSUITE := $(shell $(PYTHON) -c "import os, sys, sysconfig; \
+  print('' if os.path.isdir(os.path.join(sysconfig.get_paths()['stdlib'], 'test', 'test_email')) \
+  else 'libpython%d.%d-testsuite' % sys.version_info[:2])" 2>/dev/null)
+TEST_DEBS ?= dnsmasq-base $(PY_TESTSUITE)
 
-.PHONY: run test lint typecheck unit clean bench
+.PHONY: run test debs clean bench
 
 run: $(VENV)/.installed
 	$(BIN)/mailflow serve
