@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from conftest import RULES, Daemon, Received, Sink
+from conftest import RULES, Daemon, Received, Sink, rules_with_chain
 from mailflow import cases
 from mailflow.business_hours import BusinessCalendar, CalendarOptions, PromiseOptions
 
@@ -641,3 +641,25 @@ def test_refused_downstream_then_retried_is_acknowledged_once(flow: Flow) -> Non
     assert relayed["X-Mailflow-Duplicate"] is None
     assert flow.the_ack("retry@client.test")[1]["X-Mailflow-Case"] == case
     assert flow.query("SELECT number FROM cases") == [(case,)]
+
+
+def test_reply_to_a_closed_case_opens_a_linked_case_where_its_route_says_so(
+        daemon_factory: Any, sink: Sink, tmp_path: Path) -> None:
+    # the shipped rules: closed sales cases stay closed (on_closed_by_route: {sales: new})
+    rules = rules_with_chain(tmp_path, ["number", "deduplicate", "prioritise", "route",
+                                        "acknowledge"])
+    flow = Flow(daemon_factory(rules=rules), sink)
+    flow.send(mail("Demande de devis", message_id="q-1@client.test", to="devis@example.com"),
+              rcpt_to=["devis@example.com"])
+    case = flow.case_of("q-1@client.test")
+    assert flow.query("SELECT route FROM cases WHERE number = ?", case) == [("sales",)]
+    assert run_cli(flow.daemon, "close", case).returncode == 0
+    flow.send(mail(f"RE: [{case}] Demande de devis", "Finalement, une autre question.",
+                   message_id="q-2@client.test", to="devis@example.com"),
+              rcpt_to=["devis@example.com"])
+    linked = flow.case_of("q-2@client.test")
+    assert linked != case
+    assert flow.query("SELECT parent, status FROM cases WHERE number = ?", linked) == [
+        (case, "open")]
+    assert flow.query("SELECT status FROM cases WHERE number = ?", case) == [("closed",)]
+    assert len(flow.acks_for("q-2@client.test")) == 1  # the new case is acknowledged

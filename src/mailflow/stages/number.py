@@ -12,7 +12,7 @@ Which case a message belongs to, in order:
 5. otherwise a new case, its number allocated atomically in the store.
 
 A reply to a closed case reopens it, or opens a new case linked to it
-(``on_closed``). Adds ``X-Mailflow-Case``; with ``tag_subject`` the relayed
+(``on_closed``, or ``on_closed_by_route`` for the route the case took). Adds ``X-Mailflow-Case``; with ``tag_subject`` the relayed
 Subject gets ``[NUMBER]`` too (off by default: it breaks DKIM signatures).
 
 Attributes set for later stages: ``case``, ``case_status`` (new, followup,
@@ -29,7 +29,8 @@ Configuration (rules section ``number``)::
       timezone: Europe/Paris         # for the date part
       form_senders: [web@example.com]  # customer address from Reply-To / form field
       resend_window_hours: 24
-      on_closed: reopen              # or: new
+      on_closed: reopen              # or: new (a new case linked to the closed one)
+      on_closed_by_route: {sales: new}  # per route of the closed case
       tag_subject: false
 
 Metrics: ``mailflow_cases_total{status}``. Log events: ``case_number_refused``.
@@ -72,6 +73,7 @@ class NumberOptions(StageOptions):
     form_senders: tuple[str, ...] = ()
     resend_window_hours: float = Field(24.0, ge=0)
     on_closed: Literal["reopen", "new"] = "reopen"
+    on_closed_by_route: dict[str, Literal["reopen", "new"]] = Field(default_factory=dict)
     tag_subject: bool = False
 
     @field_validator("prefix")
@@ -153,9 +155,9 @@ class NumberStage(Stage):
         since = ctx.received_at - self.o.resend_window_hours * 3600
         found = await ctx.store.run_read(partial(self._find, ctx=ctx, customer=customer,
                                                  digest=digest, since=since))
-        status, number, closed = found
+        status, number, closed, route = found
         if number is not None and status in ("followup",) and closed:
-            if self.o.on_closed == "reopen":
+            if self.o.on_closed_by_route.get(route or "", self.o.on_closed) == "reopen":
                 status = "reopened"
                 ctx.write(partial(cases.update_case, number=number, status="open"),
                           undo=partial(cases.update_case, number=number, status="closed"))
@@ -189,12 +191,12 @@ class NumberStage(Stage):
         ctx.note(case=number, status=status, customer=customer)
 
     def _find(self, tx: Transaction, *, ctx: MessageContext, customer: str, digest: str,
-              since: float) -> tuple[str, str | None, bool]:
-        """(status, case, closed) from the store; all reads in one snapshot."""
+              since: float) -> tuple[str, str | None, bool, str | None]:
+        """(status, case, closed, route) from the store; all reads in one snapshot."""
         message = ctx.message
         copy_of = cases.case_of_customer_message(tx, message.message_id)
         if copy_of:
-            return "copy", copy_of, False
+            return "copy", copy_of, False, None
         ids = [*cases.message_ids(message.get("References")),
                *cases.message_ids(message.get("In-Reply-To"))]
         number = cases.case_of_references(tx, ids) if ids else None
@@ -202,12 +204,12 @@ class NumberStage(Stage):
             number = self._from_subject(tx, ctx, customer)
         if number is not None:
             row = cases.get_case(tx, number)
-            return "followup", number, bool(row and not row.open)
+            return "followup", number, bool(row and not row.open), row.route if row else None
         if digest and self.o.resend_window_hours:
             resent = cases.find_resend(tx, customer, digest, since)
             if resent:
-                return "resend", resent, False
-        return "new", None, False
+                return "resend", resent, False, None
+        return "new", None, False, None
 
     def _from_subject(self, tx: Transaction, ctx: MessageContext, customer: str) -> str | None:
         for candidate in cases.first_match([ctx.message.subject], self.pattern):
