@@ -85,8 +85,8 @@ async def run_agents(settings: Settings, action: str, name: str | None,
     """``mailflow agents list | set NAME away|present``: routing sees it at once."""
     from mailflow.stages.route import list_agents, set_agent
 
+    known = _known_agents(settings)
     if action == "set" and name:
-        known = _known_agents(settings)
         if known is not None and name.lower() not in known:  # a typo would change nothing
             print(f"mailflow agents: no agent named '{name}' in the route rules "
                   f"(known: {', '.join(sorted(known)) or 'none'})", file=sys.stderr)
@@ -95,9 +95,10 @@ async def run_agents(settings: Settings, action: str, name: str | None,
     store = open_store(settings.store_url)
     await store.open()
     try:
-        if action == "list":
-            for agent, state in await store.run_read(list_agents):
-                print(f"{agent:<20} {state}")
+        if action == "list":  # every agent the rules know, present unless set away
+            states = dict(await store.run_read(list_agents))
+            for agent in sorted(set(known or ()) | set(states)):
+                print(f"{agent:<20} {states.get(agent, 'present')}")
             return 0
         if not name or not status:
             print("mailflow agents set NAME away|present", file=sys.stderr)
