@@ -367,7 +367,9 @@ def test_round_robin_and_presence_without_restart(triage: Daemon, sink: Sink) ->
     assert Counter(first) == {ALICE: 3, BRUNO: 3, CHLOE: 3}
 
     assert agents(triage, "set", "bruno", "away").strip() == "bruno away"
-    assert agents(triage, "list").split() == ["bruno", "away"]
+    listed = dict(line.split() for line in agents(triage, "list").splitlines())
+    assert listed["bruno"] == "away"
+    assert listed["alice"] == listed["chloe"] == "present"  # known from the rules
     while_away = batch(9, 6)
     assert BRUNO not in while_away
     assert Counter(while_away) == {ALICE: 3, CHLOE: 3}
@@ -382,7 +384,7 @@ def test_agents_set_refuses_a_name_routing_does_not_know(triage: Daemon, sink: S
     done = mailflow("agents", "set", "brunoo", "away", "--config", str(triage.config_path))
     assert done.returncode != 0
     assert "no agent named 'brunoo'" in done.stderr and "bruno" in done.stderr
-    assert agents(triage, "list") == ""
+    assert "away" not in agents(triage, "list")  # the typo changed nothing
     # account managers are agents too (named by their address's local part)
     assert agents(triage, "set", "Carole.Martin", "away").strip() == "carole.martin away"
 
