@@ -86,11 +86,11 @@ async def run_agents(settings: Settings, action: str, name: str | None,
     from mailflow.stages.route import list_agents, set_agent
 
     known = _known_agents(settings)
-    if action == "set" and name:
-        if known is not None and name.lower() not in known:  # a typo would change nothing
-            print(f"mailflow agents: no agent named '{name}' in the route rules "
-                  f"(known: {', '.join(sorted(known)) or 'none'})", file=sys.stderr)
-            return 2
+    if action == "set" and name and known is not None and name.lower() not in known:
+        # a typo would change nothing: say so
+        print(f"mailflow agents: no agent named '{name}' in the route rules "
+              f"(known: {', '.join(sorted(known)) or 'none'})", file=sys.stderr)
+        return 2
 
     store = open_store(settings.store_url)
     await store.open()

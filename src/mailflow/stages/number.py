@@ -12,8 +12,9 @@ Which case a message belongs to, in order:
 5. otherwise a new case, its number allocated atomically in the store.
 
 A reply to a closed case reopens it, or opens a new case linked to it
-(``on_closed``, or ``on_closed_by_route`` for the route the case took). Adds ``X-Mailflow-Case``; with ``tag_subject`` the relayed
-Subject gets ``[NUMBER]`` too (off by default: it breaks DKIM signatures).
+(``on_closed``, or ``on_closed_by_route`` for the route the case took).
+Adds ``X-Mailflow-Case``; with ``tag_subject`` the relayed Subject gets
+``[NUMBER]`` too (off by default: it breaks DKIM signatures).
 
 Attributes set for later stages: ``case``, ``case_status`` (new, followup,
 reopened, copy, resend), ``duplicate_of``, ``customer``, ``customer_name``,
