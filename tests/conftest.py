@@ -23,6 +23,8 @@ from aiosmtpd.smtp import SMTP as AioSMTP
 from aiosmtpd.smtp import Envelope, Session
 from ruamel.yaml import YAML
 
+from rawsmtp import RawClient
+
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("MAILFLOW_CORPUS", REPO.parent / "shared" / "corpus"))
 RULES = REPO / "rules"
@@ -287,6 +289,25 @@ def daemon_factory(tmp_path: Path, sink: Sink) -> Iterator[Any]:
     yield make
     for d in started:
         d.stop()
+
+
+@pytest.fixture
+def relay_rules(tmp_path: Path) -> Path:
+    """Rules where only the SMTP layer and relaying matter: a chain that writes no mail."""
+    folder = tmp_path / "relay-rules"
+    folder.mkdir()
+    (folder / "chain.yaml").write_text(RELAY_ONLY_CHAIN, encoding="utf-8")
+    (folder / "domains.yaml").write_text("local_domains: [example.com]\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def raw(daemon: Daemon) -> Iterator[RawClient]:
+    """A raw SMTP session with the daemon, greeted (EHLO done)."""
+    client = RawClient(daemon.port)
+    client.greet()
+    yield client
+    client.close()
 
 
 @pytest.fixture

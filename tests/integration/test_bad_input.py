@@ -33,34 +33,12 @@ NORMAL = (b"From: Claire <claire@client.test>\r\nTo: sav@example.com\r\n"
 
 
 
-#: Rules of their own, so that what the sink receives depends only on the SMTP layer,
-#: whatever chain the shipped rules run (acknowledgements would reach the sink too).
-RULES = {
-    "chain.yaml": "chain: [headers]\nheaders:\n  add:\n    X-Mailflow-Gateway: mailflow\n",
-    "domains.yaml": "local_domains: [example.com]\n",
-}
 
 
-@pytest.fixture
-def rules(tmp_path: Path) -> Path:
-    folder = tmp_path / "bad-input-rules"
-    folder.mkdir()
-    for name, text in RULES.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    return folder
 
 
-@pytest.fixture
-def daemon(daemon_factory: DaemonFactory, rules: Path) -> Daemon:
-    return daemon_factory(rules=rules)
 
 
-@pytest.fixture
-def raw(daemon: Daemon) -> Iterator[RawClient]:
-    client = RawClient(daemon.port)
-    client.greet()
-    yield client
-    client.close()
 
 
 def assert_healthy(daemon: Daemon, sink: Sink, before: int) -> None:
@@ -131,12 +109,12 @@ def test_smuggled_end_of_data_stays_inside_one_normalised_message(
 
 @pytest.mark.parametrize("separator", SEPARATORS, ids=repr)
 def test_bare_newlines_normalised_by_mailflow_itself(daemon_factory: DaemonFactory, sink: Sink,
-                                                     rules: Path, tmp_path: Path,
+                                                     relay_rules: Path, tmp_path: Path,
                                                      separator: bytes) -> None:
     """aiosmtplib also fixes line endings on the way out; a Maildir next hop shows that
     mailflow normalises on its own (a Maildir stores CRLF as LF, so no CR may remain)."""
     maildir = tmp_path / "maildir"
-    daemon = daemon_factory(config={"next_hop": f"maildir:{maildir}"}, rules=rules)
+    daemon = daemon_factory(config={"next_hop": f"maildir:{maildir}"}, rules=relay_rules)
     raw = RawClient(daemon.port)
     raw.greet()
     raw.envelope()
@@ -158,9 +136,9 @@ def test_bare_newlines_normalised_by_mailflow_itself(daemon_factory: DaemonFacto
 
 @pytest.mark.parametrize("separator", SEPARATORS, ids=repr)
 def test_bare_newlines_rejected_when_configured(daemon_factory: DaemonFactory, sink: Sink,
-                                                rules: Path, separator: bytes) -> None:
+                                                relay_rules: Path, separator: bytes) -> None:
     daemon: Daemon = daemon_factory(config={"smtp": {"bare_newlines": "reject"}},
-                                     rules=rules)
+                                     rules=relay_rules)
     raw = RawClient(daemon.port)
     raw.greet()
     raw.envelope()
@@ -358,9 +336,9 @@ def test_relaying_for_strangers_is_denied(daemon: Daemon, sink: Sink, raw: RawCl
 
 
 def test_fourth_session_from_one_address_gets_421(daemon_factory: DaemonFactory,
-                                                  sink: Sink, rules: Path) -> None:
+                                                  sink: Sink, relay_rules: Path) -> None:
     daemon: Daemon = daemon_factory(config={"smtp": {"max_sessions_per_client": 3}},
-                                     rules=rules)
+                                     rules=relay_rules)
     clients = []
     for _ in range(3):  # one after the other: the daemon's readiness probe must be gone
         client = RawClient(daemon.port)
@@ -393,9 +371,9 @@ def test_fourth_session_from_one_address_gets_421(daemon_factory: DaemonFactory,
 
 
 def test_oversize_message_gets_552(daemon_factory: DaemonFactory, sink: Sink,
-                                   rules: Path) -> None:
+                                   relay_rules: Path) -> None:
     daemon: Daemon = daemon_factory(config={"smtp": {"max_message_size": 2048}},
-                                     rules=rules)
+                                     rules=relay_rules)
     raw = RawClient(daemon.port)
     raw.greet()
     # declared too big

@@ -297,7 +297,7 @@ def dns_server(tmp_path: Path) -> Iterator[int]:
     """dnsmasq on 127.0.0.1:<port>, authoritative for .test, talking to nobody else."""
     binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
     if not Path(binary).exists():
-        pytest.skip("dnsmasq is not installed (make test installs it: TEST_DEBS)")
+        pytest.fail("dnsmasq is not installed (make test installs it: TEST_DEBS)")
     import dns.resolver
 
     port = _free_udp_tcp_port()

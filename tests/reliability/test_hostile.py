@@ -101,33 +101,12 @@ def assert_healthy(daemon: Daemon, sink: Sink) -> None:
         assert bad not in log, log[-3000:]
 
 
-RULES = {
-    "chain.yaml": "chain: [headers]\nheaders:\n  add:\n    X-Mailflow-Gateway: mailflow\n",
-    "domains.yaml": "local_domains: [example.com]\n",
-}
 
 
-@pytest.fixture
-def rules(tmp_path: Path) -> Path:
-    """Only the SMTP layer and relaying matter here: a chain that writes no mail."""
-    folder = tmp_path / "hostile-rules"
-    folder.mkdir()
-    for name, text in RULES.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    return folder
 
 
-@pytest.fixture
-def daemon(daemon_factory: DaemonFactory, rules: Path) -> Daemon:
-    return daemon_factory(rules=rules)
 
 
-@pytest.fixture
-def raw(daemon: Daemon) -> Iterator[RawClient]:
-    client = RawClient(daemon.port)
-    client.greet()
-    yield client
-    client.close()
 
 
 # --------------------------------------------------------------------------
@@ -305,10 +284,10 @@ def test_vulnerable_hop_really_is_vulnerable(hop: VulnerableHop) -> None:
 
 
 def test_outbound_stream_has_no_bare_newline_and_one_message_per_transaction(
-        daemon_factory: DaemonFactory, hop: VulnerableHop, rules: Path) -> None:
+        daemon_factory: DaemonFactory, hop: VulnerableHop, relay_rules: Path) -> None:
     """Whatever the client sends, the bytes relayed carry CRLF only, and a next hop
     vulnerable to smuggling sees exactly one message per transaction, whole."""
-    daemon = daemon_factory(config={"next_hop": f"smtp://127.0.0.1:{hop.port}"}, rules=rules)
+    daemon = daemon_factory(config={"next_hop": f"smtp://127.0.0.1:{hop.port}"}, rules=relay_rules)
     for count, separator in enumerate(SEPARATORS, 1):
         client = RawClient(daemon.port)
         client.greet()
@@ -333,9 +312,9 @@ def test_outbound_stream_has_no_bare_newline_and_one_message_per_transaction(
 
 
 def test_outbound_smuggling_in_a_dsn_sized_message(daemon_factory: DaemonFactory,
-                                                   hop: VulnerableHop, rules: Path) -> None:
+                                                   hop: VulnerableHop, relay_rules: Path) -> None:
     """Hundreds of smuggling attempts in one large message: still one message downstream."""
-    daemon = daemon_factory(config={"next_hop": f"smtp://127.0.0.1:{hop.port}"}, rules=rules)
+    daemon = daemon_factory(config={"next_hop": f"smtp://127.0.0.1:{hop.port}"}, rules=relay_rules)
     body = b"".join(b"line %d" % i + SEPARATORS[i % len(SEPARATORS)] + SMUGGLED
                     for i in range(600))
     message = b"From: claire@client.test\r\nSubject: many\r\n\r\n" + body
@@ -364,7 +343,7 @@ def test_outbound_smuggling_in_a_dsn_sized_message(daemon_factory: DaemonFactory
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+        pytest.fail("openssl is not installed (Debian: apt-get install openssl)")
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
@@ -374,11 +353,11 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def tls_daemon(daemon_factory: DaemonFactory, rules: Path,
+def tls_daemon(daemon_factory: DaemonFactory, relay_rules: Path,
                certificate: tuple[Path, Path]) -> Daemon:
     cert, key = certificate
     return daemon_factory(config={"smtp": {"tls_cert": str(cert), "tls_key": str(key)}},
-                          rules=rules)
+                          rules=relay_rules)
 
 
 INJECTIONS = {
@@ -667,10 +646,10 @@ def test_hop_count_with_bare_newlines_and_odd_case(daemon: Daemon, sink: Sink, r
 
 
 def test_huge_message_and_endless_line_keep_memory_bounded(daemon_factory: DaemonFactory,
-                                                           sink: Sink, rules: Path) -> None:
+                                                           sink: Sink, relay_rules: Path) -> None:
     """64 MiB of DATA against a 1 MiB limit, then one 64 MiB line: 552 and 500, and the
     daemon's memory does not grow with what the client sends."""
-    daemon = daemon_factory(config={"smtp": {"max_message_size": 1 << 20}}, rules=rules)
+    daemon = daemon_factory(config={"smtp": {"max_message_size": 1 << 20}}, rules=relay_rules)
     assert daemon.proc is not None
     baseline = rss_kib(daemon.proc.pid)
     chunk = (b"y" * 998 + CRLF) * 1024  # 1 MiB of proper lines
@@ -747,8 +726,8 @@ def test_invalid_utf8_addresses_in_an_smtputf8_session(daemon: Daemon, sink: Sin
 
 
 def test_invalid_utf8_without_smtputf8(daemon_factory: DaemonFactory, sink: Sink,
-                                       rules: Path) -> None:
-    daemon = daemon_factory(config={"smtp": {"smtputf8": False}}, rules=rules)
+                                       relay_rules: Path) -> None:
+    daemon = daemon_factory(config={"smtp": {"smtputf8": False}}, rules=relay_rules)
     raw = RawClient(daemon.port)
     ehlo = raw.greet()
     assert b"SMTPUTF8" not in ehlo
@@ -892,14 +871,14 @@ IDLE = 3.0
 
 
 @pytest.fixture
-def quick_daemon(daemon_factory: DaemonFactory, rules: Path,
+def quick_daemon(daemon_factory: DaemonFactory, relay_rules: Path,
                  certificate: tuple[Path, Path]) -> Daemon:
     """smtp.idle_timeout 3 s (so the chain and the relay must fit in well under it)."""
     cert, key = certificate
     return daemon_factory(config={
         "smtp": {"idle_timeout": IDLE, "max_sessions_per_client": 5,
                  "tls_cert": str(cert), "tls_key": str(key)},
-        "chain_timeout": 1, "relay": {"timeout": 1}}, rules=rules)
+        "chain_timeout": 1, "relay": {"timeout": 1}}, rules=relay_rules)
 
 
 def sessions(daemon: Daemon) -> float:
