@@ -218,8 +218,8 @@ def chattr(flag: str, *paths: Path) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
-def test_read_only_store_tempfails_then_recovers_without_restart(
-        daemon_factory: Any, sink: Sink, tmp_path: Path, figures_file: Path) -> None:
+def require_chattr(tmp_path: Path) -> None:
+    """The read-only store is made with `chattr +i` (root ignores file modes): it must work."""
     probe = tmp_path / "chattr-probe"
     probe.write_bytes(b"x")
     try:
@@ -229,6 +229,11 @@ def test_read_only_store_tempfails_then_recovers_without_restart(
     if done.returncode != 0:
         pytest.fail(f"chattr +i does not work here: {done.stderr.strip()}")
     chattr("-i", probe)
+
+
+def test_read_only_store_tempfails_then_recovers_without_restart(
+        daemon_factory: Any, sink: Sink, tmp_path: Path, figures_file: Path) -> None:
+    require_chattr(tmp_path)
     faulty_sink(sink)
     daemon: Daemon = daemon_factory(rules=full_chain_rules(tmp_path))
     db = daemon.tmp / "state" / "mailflow.sqlite3"
@@ -260,14 +265,7 @@ def test_store_failing_after_the_next_hop_took_the_message_duplicates_nothing(
     it gets its 250, and what the message owes (its acknowledgement) is released
     once the store takes writes again, without a restart.
     """
-    probe = tmp_path / "chattr-probe"
-    probe.write_bytes(b"x")
-    try:
-        if chattr("+i", probe).returncode != 0:
-            pytest.fail("chattr +i does not work here")
-    except FileNotFoundError:
-        pytest.fail("chattr is not installed")
-    chattr("-i", probe)
+    require_chattr(tmp_path)
     handler = faulty_sink(sink)
     daemon: Daemon = daemon_factory(rules=full_chain_rules(tmp_path))
     db = daemon.tmp / "state" / "mailflow.sqlite3"
@@ -315,14 +313,7 @@ def test_store_failing_as_an_ack_is_sent_sends_it_once(
     """The store turns read-only while the next hop takes an acknowledgement: once the
     store is back (no restart), the outbox records the ack as sent, so neither the end
     of its lease nor a restart sends it a second time."""
-    probe = tmp_path / "chattr-probe"
-    probe.write_bytes(b"x")
-    try:
-        if chattr("+i", probe).returncode != 0:
-            pytest.fail("chattr +i does not work here")
-    except FileNotFoundError:
-        pytest.fail("chattr is not installed")
-    chattr("-i", probe)
+    require_chattr(tmp_path)
     handler = faulty_sink(sink)
     daemon: Daemon = daemon_factory(rules=full_chain_rules(tmp_path))
     db = daemon.tmp / "state" / "mailflow.sqlite3"
