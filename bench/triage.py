@@ -134,8 +134,8 @@ async def main() -> None:
         f"p50 {timings[len(timings) // 2]:.3f} ms, p95 {timings[int(len(timings) * 0.95)]:.3f} ms"
     )
     print(
-        f"result: priority={ctx.attributes['priority']} score={ctx.attributes['score']:g} "
-        f"route={ctx.attributes['route']}"
+        f"result: priority={ctx.priority} score={ctx.triage.score if ctx.triage else 0:g} "
+        f"route={ctx.header('X-Mailflow-Route')}"
     )
 
 

@@ -10,23 +10,17 @@ from __future__ import annotations
 import datetime as dt
 from functools import cached_property
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import holidays
 from babel.dates import format_datetime
 from pydantic import Field, field_validator, model_validator
 
-from mailflow.config import Model
+from mailflow.config import ClockTime, Model, TimeRange, TimeZoneName
+from mailflow.config.types import parse_clock_time, parse_time_range
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _FORMATS = {"fr": "EEEE d MMMM y 'à' HH:mm", "en": "EEEE d MMMM y 'at' HH:mm"}
-
-
-def _parse_time(value: str) -> dt.time:
-    try:
-        return dt.time.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"'{value}' is not a time like 09:00") from None
 
 
 def _office_hours() -> dict[str, tuple[str, ...]]:
@@ -36,31 +30,18 @@ def _office_hours() -> dict[str, tuple[str, ...]]:
 class CalendarOptions(Model):
     """When the team works. Hours are ``"09:00-12:30"`` ranges per weekday."""
 
-    timezone: str = "Europe/Paris"
+    timezone: TimeZoneName = "Europe/Paris"
     country: str | None = "FR"
     subdivision: str | None = None
     extra_holidays: tuple[dt.date, ...] = ()
-    hours: dict[str, tuple[str, ...]] = Field(default_factory=lambda: _office_hours())
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone '{value}' (e.g. Europe/Paris)") from None
-        return value
+    hours: dict[str, tuple[TimeRange, ...]] = Field(default_factory=lambda: _office_hours())
 
     @field_validator("hours")
     @classmethod
     def _hours(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        for day, ranges in value.items():
+        for day in value:
             if day not in WEEKDAYS:
                 raise ValueError(f"'{day}' is not a weekday ({', '.join(WEEKDAYS)})")
-            for item in ranges:
-                start, sep, end = item.partition("-")
-                if not sep or _parse_time(start.strip()) >= _parse_time(end.strip()):
-                    raise ValueError(f"'{item}' is not a range like 09:00-12:30")
         return value
 
     @model_validator(mode="after")
@@ -77,14 +58,12 @@ class PromiseOptions(Model):
     """One of: ``sliding_hours: 8`` or ``next_business_day_at: "12:00"``."""
 
     sliding_hours: float | None = Field(None, gt=0)
-    next_business_day_at: str | None = None
+    next_business_day_at: ClockTime | None = None
 
     @model_validator(mode="after")
     def _one(self) -> PromiseOptions:
         if (self.sliding_hours is None) == (self.next_business_day_at is None):
             raise ValueError("give exactly one of sliding_hours or next_business_day_at")
-        if self.next_business_day_at is not None:
-            _parse_time(self.next_business_day_at)
         return self
 
     @property
@@ -100,11 +79,7 @@ class BusinessCalendar:
         self.zone = ZoneInfo(options.timezone)
         self._ranges: dict[int, list[tuple[dt.time, dt.time]]] = {}
         for day, items in options.hours.items():
-            spans = []
-            for item in items:
-                start, _, end = item.partition("-")
-                spans.append((_parse_time(start.strip()), _parse_time(end.strip())))
-            self._ranges[WEEKDAYS.index(day)] = sorted(spans)
+            self._ranges[WEEKDAYS.index(day)] = sorted(parse_time_range(i) for i in items)
 
     @cached_property
     def _holidays(self) -> holidays.HolidayBase | None:
@@ -154,7 +129,7 @@ class BusinessCalendar:
         if policy.sliding_hours is not None:
             return self.add_business_hours(received, policy.sliding_hours)
         assert policy.next_business_day_at is not None
-        return self.next_business_day_at(received, _parse_time(policy.next_business_day_at))
+        return self.next_business_day_at(received, parse_clock_time(policy.next_business_day_at))
 
     def format(self, when: dt.datetime, language: str) -> str:
         """"Vendredi 27 novembre 2026 à 12:00" / "Friday 27 November 2026 at 12:00"."""

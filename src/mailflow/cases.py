@@ -73,17 +73,6 @@ class NumberFormat:
         return len(digits) >= 2 and bool(damm.is_valid(digits))
 
 
-async def allocate_sequence(store: Any, name: str) -> int:
-    """Next value of sequence ``name``, atomically (its own tiny transaction)."""
-    rows = await store.run_write(lambda tx: tx.execute(
-        "INSERT INTO sequences (name, value) VALUES (?, 1) ON CONFLICT (name)"
-        " DO UPDATE SET value = sequences.value + 1 RETURNING value", (name,)))
-    return int(rows[0][0])
-
-
-def peek_sequence(tx: Transaction, name: str) -> int:
-    rows = tx.execute("SELECT value FROM sequences WHERE name = ?", (name,))
-    return int(rows[0][0]) + 1 if rows else 1
 
 
 # ---------------------------------------------------------------------------

@@ -11,14 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
 from mailflow.config import ConfigError, Problem, validate
 from mailflow.rules import RuleSet
-from mailflow.stage import Decision, MessageContext, Stage, StageEnv, Verdict
+from mailflow.stage import (
+    CaseInfo,
+    Decision,
+    MessageContext,
+    Stage,
+    StageEnv,
+    Stash,
+    Triage,
+    Verdict,
+)
 from mailflow.store.base import StoreUnavailable
 
 log = structlog.get_logger("mailflow.chain")
@@ -30,7 +40,7 @@ TERMINAL = (Verdict.REJECT, Verdict.TEMPFAIL)
 class Chain:
     """The configured stages, ready to run."""
 
-    stages: tuple[Stage, ...]
+    stages: tuple[Stage[Any], ...]
     timeout: float
 
     @property
@@ -42,6 +52,8 @@ class Chain:
         try:
             async with asyncio.timeout(self.timeout):
                 for stage in self.stages:
+                    if ctx.direction not in stage.directions:
+                        continue
                     await self._run_stage(stage, ctx)
                     if ctx.verdict in TERMINAL:
                         return
@@ -54,7 +66,7 @@ class Chain:
         finally:
             ctx.current = None
 
-    async def _run_stage(self, stage: Stage, ctx: MessageContext) -> None:
+    async def _run_stage(self, stage: Stage[Any], ctx: MessageContext) -> None:
         decision = Decision(stage.name)
         ctx.decisions.append(decision)
         ctx.current = decision
@@ -98,14 +110,16 @@ class _Snapshot:
     writes: int
     verdict: Verdict
     reply: str | None
-    attributes: dict[str, object]
     subject_tag: str | None
+    case: CaseInfo | None
+    triage: Triage | None
+    stash: Stash
 
 
 def _snapshot(ctx: MessageContext) -> _Snapshot:
     return _Snapshot(list(ctx.added_headers), list(ctx.recipients), len(ctx.outgoing),
                      len(ctx.timers), len(ctx.cancelled_timers), len(ctx.writes), ctx.verdict,
-                     ctx.reply, dict(ctx.attributes), ctx.subject_tag)
+                     ctx.reply, ctx.subject_tag, ctx.case, ctx.triage, ctx.stash.copy())
 
 
 def _restore(ctx: MessageContext, saved: _Snapshot) -> None:
@@ -118,46 +132,78 @@ def _restore(ctx: MessageContext, saved: _Snapshot) -> None:
     del ctx.writes[saved.writes:]
     ctx.verdict = saved.verdict
     ctx.reply = saved.reply
-    ctx.attributes = dict(saved.attributes)
     ctx.subject_tag = saved.subject_tag
+    ctx.case, ctx.triage, ctx.stash = saved.case, saved.triage, saved.stash
 
 
-def build_chain(rules: RuleSet, stage_types: Mapping[str, type[Stage]], env: StageEnv,
-                timeout: float) -> Chain:
+def build_chain(rules: RuleSet, stage_types: Mapping[str, type[Stage[Any]]], env: StageEnv,
+                timeout: float, claimed: Set[str] = frozenset()) -> Chain:
     """Instantiate the stages named in ``chain:``, validating each rules section."""
     problems: list[Problem] = []
-    stages: list[Stage] = []
-    chain_section = rules.chain_section
+    stages: list[Stage[Any]] = []
     for index, name in enumerate(rules.chain):
         cls = stage_types.get(name)
         if cls is None:
             known = ", ".join(sorted(stage_types)) or "none"
-            msg = f"no stage named '{name}' (known stages: {known})"
-            problems.append(chain_section.problem(msg, (index,)) if chain_section
-                            else Problem(str(rules.directory), 0, 0, msg))
+            problems.append(_at_chain(rules, f"no stage named '{name}' (known stages: {known})",
+                                      index))
             continue
-        section = rules.section(name)
-        try:
-            if section is None:
-                try:
-                    options = validate(cls.Options, {}, str(rules.directory))
-                except ConfigError as exc:  # required options and no section to give them
-                    msg = (f"stage '{name}' needs a '{name}' section: "
-                           + "; ".join(p.message for p in exc.problems))
-                    problems.append(chain_section.problem(msg, (index,)) if chain_section
-                                    else Problem(str(rules.directory), 0, 0, msg))
-                    continue
-            else:
-                options = validate(cls.Options, section.data, section.file, section.tree,
-                                   prefix=(name,))
-            stages.append(cls(options, env))
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-        except (ValueError, OSError) as exc:  # a stage refusing its rules at load time
-            where = section or chain_section
-            problems.append(where.problem(f"stage '{name}': {exc}") if where
-                            else Problem(str(rules.directory), 0, 0, f"stage '{name}': {exc}"))
+        stage = _instantiate(rules, cls, name, index, env, problems)
+        if stage is not None:
+            stages.append(stage)
+    _check_sections(rules, stage_types, claimed, problems)
+    for index, name in enumerate(rules.chain):
+        cls = stage_types.get(name)
+        for needed in cls.requires if cls else ():
+            if needed not in rules.chain[:index]:
+                problems.append(_at_chain(
+                    rules, f"stage '{name}' needs '{needed}' earlier in the chain", index))
+    if len(set(rules.chain)) != len(rules.chain):
+        dupes = sorted({n for n in rules.chain if rules.chain.count(n) > 1})
+        problems.append(_at_chain(rules, f"stage(s) listed twice in the chain: {', '.join(dupes)}"))
+    if problems:
+        raise ConfigError(problems)
+    return Chain(tuple(stages), timeout)
+
+
+def _at_chain(rules: RuleSet, message: str, index: int | None = None) -> Problem:
+    """A problem located at the ``chain:`` list (or its entry ``index``)."""
+    section = rules.chain_section
+    if section is None:
+        return Problem(str(rules.directory), 0, 0, message)
+    return section.problem(message, (index,) if index is not None else ())
+
+
+def _instantiate(rules: RuleSet, cls: type[Stage[Any]], name: str, index: int, env: StageEnv,
+                 problems: list[Problem]) -> Stage[Any] | None:
+    """The stage with its validated options, or None with the problems recorded."""
+    section = rules.section(name)
+    try:
+        if section is None:
+            try:
+                options = validate(cls.Options, {}, str(rules.directory))
+            except ConfigError as exc:  # required options and no section to give them
+                problems.append(_at_chain(rules, f"stage '{name}' needs a '{name}' section: "
+                                          + "; ".join(p.message for p in exc.problems), index))
+                return None
+        else:
+            options = validate(cls.Options, section.data, section.file, section.tree,
+                               prefix=(name,))
+        return cls(options, env)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    except (ValueError, OSError) as exc:  # a stage refusing its rules at load time
+        message = f"stage '{name}': {exc}"
+        problems.append(section.problem(message) if section else _at_chain(rules, message))
+    return None
+
+
+def _check_sections(rules: RuleSet, stage_types: Mapping[str, type[Stage[Any]]],
+                    claimed: Set[str], problems: list[Problem]) -> None:
+    """Every section belongs to a stage or a plugin, and is valid even if not in use."""
     for name, section in rules.sections.items():
+        if name in claimed and name not in stage_types:
+            continue  # a plugin's own section, validated with its model
         if name not in stage_types:
             problems.append(section.problem(
                 f"section '{name}' belongs to no stage (known stages: "
@@ -169,21 +215,6 @@ def build_chain(rules: RuleSet, stage_types: Mapping[str, type[Stage]], env: Sta
                          prefix=(name,))
             except ConfigError as exc:
                 problems.extend(exc.problems)
-    for index, name in enumerate(rules.chain):
-        cls = stage_types.get(name)
-        for needed in cls.requires if cls else ():
-            if needed not in rules.chain[:index]:
-                msg = f"stage '{name}' needs '{needed}' earlier in the chain"
-                problems.append(chain_section.problem(msg, (index,)) if chain_section
-                                else Problem(str(rules.directory), 0, 0, msg))
-    if len(set(rules.chain)) != len(rules.chain):
-        dupes = sorted({n for n in rules.chain if rules.chain.count(n) > 1})
-        msg = f"stage(s) listed twice in the chain: {', '.join(dupes)}"
-        problems.append(chain_section.problem(msg) if chain_section
-                        else Problem(str(rules.directory), 0, 0, msg))
-    if problems:
-        raise ConfigError(problems)
-    return Chain(tuple(stages), timeout)
 
 
 def describe(decisions: Sequence[Decision]) -> list[dict[str, object]]:

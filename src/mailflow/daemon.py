@@ -26,7 +26,9 @@ import uvloop
 from prometheus_client import CollectorRegistry
 
 from mailflow import sdnotify
+from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.config import ConfigError, Settings, load_settings
+from mailflow.host import DaemonHost
 from mailflow.metrics import (
     MetricFactory,
     Metrics,
@@ -36,7 +38,7 @@ from mailflow.metrics import (
 )
 from mailflow.outbox import OutboxWorker
 from mailflow.pipeline import Pipeline
-from mailflow.plugins import call_hook
+from mailflow.plugins import call_one
 from mailflow.relay import NextHopClient, next_hop_client
 from mailflow.runtime import Runtime, load_runtime
 from mailflow.smtp import Handler, MailflowSMTP, SessionLimits
@@ -74,7 +76,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 class Application:
-    """One daemon process; plugins receive it in ``mailflow_startup``."""
+    """One daemon process. Plugins never see it: they get its ``Host`` facade."""
 
     def __init__(self, settings: Settings,
                  reload_settings: Callable[[], Settings] | None = None,
@@ -86,7 +88,10 @@ class Application:
         self.metrics = Metrics(self.registry)
         self.metric_factory = MetricFactory(self.registry)
         self.runtime: Runtime = load_runtime(settings, self.metric_factory)
+        self.clock: Clock = SYSTEM_CLOCK
         self.store: Store = open_store(settings.store_url)
+        self.host = DaemonHost(settings=settings, store=self.store, metrics=self.metric_factory,
+                               rules=lambda: self.runtime.rules, clock=self.clock, worker=worker)
         hop = settings.effective_next_hop
         self.client: NextHopClient = next_hop_client(hop, settings.relay, settings.smtp.hostname)
         self.outbox = OutboxWorker(self.store, self.client, settings.outbox, self.metrics)
@@ -94,13 +99,16 @@ class Application:
                                  lambda: self.runtime.chain, lambda: self.runtime.rules,
                                  self.outbox.wake)
         self.handler = Handler(settings, lambda: self.runtime.pm, lambda: self.runtime.rules,
-                               self.pipeline, self.metrics)
+                               self.pipeline, self.metrics,
+                               lambda: self.runtime.plugin_options, self.host)
         self.limits = SessionLimits(settings.smtp.max_sessions,
                                     settings.smtp.max_sessions_per_client,
                                     self.metrics.sessions.set)
         self.store_error: str | None = None
         self._stopping: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._reloads: set[asyncio.Task[bool]] = set()
+        self._reload_lock = asyncio.Lock()  # two quick SIGHUPs apply one after the other
         self.forward_signal: Callable[[int], None] | None = None
 
     # -- health ----------------------------------------------------------------
@@ -136,8 +144,16 @@ class Application:
 
     # -- reload ----------------------------------------------------------------
 
-    def reload(self) -> bool:
-        """Re-read configuration and rules; keep the running ones if anything is wrong."""
+    async def reload(self) -> bool:
+        """Re-read configuration and rules; keep the running ones if anything is wrong.
+
+        Plugins the new configuration adds get their startup hook before it takes
+        effect; plugins it removes get their shutdown hook after.
+        """
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         sdnotify.reloading()
         try:
             settings = self._reload_settings() if self._reload_settings else self.settings
@@ -154,20 +170,31 @@ class Application:
         if changed:
             log.warning("reload_needs_restart", settings=changed,
                         detail="these settings take effect at the next restart")
+        old = self.runtime
+        added, removed = _changed_plugins(old, runtime)
+        for name in added:
+            await self._plugin_hook(runtime, "mailflow_startup", name)
         self.runtime = runtime
+        for name in removed:
+            await self._plugin_hook(old, "mailflow_shutdown", name)
         self.metrics.reloads.labels(result="ok").inc()
         log.info("reloaded", chain=list(runtime.chain.names), rules=str(runtime.rules.directory))
         sdnotify.notify("READY=1", "STATUS=configuration reloaded")
         return True
 
+    async def _plugin_hook(self, runtime: Runtime, hook: str, name: str) -> None:
+        try:
+            await call_one(runtime.pm, hook, name, host=self.host.for_plugin(name))
+        except Exception:  # one plugin's bug must not stop the reload of the others
+            log.exception("plugin_hook_failed", hook=hook, plugin=name)
+
     # -- serving ---------------------------------------------------------------
 
     async def start(self, sock: socket.socket) -> asyncio.Server:
         await self.store.open()
-        for impl_result in await call_hook(self.runtime.pm.hook.mailflow_metrics,
-                                           registry=self.registry):
-            del impl_result
-        await call_hook(self.runtime.pm.hook.mailflow_startup, app=self)
+        for name in self.runtime.plugins:
+            await call_one(self.runtime.pm, "mailflow_startup", name,
+                           host=self.host.for_plugin(name))
         loop = asyncio.get_running_loop()
         context = tls_context(self.settings)
         server = await loop.create_server(
@@ -190,9 +217,8 @@ class Application:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
-            await call_hook(self.runtime.pm.hook.mailflow_shutdown, app=self)
-        except Exception:  # a plugin's bug must not keep the store open
-            log.exception("plugin_shutdown_failed")
+            for name in self.runtime.plugins:
+                await self._plugin_hook(self.runtime, "mailflow_shutdown", name)
         finally:
             await self.client.close()
             await self.store.close()
@@ -202,7 +228,9 @@ class Application:
         if self.forward_signal is not None:  # pre-forked workers hear what the parent hears
             self.forward_signal(signum)
         if signum == signal.SIGHUP:
-            self.reload()
+            task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+            self._reloads.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._reloads.discard)
         elif self._stopping is not None:
             self._stopping.set()
 
@@ -221,6 +249,15 @@ class Application:
         await self._stopping.wait()
         log.info("stopping", in_flight=self.handler.in_flight, worker=self.worker)
         await self.stop(server)
+
+
+def _changed_plugins(old: Runtime, new: Runtime) -> tuple[list[str], list[str]]:
+    """(added, removed) plugin names; a plugin file re-read from its folder is a new
+    module object, so it counts as removed and added."""
+    before, after = old.plugins, new.plugins
+    added = [n for n, p in after.items() if before.get(n) is not p]
+    removed = [n for n, p in before.items() if after.get(n) is not p]
+    return added, removed
 
 
 def _die_with_parent() -> None:

@@ -1,10 +1,12 @@
 """The plugin contract: every hook a mailflow plugin may implement.
 
 Plugins are modules (or objects) with functions decorated ``@hookimpl``. The
-built-in stages use exactly these hooks. Hooks may be plain functions or
-coroutines: mailflow awaits whatever they return (see
+built-in stages use exactly these hooks. Lifecycle and SMTP hooks may be plain
+functions or coroutines: mailflow awaits whatever they return (see
 ``mailflow.plugins.call_hook``); none uses ``firstresult``, so an ``async``
-implementation can never "win" by accident.
+implementation can never "win" by accident. Registration hooks
+(``mailflow_stages``, ``mailflow_rules_section``, ``mailflow_timer_handlers``,
+``mailflow_schema``) run at load time and must be plain functions.
 
 Each hook is documented in ``docs/plugin_hooks.md``; a test fails when one is
 missing there.
@@ -12,17 +14,17 @@ missing there.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
-
-    from mailflow.daemon import Application
+    from mailflow.config import Model
+    from mailflow.context import TimerHandler
+    from mailflow.host import Host
     from mailflow.session import SessionInfo
-    from mailflow.stage import Stage, Timer
+    from mailflow.stage import Stage
 
 PROJECT = "mailflow"
 
@@ -35,7 +37,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def mailflow_stages() -> Iterable[type[Stage]]:  # type: ignore[empty-body]
+def mailflow_stages() -> Iterable[type[Stage[Any]]]:  # type: ignore[empty-body]
     """Return the stage classes this plugin provides.
 
     A stage runs only when its ``name`` is listed in the rules' ``chain:``.
@@ -45,10 +47,14 @@ def mailflow_stages() -> Iterable[type[Stage]]:  # type: ignore[empty-body]
 
 
 @hookspec
-def mailflow_metrics(registry: CollectorRegistry) -> None:
-    """Create the plugin's Prometheus metrics on ``registry``.
+def mailflow_rules_section() -> tuple[str, type[Model]] | None:
+    """Claim a top-level rules section for the plugin's SMTP hooks: ``(name, Model)``.
 
-    Called once per process at start. Names must begin with ``mailflow_``.
+    The section is validated with ``Model`` when the rules are loaded (errors
+    at ``file:line:column``, like a stage's), and each of the plugin's SMTP
+    hooks that takes an ``options`` argument receives the validated model —
+    the one now in force, swapped whole on reload. A stage of the same name
+    may share the section (and its model).
     """
 
 
@@ -58,38 +64,42 @@ def mailflow_metrics(registry: CollectorRegistry) -> None:
 
 
 @hookspec
-def mailflow_startup(app: Application) -> Awaitable[None] | None:
-    """Called when the daemon has opened its store, before it accepts mail."""
+def mailflow_startup(host: Host) -> Awaitable[None] | None:
+    """Called when the daemon has opened its store, before it accepts mail, and for a
+    plugin that a reload adds. ``host`` is the plugin's view of the daemon."""
 
 
 @hookspec
-def mailflow_shutdown(app: Application) -> Awaitable[None] | None:
-    """Called when the daemon stops, after the last message in flight."""
+def mailflow_shutdown(host: Host) -> Awaitable[None] | None:
+    """Called when the daemon stops, after the last message in flight, and for a
+    plugin that a reload removes."""
 
 
 # ---------------------------------------------------------------------------
 # SMTP stages: answer early, like a milter. Return None to accept (let the
 # next plugin decide), or an SmtpReply: a 4xx tempfails, a 5xx rejects.
+# Each may also take ``options`` (the plugin's validated rules section, see
+# mailflow_rules_section; None without one) and ``host``.
 # ---------------------------------------------------------------------------
 
 
 @hookspec
-def mailflow_connect(session: SessionInfo) -> Any:
+def mailflow_connect(session: SessionInfo, options: Any, host: Host) -> Any:
     """A client connected. Reject or tempfail it by returning an SmtpReply."""
 
 
 @hookspec
-def mailflow_helo(session: SessionInfo, hostname: str) -> Any:
+def mailflow_helo(session: SessionInfo, hostname: str, options: Any, host: Host) -> Any:
     """The client said HELO or EHLO with ``hostname``."""
 
 
 @hookspec
-def mailflow_mail_from(session: SessionInfo, address: str) -> Any:
+def mailflow_mail_from(session: SessionInfo, address: str, options: Any, host: Host) -> Any:
     """MAIL FROM with ``address`` ('' for the null sender)."""
 
 
 @hookspec
-def mailflow_rcpt_to(session: SessionInfo, address: str) -> Any:
+def mailflow_rcpt_to(session: SessionInfo, address: str, options: Any, host: Host) -> Any:
     """RCPT TO with ``address``, already checked against relaying rules."""
 
 
@@ -99,7 +109,13 @@ def mailflow_rcpt_to(session: SessionInfo, address: str) -> Any:
 
 
 @hookspec
-def mailflow_timer_fired(app: Application, timer: Timer) -> Awaitable[None] | None:
-    """A timer scheduled by a stage is due. Every plugin sees every timer;
-    act only on the ``timer.kind`` values you scheduled. The scheduler marks
-    the timer done only when every implementation returned without error."""
+def mailflow_timer_handlers() -> Mapping[str, TimerHandler]:  # type: ignore[empty-body]
+    """The handlers of the timer kinds this plugin schedules: ``{kind: handler}``.
+
+    One handler per kind (two plugins claiming one kind is a configuration
+    error), called as ``await handler(ctx)`` with a :class:`TimerContext`
+    (``ctx.timer``, the store view, the clock, and the stage API to queue
+    mail and schedule or cancel timers). What it asks for is committed with
+    the timer's "done" mark, in one transaction; if it raises, nothing is
+    committed and the timer is retried later.
+    """

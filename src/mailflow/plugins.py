@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +22,8 @@ from typing import Any
 import pluggy
 
 from mailflow import hookspecs
-from mailflow.config import ConfigError, Problem, Settings
+from mailflow.config import ConfigError, Model, Problem, Settings
+from mailflow.context import TimerHandler
 from mailflow.stage import Stage
 
 ENTRY_POINT_GROUP = "mailflow.plugins"
@@ -113,28 +114,99 @@ async def call_hook(caller: Any, **kwargs: Any) -> list[Any]:
     return [await r if inspect.isawaitable(r) else r for r in results]
 
 
-def collect_stages(pm: pluggy.PluginManager) -> dict[str, type[Stage]]:
+async def call_each(pm: pluggy.PluginManager, hook: str, options: Mapping[str, object],
+                    host: object, **kwargs: Any) -> list[Any]:
+    """Call ``hook`` on each plugin with *its own* rules section as ``options``.
+
+    pluggy calls every implementation with the same arguments; a plugin's
+    section is its own, so the implementations are called one by one, in
+    pluggy's order (last registered first, ``tryfirst``/``trylast`` honoured).
+    """
+    results = []
+    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
+        given = {**kwargs, "options": options.get(impl.plugin_name), "host": host}
+        result = impl.function(**{name: given[name] for name in impl.argnames})
+        results.append(await result if inspect.isawaitable(result) else result)
+    return results
+
+
+async def call_one(pm: pluggy.PluginManager, hook: str, plugin_name: str,
+                   **kwargs: Any) -> None:
+    """Call ``hook`` of one plugin only (startup or shutdown of a plugin a reload changed)."""
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        if impl.plugin_name == plugin_name:
+            result = impl.function(**{name: kwargs[name] for name in impl.argnames})
+            if inspect.isawaitable(result):
+                await result
+
+
+def _sync_results(pm: pluggy.PluginManager, hook: str,
+                  problems: list[Problem]) -> Iterable[tuple[str, Any]]:
+    """(plugin, result) of a registration hook; an ``async`` one is a configuration error."""
+    for impl in getattr(pm.hook, hook).get_hookimpls():  # registration order
+        if inspect.iscoroutinefunction(impl.function):
+            problems.append(Problem(impl.plugin_name, 0, 0, f"{hook} must be a plain function"
+                                    " (it runs once, at load time), not 'async def'"))
+            continue
+        yield impl.plugin_name, impl.function()
+
+
+def collect_sections(pm: pluggy.PluginManager) -> dict[str, tuple[str, type[Model]]]:
+    """plugin name -> (rules section, model) claimed through ``mailflow_rules_section``."""
+    problems: list[Problem] = []
+    found: dict[str, tuple[str, type[Model]]] = {}
+    for plugin, claim in _sync_results(pm, "mailflow_rules_section", problems):
+        if claim is None:
+            continue
+        name, model = claim
+        if not (isinstance(name, str) and isinstance(model, type) and issubclass(model, Model)):
+            problems.append(Problem(plugin, 0, 0, "mailflow_rules_section must return"
+                                    " (section name, Model subclass)"))
+            continue
+        found[plugin] = (name, model)
+    if problems:
+        raise ConfigError(problems)
+    return found
+
+
+def collect_timer_handlers(pm: pluggy.PluginManager) -> dict[str, TimerHandler]:
+    """timer kind -> its one handler, from ``mailflow_timer_handlers``."""
+    problems: list[Problem] = []
+    handlers: dict[str, TimerHandler] = {}
+    owners: dict[str, str] = {}
+    for plugin, provided in _sync_results(pm, "mailflow_timer_handlers", problems):
+        for kind, handler in dict(provided or {}).items():
+            if kind in owners:
+                problems.append(Problem(plugin, 0, 0, f"timer kind '{kind}' is already"
+                                        f" handled by {owners[kind]}"))
+                continue
+            handlers[kind], owners[kind] = handler, plugin
+    if problems:
+        raise ConfigError(problems)
+    return handlers
+
+
+def collect_stages(pm: pluggy.PluginManager) -> dict[str, type[Stage[Any]]]:
     """Every stage class provided through ``mailflow_stages``, by name.
 
     Built-ins are registered first, so a third-party stage of the same name
     replaces the built-in.
     Two third-party stages with one name are an error.
     """
-    found: dict[str, tuple[type[Stage], str]] = {}
+    found: dict[str, tuple[type[Stage[Any]], str]] = {}
     problems: list[Problem] = []
-    for impl in pm.hook.mailflow_stages.get_hookimpls():  # registration order
-        provided: Iterable[object] = impl.function() or ()  # type: ignore[assignment]
-        for stage in provided:
+    for plugin, provided in _sync_results(pm, "mailflow_stages", problems):
+        for stage in provided or ():
             if not (isinstance(stage, type) and issubclass(stage, Stage) and stage.name):
-                problems.append(Problem(impl.plugin_name, 0, 0,
+                problems.append(Problem(plugin, 0, 0,
                                         f"{stage!r} is not a Stage subclass with a name"))
                 continue
             previous = found.get(stage.name)
             if previous and not previous[1].startswith("mailflow.stages."):
-                problems.append(Problem(impl.plugin_name, 0, 0,
+                problems.append(Problem(plugin, 0, 0,
                                         f"stage '{stage.name}' is also provided by {previous[1]}"))
                 continue
-            found[stage.name] = (stage, impl.plugin_name)
+            found[stage.name] = (stage, plugin)
     if problems:
         raise ConfigError(problems)
     return {name: cls for name, (cls, _) in found.items()}

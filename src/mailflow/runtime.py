@@ -6,14 +6,23 @@ daemon half-configured: the running Runtime stays until a new one is ready.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import pluggy
 
 from mailflow.chain import Chain, build_chain
-from mailflow.config import Settings
+from mailflow.clock import SYSTEM_CLOCK, Clock
+from mailflow.config import ConfigError, Model, Problem, Settings, validate
+from mailflow.context import TimerHandler
 from mailflow.metrics import MetricFactory
-from mailflow.plugins import collect_stages, get_plugin_manager
+from mailflow.plugins import (
+    collect_sections,
+    collect_stages,
+    collect_timer_handlers,
+    get_plugin_manager,
+)
 from mailflow.rules import RuleSet, load_rules
 from mailflow.stage import Stage, StageEnv
 
@@ -23,11 +32,20 @@ class Runtime:
     settings: Settings
     rules: RuleSet
     pm: pluggy.PluginManager
-    stages: dict[str, type[Stage]]
+    stages: dict[str, type[Stage[Any]]]
     chain: Chain
+    #: plugin name -> its validated rules section (for its SMTP hooks' ``options``)
+    plugin_options: Mapping[str, Model] = field(default_factory=dict)
+    timer_handlers: Mapping[str, TimerHandler] = field(default_factory=dict)
+
+    @property
+    def plugins(self) -> dict[str, object]:
+        """Registered plugins by name, to tell which ones a reload added or removed."""
+        return {name: plugin for name, plugin in self.pm.list_name_plugin() if plugin}
 
 
-def load_runtime(settings: Settings, metrics: MetricFactory | None = None) -> Runtime:
+def load_runtime(settings: Settings, metrics: MetricFactory | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> Runtime:
     """Load rules and plugins for ``settings`` and build the chain; raises ConfigError.
 
     ``metrics`` is where stages register their metrics (a throwaway registry
@@ -36,7 +54,35 @@ def load_runtime(settings: Settings, metrics: MetricFactory | None = None) -> Ru
     rules = load_rules(settings.rules)
     pm = get_plugin_manager(settings)
     stages = collect_stages(pm)
-    env = StageEnv(rules=rules, settings=settings, metrics=metrics or MetricFactory())
-    chain = build_chain(rules, stages, env, settings.chain_timeout)
+    sections = collect_sections(pm)
+    handlers = collect_timer_handlers(pm)
+    env = StageEnv(rules=rules, settings=settings, metrics=metrics or MetricFactory(),
+                   clock=clock)
+    problems: list[Problem] = []
+    options = _plugin_options(rules, sections, problems)
+    try:
+        chain = build_chain(rules, stages, env, settings.chain_timeout,
+                            claimed={name for name, _ in sections.values()})
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
     env.terms.build()  # all stages registered their terms: one automaton for all
-    return Runtime(settings, rules, pm, stages, chain)
+    return Runtime(settings, rules, pm, stages, chain, options, handlers)
+
+
+def _plugin_options(rules: RuleSet, sections: Mapping[str, tuple[str, type[Model]]],
+                    problems: list[Problem]) -> dict[str, Model]:
+    """Each claimed section validated with its plugin's model (defaults when absent)."""
+    options: dict[str, Model] = {}
+    for plugin, (name, model) in sections.items():
+        section = rules.section(name)
+        try:
+            if section is None:
+                options[plugin] = validate(model, {}, str(rules.directory))
+            else:
+                options[plugin] = validate(model, section.data, section.file, section.tree,
+                                           prefix=(name,))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    return options

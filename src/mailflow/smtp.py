@@ -13,14 +13,15 @@ import asyncio
 import re
 import ssl
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
-from mailflow.pipeline import envelope_from_session
-from mailflow.plugins import call_hook
+from mailflow.intake import relay_refusal
+from mailflow.message import Envelope as MailEnvelope
+from mailflow.plugins import call_each
 from mailflow.relay import check_address
 from mailflow.session import SessionInfo, SmtpReply
 
@@ -58,21 +59,12 @@ def _as_text(name: str) -> str:
         "utf-8", "replace")
 
 
-def relay_refusal(address: str, rules: RuleSet, trusted: bool) -> str | None:
-    """Why ``address`` may not be a recipient for this client, or None.
-
-    Strangers may only write to our own domains, and only to plain local
-    parts: ``%``-hacks, bang paths, quoted ``@`` and source routes could be
-    turned into relaying by the next hop.
-    """
-    if trusted:
-        return None
-    local, _, _domain = address.rpartition("@")
-    if not local or not rules.is_local(address):
-        return "550 5.7.1 Relaying denied: not a local domain"
-    if any(c in local for c in "%!@") or local.startswith(("@", '"@')) or ":" in local:
-        return "550 5.7.1 Relaying denied: address form not accepted"
-    return None
+def envelope_from_session(mail_from: str | None, rcpt_to: Sequence[str],
+                          mail_options: Sequence[str], peer: str, helo: str) -> MailEnvelope:
+    """The pipeline's envelope from aiosmtpd's (whose null sender is spelled "<>")."""
+    sender = "" if mail_from in (None, "<>") else mail_from
+    return MailEnvelope(mail_from=sender, rcpt_to=tuple(rcpt_to),
+                        mail_options=tuple(mail_options), peer=peer, helo=helo)
 
 
 class SessionLimits:
@@ -181,9 +173,13 @@ class Handler:
     """aiosmtpd handler: plugin hooks at each stage, the pipeline after DATA."""
 
     def __init__(self, settings: Settings, pm_of: Callable[[], pluggy.PluginManager],
-                 rules_of: Callable[[], RuleSet], pipeline: Pipeline, metrics: Metrics) -> None:
+                 rules_of: Callable[[], RuleSet], pipeline: Pipeline, metrics: Metrics,
+                 options_of: Callable[[], Mapping[str, object]] = dict,
+                 host: object = None) -> None:
         self.settings = settings
         self._pm_of = pm_of
+        self._options_of = options_of  # plugin name -> its validated rules section
+        self._host = host
         self._rules_of = rules_of
         self.pipeline = pipeline
         self.metrics = metrics
@@ -220,10 +216,10 @@ class Handler:
 
     async def _ask(self, hook: str, **kwargs: Any) -> str | None:
         """Ask the plugins; a hook that hangs or raises tempfails the command."""
-        caller = getattr(self._pm_of().hook, hook)
         try:
             async with asyncio.timeout(HOOK_TIMEOUT):
-                results = await call_hook(caller, **kwargs)
+                results = await call_each(self._pm_of(), hook, self._options_of(), self._host,
+                                          **kwargs)
         except TimeoutError:
             log.error("hook_timeout", hook=hook, seconds=HOOK_TIMEOUT)
             return "451 4.3.0 Temporary failure, try again later"

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING
 
 import ahocorasick
 
+from mailflow.context import StashKey
+
 if TYPE_CHECKING:
-    from mailflow.stage import MessageContext
+    from mailflow.context import MessageContext
 
 
 #: what NFKD leaves alone, spelled the way a French (or German…) reader would type it
@@ -125,24 +127,26 @@ def strip_accents(pattern: str) -> str:
     return _NON_ASCII.sub(lambda match: _non_ascii(match.group()), text)
 
 
+_FOLDED: StashKey[tuple[str, str]] = StashKey()
+_FLAT: StashKey[tuple[str, str]] = StashKey()
+_Scans = tuple[dict[str, bool], dict[str, bool]]
+
+
 def folded_parts(ctx: MessageContext) -> tuple[str, str]:
     """(subject, text) of the message, folded once and shared by every stage."""
-    cached = ctx.attributes.get("_folded")
+    cached = ctx.cache.get(_FOLDED)
     if cached is None:
-        cached = (fold(ctx.message.subject), fold(ctx.message.text))
-        ctx.attributes["_folded"] = cached
-    result: tuple[str, str] = cached
-    return result
+        cached = ctx.cache[_FOLDED] = (fold(ctx.message.subject), fold(ctx.message.text))
+    return cached
 
 
 def flat_parts(ctx: MessageContext) -> tuple[str, str]:
     """(subject, text) folded and :func:`flat`, once per message: what terms are sought in."""
-    cached = ctx.attributes.get("_flat")
+    cached = ctx.cache.get(_FLAT)
     if cached is None:
-        cached = tuple(flat(part) for part in folded_parts(ctx))
-        ctx.attributes["_flat"] = cached
-    result: tuple[str, str] = cached
-    return result
+        subject, text = folded_parts(ctx)
+        cached = ctx.cache[_FLAT] = (flat(subject), flat(text))
+    return cached
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,7 @@ class TermIndex:
         self._keys: set[str] = set()
         self._automaton: ahocorasick.Automaton | None = None
         self._phrases = False
+        self._scans: StashKey[_Scans] = StashKey()
 
     def matcher(self, terms: Sequence[Term]) -> TermMatcher:
         """A matcher for ``terms``, served by this index's shared scans."""
@@ -219,14 +224,11 @@ class TermIndex:
 
     def scan_parts(self, ctx: MessageContext) -> tuple[dict[str, bool], dict[str, bool]]:
         """(subject, text) scans of the message, done once and shared by every stage."""
-        slot = f"_scan{id(self)}"
-        cached = ctx.attributes.get(slot)
+        cached = ctx.cache.get(self._scans)
         if cached is None:
             subject, text = flat_parts(ctx)
-            cached = (self.scan(subject), self.scan(text))
-            ctx.attributes[slot] = cached
-        result: tuple[dict[str, bool], dict[str, bool]] = cached
-        return result
+            cached = ctx.cache[self._scans] = (self.scan(subject), self.scan(text))
+        return cached
 
 
 class TermMatcher:

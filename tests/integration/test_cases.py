@@ -13,8 +13,6 @@ import json
 import re
 import shutil
 import sqlite3
-import subprocess
-import sys
 import time
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -24,6 +22,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from clirunner import CliResult, run_cli
 from conftest import RULES, Daemon, Received, Sink, rules_with_chain
 from mailflow import cases
 from mailflow.business_hours import BusinessCalendar, CalendarOptions, PromiseOptions
@@ -601,22 +600,21 @@ def test_very_long_subject_gives_a_sane_ack_subject(flow: Flow) -> None:
 # ---------------------------------------------------------------------------
 
 
-def run_cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mailflow.cli", "cases", *args, "--config",
-                           str(daemon.config_path)], capture_output=True, text=True,
-                          timeout=30, check=False)
+def cases_cli(daemon: Daemon, *args: str) -> CliResult:
+    """``mailflow cases ARGS...`` on the daemon's own store (its configuration), in-process."""
+    return run_cli("cases", *args, "--config", str(daemon.config_path))
 
 
 def test_reply_to_a_closed_case_reopens_it(flow: Flow) -> None:
     flow.send(mail(message_id="c-1@client.test"))
     case = flow.case_of("c-1@client.test")
-    done = run_cli(flow.daemon, "close", case)
+    done = cases_cli(flow.daemon, "close", case)
     assert done.returncode == 0, done.stderr
     assert flow.query("SELECT status FROM cases WHERE number = ?", case) == [("closed",)]
     flow.send(mail(f"Re: [{case}] Question", "Finalement, ce n'est pas réglé.",
                    message_id="c-2@client.test"))
     assert flow.case_of("c-2@client.test") == case
-    shown = run_cli(flow.daemon, "show", case, "--json")
+    shown = cases_cli(flow.daemon, "show", case, "--json")
     assert shown.returncode == 0, shown.stderr
     data = json.loads(shown.stdout)
     assert data["status"] == "open"
@@ -653,7 +651,7 @@ def test_reply_to_a_closed_case_opens_a_linked_case_where_its_route_says_so(
               rcpt_to=["devis@example.com"])
     case = flow.case_of("q-1@client.test")
     assert flow.query("SELECT route FROM cases WHERE number = ?", case) == [("sales",)]
-    assert run_cli(flow.daemon, "close", case).returncode == 0
+    assert cases_cli(flow.daemon, "close", case).returncode == 0
     flow.send(mail(f"RE: [{case}] Demande de devis", "Finalement, une autre question.",
                    message_id="q-2@client.test", to="devis@example.com"),
               rcpt_to=["devis@example.com"])

@@ -16,8 +16,6 @@ from __future__ import annotations
 import email
 import json
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from clirunner import run_cli
 from conftest import (
     CORPUS,
     Daemon,
@@ -161,13 +160,13 @@ def run_corpus(daemon: Daemon, sink: Sink, tmp_path: Path) -> dict[str, Outcome]
 def run_try(rules: Path, outcome: Outcome) -> dict[str, Any]:
     message = outcome.snapshot / "message.eml"
     message.write_bytes(outcome.data)
-    args = [sys.executable, "-m", "mailflow.cli", "try", str(message), "--json",
-            "--rules", str(rules), "--state-dir", str(outcome.snapshot),
-            "--mail-from", outcome.entry["mail_from"], "--peer", UNTRUSTED_PEER]
+    args = ["try", str(message), "--json", "--rules", str(rules),
+            "--state-dir", str(outcome.snapshot), "--mail-from", outcome.entry["mail_from"],
+            "--peer", UNTRUSTED_PEER]
     for rcpt in outcome.entry["rcpt_to"]:
         args += ["--rcpt-to", rcpt]
-    done = subprocess.run(args, capture_output=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return report
 

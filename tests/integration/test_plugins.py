@@ -7,8 +7,6 @@ Needs the example plugin installed (``make test`` does it for every plugins/*/):
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from clirunner import CliResult, run_cli
 from conftest import REPO, RULES, Daemon, Sink
 
 PLUGIN_DIR = REPO / "tests" / "fixtures" / "plugin_dir"
@@ -46,9 +45,9 @@ def mail_from_reply(d: Daemon, sender: str) -> tuple[int, bytes]:
         return client.mail(sender)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mailflow.cli", *args], capture_output=True,
-                          text=True, timeout=60, cwd=REPO)
+def cli(*args: str) -> CliResult:
+    """``mailflow ARGS...``, in-process, from the repository."""
+    return run_cli(*args, cwd=REPO)
 
 
 BLOCKLIST = {"senders": ["spammer@bad.test", "@blocked.test"],

@@ -13,8 +13,6 @@ import email
 import json
 import re
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from clirunner import CliResult, run_cli
 from conftest import CORPUS, RULES, Daemon, Received, Sink, drain_outbox, snapshot_store
 
 pytestmark = pytest.mark.timeout(20)  # each test, setup included
@@ -70,9 +69,9 @@ def is_ack(received: Received, msg: EmailMessage) -> bool:
     return received.mail_from in NULL_SENDERS and str(msg["Message-ID"]).startswith("<ack.")
 
 
-def mailflow(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mailflow.cli", *args], capture_output=True,
-                          text=True, timeout=30, check=False)
+def mailflow(*args: str) -> CliResult:
+    """``mailflow ARGS...``, in-process."""
+    return run_cli(*args)
 
 
 @dataclass

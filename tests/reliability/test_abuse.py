@@ -20,7 +20,6 @@ import smtplib
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ from aiosmtpd.smtp import Envelope, Session
 from ruamel.yaml import YAML
 from test_hostile import RawClient, dot_stuffed
 
+from clirunner import CliResult, run_cli
 from conftest import REPO, RULES, Daemon, Received, Sink, free_port
 
 DaemonFactory = Callable[..., Daemon]
@@ -441,12 +441,11 @@ def test_merge_fields_cannot_inject_headers_into_the_acknowledgement(
 # --------------------------------------------------------------------------
 
 
-def _check(tmp_path: Path, rules: Path) -> subprocess.CompletedProcess[str]:
+def _check(tmp_path: Path, rules: Path) -> CliResult:
+    """``mailflow check`` in-process, from ``tmp_path``."""
     config = tmp_path / "check.yaml"
     config.write_text(f"rules: {rules}\nstate_dir: {tmp_path / 'state'}\n", encoding="utf-8")
-    return subprocess.run([sys.executable, "-m", "mailflow.cli", "check", "--config",
-                           str(config)], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path)
+    return run_cli("check", "--config", str(config), cwd=tmp_path)
 
 
 @pytest.mark.parametrize(("section", "change", "where"), [

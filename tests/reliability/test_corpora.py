@@ -34,7 +34,7 @@ from test_hostile import RawClient
 
 from conftest import CORPUS, RULES, Daemon, Sink
 from mailflow.message import Envelope, Message, parse_message
-from mailflow.pipeline import has_bare_newlines, normalize_newlines, strip_internal_headers
+from mailflow.wire import has_bare_newlines, normalize_newlines, strip_internal_headers
 
 CRLF = b"\r\n"
 FULL_CHAIN = "chain: [number, deduplicate, prioritise, route, acknowledge]\n"
@@ -344,7 +344,7 @@ ATHERIS_HARNESS = textwrap.dedent('''
     with atheris.instrument_imports():  # the parser and the stdlib email code under it
         from mailflow.message import Envelope, Message, parse_message
     # imported after, so its many other imports are not instrumented (slow to start)
-    from mailflow.pipeline import normalize_newlines, strip_internal_headers, has_bare_newlines
+    from mailflow.wire import normalize_newlines, strip_internal_headers, has_bare_newlines
 
     ENVELOPE = Envelope(mail_from="fuzz@client.test", rcpt_to=("sav@example.com",))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from pydantic import Field
@@ -23,7 +23,9 @@ from mailflow.stage import (
     Stage,
     StageEnv,
     StageOptions,
+    StashKey,
     Timer,
+    Triage,
     Verdict,
 )
 
@@ -37,33 +39,38 @@ def context() -> MessageContext:
                           recipients=["sav@example.com"], store=None)
 
 
+RAN: StashKey[tuple[str, ...]] = StashKey("ran")
+MEDDLED: StashKey[bool] = StashKey("meddled")
+
+
 def ran(ctx: MessageContext) -> tuple[str, ...]:
-    return tuple(ctx.attributes.get("ran", ()))
+    return ctx.stash.get(RAN, ())
 
 
-class Recorder(Stage):
+class Recorder(Stage[StageOptions]):
     """Records that it ran and adds a header named after itself."""
 
     name = "recorder"
 
     async def process(self, ctx: MessageContext) -> None:
-        ctx.attributes["ran"] = (*ran(ctx), self.name)
+        ctx.stash[RAN] = (*ran(ctx), self.name)
         ctx.set_header(f"X-Ran-{self.name}", "yes")
 
 
-def recorder(name: str) -> type[Stage]:
+def recorder(name: str) -> type[Stage[Any]]:
     return type(f"Recorder_{name}", (Recorder,), {"name": name})
 
 
-class Meddler(Stage):
+class Meddler(Stage[StageOptions]):
     """Asks for every kind of change, then fails the way ``how`` says."""
 
     name = "meddler"
     how: ClassVar[str] = "raise"
 
     async def process(self, ctx: MessageContext) -> None:
-        ctx.attributes["ran"] = (*ran(ctx), self.name)
-        ctx.attributes["meddled"] = True
+        ctx.stash[RAN] = (*ran(ctx), self.name)
+        ctx.stash[MEDDLED] = True
+        ctx.triage = Triage(priority="urgent", score=99)
         ctx.set_header("X-Meddled", "1")
         ctx.set_header("X-Ran-first", "overwritten")
         ctx.set_recipients(["someone@elsewhere.test"])
@@ -78,25 +85,25 @@ class Meddler(Stage):
         await asyncio.sleep(30)
 
 
-def meddler(how: str, policy: FailurePolicy, timeout: float = 10.0) -> Stage:
+def meddler(how: str, policy: FailurePolicy, timeout: float = 10.0) -> Stage[Any]:
     cls = type("M", (Meddler,), {"how": how, "on_error": policy})
     return cls(StageOptions(timeout=timeout), ENV)
 
 
-class Verdictor(Stage):
+class Verdictor(Stage[StageOptions]):
     name = "verdictor"
     verdict: ClassVar[Verdict] = Verdict.REJECT
 
     async def process(self, ctx: MessageContext) -> None:
-        ctx.attributes["ran"] = (*ran(ctx), self.name)
+        ctx.stash[RAN] = (*ran(ctx), self.name)
         ctx.set_verdict(self.verdict, "policy", reply="550 5.7.1 Go away")
 
 
-class Sleeper(Stage):
+class Sleeper(Stage[StageOptions]):
     name = "sleeper"
 
     async def process(self, ctx: MessageContext) -> None:
-        ctx.attributes["ran"] = (*ran(ctx), self.name)
+        ctx.stash[RAN] = (*ran(ctx), self.name)
         await asyncio.sleep(0.15)
 
 
@@ -108,14 +115,15 @@ def empty_rules() -> RuleSet:
 ENV = StageEnv(rules=empty_rules(), settings=Settings(), metrics=MetricFactory())
 
 
-def stage(cls: type[Stage], **options: object) -> Stage:
+def stage(cls: type[Stage[Any]], **options: object) -> Stage[Any]:
     return cls(cls.Options(**options), ENV)  # type: ignore[arg-type]
 
 
 def snapshot_of(ctx: MessageContext) -> tuple[object, ...]:
     return (list(ctx.added_headers), list(ctx.recipients), list(ctx.outgoing),
             list(ctx.timers), list(ctx.cancelled_timers), len(ctx.writes), ctx.verdict,
-            ctx.reply, ctx.subject_tag, {k: v for k, v in ctx.attributes.items() if k != "ran"})
+            ctx.reply, ctx.subject_tag,
+            (ctx.triage, ctx.case, {k: v for k, v in ctx.stash.named().items() if k != "ran"}))
 
 
 # -- running ----------------------------------------------------------------------
@@ -305,7 +313,7 @@ class CountOptions(StageOptions):
     label: str = "x"
 
 
-class Counted(Stage):
+class Counted(Stage[StageOptions]):
     name = "counted"
     Options = CountOptions
 
@@ -313,7 +321,7 @@ class Counted(Stage):
         return None
 
 
-class Picky(Stage):
+class Picky(Stage[StageOptions]):
     name = "picky"
 
     def __init__(self, options: StageOptions, env: StageEnv) -> None:
@@ -321,12 +329,12 @@ class Picky(Stage):
         raise ValueError("template 'ack.txt' not found")
 
 
-class NeedsCounted(Stage):
+class NeedsCounted(Stage[StageOptions]):
     name = "needy"
     requires = ("counted",)
 
 
-STAGES: dict[str, type[Stage]] = {"counted": Counted, "first": recorder("first"),
+STAGES: dict[str, type[Stage[Any]]] = {"counted": Counted, "first": recorder("first"),
                                   "picky": Picky, "needy": NeedsCounted}
 
 
@@ -398,7 +406,7 @@ class RequiredOptions(StageOptions):
     mailbox: str
 
 
-class Required(Stage):
+class Required(Stage[StageOptions]):
     name = "required"
     Options = RequiredOptions
 

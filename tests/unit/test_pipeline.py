@@ -1,207 +1,242 @@
-"""The pipeline's byte-level helpers: line endings, forged headers, the relayed bytes."""
+"""Commit, relay, release: what the pipeline does with each answer of the next hop.
+
+A fake next hop answers as told (everything accepted, some recipients
+refused for now or for good, the whole message refused), against a real
+store in a temporary folder: no daemon, no sockets.
+"""
 
 from __future__ import annotations
 
-import re
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
+from mailflow.chain import Chain
+from mailflow.clock import FakeClock
 from mailflow.config import Settings
-from mailflow.message import Envelope, parse_message
-from mailflow.pipeline import (
-    Pipeline,
-    has_bare_newlines,
-    normalize_newlines,
-    strip_internal_headers,
-)
-from mailflow.stage import MessageContext
+from mailflow.context import MessageContext
+from mailflow.message import Envelope
+from mailflow.metrics import Metrics
+from mailflow.pipeline import Outcome, Pipeline
+from mailflow.relay import DeliveryResult
+from mailflow.stage import Stage, StageOptions
+from mailflow.store import Store, open_store
+from mailflow.values import OutgoingMail, Timer, Verdict
 
-BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
-FUZZ = settings(max_examples=300, deadline=None, database=None)
-newline_soup = st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b".", b"a", b" ", b"\x00"]),
-                        max_size=40).map(b"".join)
-
-
-# -- line endings ---------------------------------------------------------------
+SENDER = "claire@client.test"
+SAV, CONTACT, BILLING = "sav@example.com", "contact@example.com", "billing@example.com"
+NOW = 1_800_000_000.0
+MESSAGE = (b"From: Claire <claire@client.test>\r\nTo: sav@example.com\r\n"
+           b"Subject: Bonjour\r\nMessage-ID: <p-1@client.test>\r\n\r\nUne question.\r\n")
 
 
-@pytest.mark.parametrize(("raw", "clean"), [
-    (b"a\r\nb\r\n", b"a\r\nb\r\n"),
-    (b"a\nb\n", b"a\r\nb\r\n"),
-    (b"a\rb\r", b"a\r\nb\r\n"),
-    (b"a\r\r\nb", b"a\r\n\r\nb"),
-    (b"a\n\rb", b"a\r\n\r\nb"),
-    (b"body\n.\r\nMAIL FROM:<x@y>\r\n", b"body\r\n.\r\nMAIL FROM:<x@y>\r\n"),
-    (b"body\r.\r\n", b"body\r\n.\r\n"),
-    (b"body\n.\n", b"body\r\n.\r\n"),
-    (b"", b""),
-])
-def test_normalize_newlines(raw: bytes, clean: bytes) -> None:
-    assert normalize_newlines(raw) == clean
-    assert has_bare_newlines(raw) is (raw != clean)
-    assert not has_bare_newlines(clean)
+@dataclass
+class FakeHop:
+    """A next hop that answers what it is told to, and remembers what it was sent."""
+
+    answer: DeliveryResult = field(default_factory=lambda: DeliveryResult(250, "2.0.0 Ok"))
+    sent: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    error: Exception | None = None
+
+    async def send(self, mail_from: str, rcpt_to: list[str], data: bytes, *,
+                   smtputf8: bool = False, body8bit: bool = False) -> DeliveryResult:
+        self.sent.append((mail_from, list(rcpt_to), data))
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+    async def close(self) -> None:
+        pass
 
 
-def test_clean_input_is_returned_as_is() -> None:
-    raw = b"Subject: x\r\n\r\n" + b"line\r\n" * 1000
-    assert normalize_newlines(raw) is raw
+class Owes(Stage[StageOptions]):
+    """Asks for an acknowledgement and a reminder: held until the message is relayed."""
+
+    name = "owes"
+
+    async def process(self, ctx: MessageContext) -> None:
+        ctx.queue_mail(OutgoingMail("ack", (ctx.message.envelope.mail_from,), b"ack"))
+        ctx.schedule_timer(Timer("remind", due=ctx.received_at + 3600, key="case-1"))
 
 
-@FUZZ
-@given(newline_soup)
-def test_normalized_bytes_have_no_bare_cr_or_lf(raw: bytes) -> None:
-    out = normalize_newlines(raw)
-    assert BARE.search(out) is None
-    assert not has_bare_newlines(out)
-    assert has_bare_newlines(raw) is (BARE.search(raw) is not None)
-    assert normalize_newlines(out) == out  # idempotent
-    # only line endings change: the text between them is kept, in order
-    assert re.split(rb"\r\n|\r|\n", raw) == out.split(b"\r\n")
+class Suspicious(Stage[StageOptions]):
+    """Sets every message aside."""
+
+    name = "suspicious"
+
+    async def process(self, ctx: MessageContext) -> None:
+        ctx.set_verdict(Verdict.QUARANTINE, "looks like phishing")
 
 
-@FUZZ
-@given(st.binary(max_size=200))
-def test_normalize_any_bytes(raw: bytes) -> None:
-    out = normalize_newlines(raw)
-    assert BARE.search(out) is None
-    assert out.replace(b"\r", b"").replace(b"\n", b"") == (
-        raw.replace(b"\r", b"").replace(b"\n", b""))
+def chain_of(stage: type[Stage[StageOptions]]) -> Chain:
+    none: Any = None  # the stages here need no rules
+    return Chain(stages=(stage(StageOptions(), none),), timeout=5.0)
 
 
-# -- forged internal headers ---------------------------------------------------------
+@dataclass
+class Rig:
+    store: Store
+    hop: FakeHop
+    pipeline: Pipeline
+    released: list[int]
+    chain: Chain = field(default_factory=lambda: chain_of(Owes))
+
+    async def send(self, *rcpt: str, mail_from: str = SENDER) -> Outcome:
+        envelope = Envelope(mail_from=mail_from, rcpt_to=rcpt or (SAV,), peer="192.0.2.7",
+                            helo="client.test")
+        return await self.pipeline.process(MESSAGE, envelope, trusted=False)
+
+    async def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        return await self.store.run_read(lambda tx: tx.execute(sql))
+
+    async def outbox(self) -> list[tuple[str, str, list[str], bytes]]:
+        rows = await self.rows("SELECT kind, state, rcpt_to, data FROM outbox ORDER BY id")
+        return [(kind, state, json.loads(rcpt), bytes(data)) for kind, state, rcpt, data in rows]
+
+    async def message_states(self) -> list[str]:
+        return [state for (state,) in await self.rows("SELECT state FROM messages")]
+
+    async def timer_states(self) -> list[str]:
+        return [state for (state,) in await self.rows("SELECT state FROM timers")]
 
 
-def test_internal_headers_removed_from_the_header_block_only() -> None:
-    raw = (b"X-Mailflow-Case: FORGED-1\r\n"
-           b"From: a@client.test\r\n"
-           b"x-mailflow-priority: urgent\r\n"
-           b"X-MAILFLOW-ROUTE: vip\r\n\tfolded on\r\n  two lines\r\n"
-           b"Subject: hello\r\n"
-           b"X-Mailflow-Loop: mx.example.com\r\n"
-           b"X-Mailflow-Assignee:boss@example.com\r\n"
-           b"\r\n"
-           b"X-Mailflow-Case: quoted in the body stays\r\n")
-    out, count = strip_internal_headers(raw)
-    assert count == 4
-    assert out == (b"From: a@client.test\r\n"
-                   b"Subject: hello\r\n"
-                   b"X-Mailflow-Loop: mx.example.com\r\n"
-                   b"\r\n"
-                   b"X-Mailflow-Case: quoted in the body stays\r\n")
-
-
-def test_nothing_to_strip_returns_the_same_bytes() -> None:
-    raw = b"From: a@client.test\r\nX-Mailflowery: not ours\r\nSubject: x\r\n\r\nbody\r\n"
-    out, count = strip_internal_headers(raw)
-    assert (out, count) == (raw, 0)
-    assert out is raw
-
-
-def test_message_without_body() -> None:
-    raw = b"Subject: x\r\nX-Mailflow-Case: F-1\r\n"
-    assert strip_internal_headers(raw) == (b"Subject: x\r\n", 1)
-
-
-def test_header_lookalikes_are_kept() -> None:
-    raw = (b"Subject: about X-Mailflow-Case: 1\r\n"
-           b"Comments: see\r\n X-Mailflow-Case: this is a folded continuation\r\n\r\n")
-    assert strip_internal_headers(raw) == (raw, 0)
-
-
-@FUZZ
-@given(st.lists(st.tuples(st.sampled_from(["X-Mailflow-Case", "x-mailflow-route", "Subject",
-                                           "From", "X-Mailflow-Loop", "X-Other"]),
-                          st.text(alphabet="abc 123:", max_size=10)), max_size=8),
-       st.binary(max_size=50))
-def test_no_internal_header_survives(fields: list[tuple[str, str]], body: bytes) -> None:
-    def internal(name: str) -> bool:
-        return name.lower().startswith("x-mailflow-") and name != "X-Mailflow-Loop"
-
-    raw = b"".join(f"{n}: {v}\r\n".encode() for n, v in fields) + b"\r\n" + body
-    expected = b"".join(f"{n}: {v}\r\n".encode() for n, v in fields if not internal(n))
-    out, count = strip_internal_headers(raw)
-    assert out == expected + b"\r\n" + body
-    assert count == sum(1 for n, _ in fields if internal(n))
-
-
-# -- assemble ----------------------------------------------------------------------
-
-
-def pipeline(hostname: str = "mx.example.com") -> Pipeline:
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    await store.open()
+    hop = FakeHop()
+    released: list[int] = []
+    settings = Settings(smtp={"hostname": "mx.example.com"})  # type: ignore[arg-type]
     none: Any = None
-    return Pipeline(Settings(smtp={"hostname": hostname}),  # type: ignore[arg-type]
-                    none, none, none, chain_of=none, rules_of=none, on_release=lambda: None)
+    pipeline = Pipeline(settings, store, hop, Metrics(CollectorRegistry()), chain_of=none,
+                        rules_of=none, on_release=lambda: released.append(1),
+                        clock=FakeClock(NOW))
+    rig = Rig(store, hop, pipeline, released)
+    pipeline._chain_of = lambda: rig.chain
+    try:
+        yield rig
+    finally:
+        await store.close()
 
 
-def ctx_for(raw: bytes, rcpt: tuple[str, ...] = ("sav@example.com",)) -> MessageContext:
-    envelope = Envelope(mail_from="a@client.test", rcpt_to=rcpt, peer="192.0.2.7",
-                        helo="client.test")
-    return MessageContext(message=parse_message(raw, envelope), queue_id="QID1",
-                          recipients=list(rcpt), store=None)
+# -- everything accepted --------------------------------------------------------------
 
 
-ORIGINAL = (b"From: Claire <claire@client.test>\r\nTo: sav@example.com\r\n"
-            b"Subject: Bonjour\r\n\r\nLigne 1\r\n.leading dot\r\n")
+async def test_accepted_releases_what_the_message_owes(rig: Rig) -> None:
+    outcome = await rig.send(SAV)
+    assert outcome.verdict == "deliver"
+    assert outcome.reply.startswith("250 2.0.0 Ok: queued as ")
+    (mail_from, rcpt, data), = rig.hop.sent
+    assert (mail_from, rcpt) == (SENDER, [SAV])
+    assert data.endswith(MESSAGE) and data.startswith(b"Received: from client.test")
+    assert await rig.outbox() == [("ack", "ready", [SENDER], b"ack")]
+    assert await rig.timer_states() == ["active"]
+    assert await rig.message_states() == ["delivered"]
+    assert rig.released == [1]
 
 
-def test_assemble_prepends_received_and_our_headers_to_the_original_bytes() -> None:
-    ctx = ctx_for(ORIGINAL)
-    ctx.set_header("X-Mailflow-Case", "SAV-1")
-    ctx.set_header("X-Mailflow-Priority", "high")
-    ctx.set_header("X-Mailflow-Case", "SAV-2")  # replaced, not added twice
-    data = pipeline().assemble(ctx)
-    assert data.endswith(ORIGINAL)
-    head = data[: -len(ORIGINAL)].decode()
-    lines = head.split("\r\n")
-    assert lines[0].startswith("Received: from client.test ([192.0.2.7]) by mx.example.com "
-                               "(mailflow) with ESMTP id QID1 for <sav@example.com>; ")
-    assert lines[1:] == ["X-Mailflow-Priority: high", "X-Mailflow-Case: SAV-2", ""]
-    assert BARE.search(data) is None
+# -- some recipients refused ----------------------------------------------------------
 
 
-def test_assemble_without_added_headers_and_several_recipients() -> None:
-    ctx = ctx_for(ORIGINAL, rcpt=("sav@example.com", "contact@example.com"))
-    data = pipeline().assemble(ctx)
-    head, _, rest = data.partition(b"\r\n")
-    assert rest == ORIGINAL
-    assert head.startswith(b"Received: from client.test ([192.0.2.7]) by mx.example.com")
-    assert b" for <" not in head  # no single recipient to name
+async def test_recipient_refused_for_now_is_retried_through_the_outbox(rig: Rig) -> None:
+    rig.hop.answer = DeliveryResult(250, "2.0.0 Ok", {CONTACT: (450, "4.2.1 Mailbox busy")})
+    outcome = await rig.send(SAV, CONTACT)
+    assert outcome.verdict == "deliver"  # the next hop has it, for one recipient: 250
+    (_, _, relayed), = rig.hop.sent
+    ack, retry = await rig.outbox()
+    assert ack[:2] == ("ack", "ready")
+    assert retry == ("relay", "ready", [CONTACT], relayed)  # the same bytes, again
+    assert await rig.message_states() == ["delivered"]
 
 
-def test_assemble_keeps_hostile_values_on_one_line() -> None:
-    ctx = ctx_for(ORIGINAL)
-    ctx.set_header("X-Mailflow-Route", "sales\r\nBcc: victim@elsewhere.test\r\n\r\nbody")
-    ctx.set_header("X-Mailflow-Assignee", "Zoë Müller <zoe@example.com>")
-    data = pipeline().assemble(ctx)
-    head = data[: -len(ORIGINAL)]
-    assert BARE.search(data) is None
-    names = [line.split(b":", 1)[0] for line in head.split(b"\r\n")
-             if line and not line.startswith((b" ", b"\t"))]
-    assert names == [b"Received", b"X-Mailflow-Route", b"X-Mailflow-Assignee"]
-    assert head.isascii()  # non-ASCII is RFC 2047-encoded
-    assert b"=?utf-8?" in head
+async def test_recipient_refused_for_good_is_bounced_to_the_sender(rig: Rig) -> None:
+    rig.hop.answer = DeliveryResult(250, "2.0.0 Ok", {CONTACT: (550, "5.1.1 No such user")})
+    outcome = await rig.send(SAV, CONTACT)
+    assert outcome.verdict == "deliver"
+    _, (kind, state, rcpt, data) = await rig.outbox()
+    assert (kind, state, rcpt) == ("bounce", "ready", [SENDER])
+    assert b"  contact@example.com: 550 5.1.1 No such user\r\n" in data
+    assert b"\r\nAuto-Submitted: auto-replied\r\n" in data
+    assert b"From: Mail Delivery System <MAILER-DAEMON@mx.example.com>" in data
 
 
-def test_assemble_folds_a_received_for_a_long_address() -> None:
-    rcpt = "a" * 60 + "@" + "b" * 60 + ".example.com"
-    data = pipeline().assemble(ctx_for(ORIGINAL, rcpt=(rcpt,)))
-    head = data[: -len(ORIGINAL)]
-    assert BARE.search(data) is None
-    assert all(len(line) <= 998 for line in head.split(b"\r\n"))
-    assert head.startswith(b"Received: ")
+async def test_refused_for_now_and_for_good_at_once(rig: Rig) -> None:
+    rig.hop.answer = DeliveryResult(250, "2.0.0 Ok", {CONTACT: (452, "4.2.2 Over quota"),
+                                                      BILLING: (550, "5.1.1 No such user")})
+    await rig.send(SAV, CONTACT, BILLING)
+    kinds = {kind: (rcpt, data) for kind, _, rcpt, data in await rig.outbox()}
+    assert set(kinds) == {"ack", "relay", "bounce"}
+    assert kinds["relay"][0] == [CONTACT]
+    rcpt, bounce = kinds["bounce"]
+    assert rcpt == [SENDER]
+    assert BILLING.encode() in bounce and CONTACT.encode() not in bounce
 
 
-def test_assemble_subject_tag_added_once() -> None:
-    ctx = ctx_for(ORIGINAL)
-    ctx.subject_tag = "[SAV-7]"
-    data = pipeline().assemble(ctx)
-    assert b"\r\nSubject: [SAV-7] Bonjour\r\n" in data
-    assert data.count(b"[SAV-7]") == 1
-    # a reply whose Subject already carries the tag is left alone
-    tagged = ORIGINAL.replace(b"Subject: Bonjour", b"Subject: Re: [SAV-7] Bonjour")
-    ctx = ctx_for(tagged)
-    ctx.subject_tag = "[SAV-7]"
-    assert pipeline().assemble(ctx).endswith(tagged)
+async def test_a_bounce_is_never_bounced(rig: Rig) -> None:
+    rig.hop.answer = DeliveryResult(250, "2.0.0 Ok", {CONTACT: (550, "5.1.1 No such user")})
+    outcome = await rig.send(SAV, CONTACT, mail_from="")
+    assert outcome.verdict == "deliver"
+    assert [kind for kind, *_ in await rig.outbox()] == ["ack"]
+
+
+# -- the whole message refused ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("answer", "reply", "verdict"), [
+    (DeliveryResult(451, "4.3.0 busy"), "451 4.3.0 Next hop: try again later",
+     "tempfail-downstream"),
+    (DeliveryResult(421, "closing"), "451 4.4.0 Next hop: try again later",
+     "tempfail-downstream"),
+    (DeliveryResult(554, "5.7.1 Spam"), "554 5.7.1 Spam", "rejected-downstream"),
+])
+async def test_refused_whole_leaves_nothing_behind(rig: Rig, answer: DeliveryResult,
+                                                   reply: str, verdict: str) -> None:
+    rig.hop.answer = answer
+    outcome = await rig.send(SAV, CONTACT)
+    assert (outcome.reply, outcome.verdict) == (reply, verdict)
+    assert [(kind, state) for kind, state, *_ in await rig.outbox()] == [("ack", "cancelled")]
+    assert await rig.timer_states() == ["cancelled"]
+    assert await rig.message_states() == ["aborted"]
+    assert rig.released == []
+
+
+async def test_a_failing_next_hop_client_leaves_nothing_held(rig: Rig) -> None:
+    rig.hop.error = RuntimeError("bug in the client")
+    with pytest.raises(RuntimeError):
+        await rig.send(SAV)
+    assert [state for _, state, *_ in await rig.outbox()] == ["cancelled"]
+    assert await rig.message_states() == ["aborted"]
+
+
+# -- kept, not relayed -------------------------------------------------------------------
+
+
+async def test_quarantined_is_kept_and_never_relayed(rig: Rig) -> None:
+    rig.chain = chain_of(Suspicious)
+    outcome = await rig.send(SAV)
+    assert (outcome.verdict, outcome.reply.split(" ")[:3]) == (
+        "quarantine", ["250", "2.0.0", "Ok:"])
+    assert rig.hop.sent == []
+    (reason, data, created_at), = await rig.rows(
+        "SELECT reason, data, created_at FROM quarantine")
+    assert reason == "looks like phishing" and bytes(data).endswith(MESSAGE)
+    assert created_at == NOW  # the pipeline's clock, not the wall clock
+    assert await rig.message_states() == ["quarantine"]
+    assert rig.released == [1]
+
+
+# -- refused before the chain -----------------------------------------------------------
+
+
+async def test_refused_by_intake_never_reaches_the_next_hop(rig: Rig) -> None:
+    looping = b"Received: from a by b; Thu, 1 Jan 2026 00:00:00 +0000\r\n" * 101 + MESSAGE
+    envelope = Envelope(mail_from=SENDER, rcpt_to=(SAV,), peer="192.0.2.7")
+    outcome = await rig.pipeline.process(looping, envelope, trusted=False)
+    assert outcome.reply.startswith("554 5.4.6 ")
+    assert rig.hop.sent == []
+    assert await rig.message_states() == []

@@ -19,13 +19,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailflow import cases
+from mailflow.agents import set_agent
 from mailflow.chain import describe
 from mailflow.config import ConfigError, load_settings
 from mailflow.message import Envelope, parse_message
 from mailflow.runtime import Runtime, load_runtime
-from mailflow.stage import MessageContext
+from mailflow.stage import CaseInfo, CaseStatus, MessageContext
 from mailflow.stages.prioritise import Thresholds
-from mailflow.stages.route import set_agent
 from mailflow.store import Transaction
 from mailflow.store.sqlite import SqliteStore
 from mailflow.textmatch import TermMatcher, flat, fold, parse_term
@@ -152,10 +152,13 @@ def mail(subject: str = "Question", body: str = "Bonjour, une question.", *,
 
 async def run(runtime: Runtime, raw: bytes, *, mail_from: str = "claire@client.test",
               rcpt_to: tuple[str, ...] = ("sav@example.com",),
-              store: SqliteStore | None = None, **attributes: Any) -> MessageContext:
+              store: SqliteStore | None = None, case: str | None = None,
+              case_status: str = "new", customer: str | None = None) -> MessageContext:
     message = parse_message(raw, Envelope(mail_from=mail_from, rcpt_to=rcpt_to))
     ctx = MessageContext(message=message, queue_id="T1", recipients=list(rcpt_to), store=store)
-    ctx.attributes.update(attributes)
+    if case is not None or customer is not None:  # as `number` would have left it
+        ctx.case = CaseInfo(number=case or "", status=CaseStatus(case_status),
+                            customer=customer or mail_from)
     await runtime.chain.run(ctx)
     assert all(d.outcome == "ok" for d in ctx.decisions), describe(ctx.decisions)
     return ctx
@@ -286,52 +289,52 @@ def test_empty_term_is_refused() -> None:
 
 async def test_subject_counts_subject_factor_times(scorer: Runtime) -> None:
     in_text = await run(scorer, mail("Question", "Un accident est arrivé."))
-    assert in_text.attributes["score"] == 4
+    assert in_text.triage.score == 4
     in_subject = await run(scorer, mail("Accident", "Rien d'autre."))
-    assert in_subject.attributes["score"] == 8
+    assert in_subject.triage.score == 8
     both = await run(scorer, mail("Accident", "Un accident, encore un accident."))
-    assert both.attributes["score"] == 8  # the rule's best place, counted once
+    assert both.triage.score == 8  # the rule's best place, counted once
 
 
 async def test_each_rule_counts_once(scorer: Runtime) -> None:
     ctx = await run(scorer, mail("Question", "URGENT : urgence, répondez au plus vite, "
                                              "c'est urgentissime."))
-    assert ctx.attributes["score"] == 6
-    assert ctx.attributes["priority"] == "high"
+    assert ctx.triage.score == 6
+    assert ctx.priority == "high"
     matched = notes(ctx, "prioritise")["matched"]
     assert {k.split(":")[0] for k in matched} == {"urgency"}
     two_rules = await run(scorer, mail("Question", "Un litige et un accident."))
-    assert two_rules.attributes["score"] == 8 + 4
+    assert two_rules.triage.score == 8 + 4
 
 
 async def test_accents_and_case_do_not_matter(scorer: Runtime) -> None:
     for word in ("LITIGE", "litigé", "Litige", "litige"):
         ctx = await run(scorer, mail("Question", f"Il y a un {word} entre nous."))
-        assert ctx.attributes["score"] == 8, word
+        assert ctx.triage.score == 8, word
 
 
 async def test_regex_rules(scorer: Runtime) -> None:
     ctx = await run(scorer, mail("Question", "Envoyé en lrar, référence 1234."))
-    assert ctx.attributes["score"] == 1  # two patterns of one rule: once
+    assert ctx.triage.score == 1  # two patterns of one rule: once
     matched = notes(ctx, "prioritise")["matched"]
     assert len(matched) == 2 and all(k.startswith("reference: /") for k in matched)
     # a pattern written with accents still matches the folded text
     accented = await run(scorer, mail("Réclamation N° 77", "Voir le sujet."))
-    assert accented.attributes["score"] == 4  # in the Subject: twice
-    assert (await run(scorer, mail("Question", "LRARS"))).attributes["score"] == 0
+    assert accented.triage.score == 4  # in the Subject: twice
+    assert (await run(scorer, mail("Question", "LRARS"))).triage.score == 0
 
 
 async def test_sender_weights(scorer: Runtime) -> None:
     director = await run(scorer, mail(), mail_from="director@bigclient.test")
-    assert director.attributes["score"] == 5 + 2  # the address and its domain
+    assert director.triage.score == 5 + 2  # the address and its domain
     colleague = await run(scorer, mail(), mail_from="Someone@BigClient.test")
-    assert colleague.attributes["score"] == 2
+    assert colleague.triage.score == 2
     stranger = await run(scorer, mail(), mail_from="someone@client.test")
-    assert stranger.attributes["score"] == 0
+    assert stranger.triage.score == 0
     # a web form: the customer found by `number` counts, not the web server
     form = await run(scorer, mail(), mail_from="web@example.com",
                      customer="director@bigclient.test")
-    assert form.attributes["score"] == 7
+    assert form.triage.score == 7
 
 
 @pytest.mark.parametrize("headers", [
@@ -344,14 +347,14 @@ async def test_sender_weights(scorer: Runtime) -> None:
 ])
 async def test_bulk_lists_and_auto_replies_are_demoted(scorer: Runtime, headers: str) -> None:
     ctx = await run(scorer, mail("Offres URGENTES", "Promotions urgentes !", headers=headers))
-    assert ctx.attributes["score"] == 12 - 20
-    assert ctx.attributes["priority"] == "low"
+    assert ctx.triage.score == 12 - 20
+    assert ctx.priority == "low"
     assert "bulk, list or automatic mail" in notes(ctx, "prioritise")["matched"]
 
 
 async def test_null_sender_is_demoted(scorer: Runtime) -> None:
     ctx = await run(scorer, mail("Undelivered Mail", "Delivery failed."), mail_from="")
-    assert ctx.attributes["priority"] == "low"
+    assert ctx.priority == "low"
 
 
 def test_thresholds() -> None:
@@ -377,10 +380,10 @@ async def test_levels_headers_and_notes(scorer: Runtime) -> None:
 async def test_custom_thresholds(tmp_path: Path) -> None:
     runtime = runtime_for(tmp_path, chain="[prioritise]", prioritise=PRIORITISE.replace(
         "{urgent: 10, high: 5, normal: 0}", "{urgent: 30, high: 8, normal: 2}"))
-    assert (await run(runtime, mail("Litige", "x"))).attributes["priority"] == "high"
-    assert (await run(runtime, mail("Question", "Un litige"))).attributes["priority"] == "high"
-    assert (await run(runtime, mail("Question", "accident"))).attributes["priority"] == "normal"
-    assert (await run(runtime, mail("Question", "rien"))).attributes["priority"] == "low"
+    assert (await run(runtime, mail("Litige", "x"))).priority == "high"
+    assert (await run(runtime, mail("Question", "Un litige"))).priority == "high"
+    assert (await run(runtime, mail("Question", "accident"))).priority == "normal"
+    assert (await run(runtime, mail("Question", "rien"))).priority == "low"
 
 
 def test_prioritise_configuration_errors(tmp_path: Path) -> None:
@@ -406,10 +409,10 @@ def test_prioritise_configuration_errors(tmp_path: Path) -> None:
 
 async def route(runtime: Runtime, store: SqliteStore, raw: bytes, *,
                 rcpt_to: tuple[str, ...] = ("sav@example.com",),
-                mail_from: str = "claire@client.test", **attributes: Any
+                mail_from: str = "claire@client.test", **case: Any
                 ) -> tuple[str | None, str | None, list[str]]:
     ctx = await run(runtime, raw, mail_from=mail_from, rcpt_to=rcpt_to, store=store,
-                    **attributes)
+                    **case)
     note = notes(ctx, "route")
     assert ctx.header("X-Mailflow-Route") == note["route"]
     assert ctx.header("X-Mailflow-Assignee") == note["assignee"]
@@ -702,3 +705,27 @@ def test_shipped_rules_load(tmp_path: Path) -> None:
                                                 "state_dir": str(tmp_path / "state")}))
     assert runtime.chain.names == ("number", "deduplicate", "prioritise", "route",
                                    "acknowledge")
+
+
+def test_misspelt_time_zone_is_reported_at_its_line(tmp_path: Path) -> None:
+    rules = ROUTE.replace("  default: accueil\n", "  default: accueil\n  timezone: Europe/Pariss\n")
+    problems = problems_of(tmp_path / "route", route=rules)
+    line, _ = line_of(rules, "timezone: Europe/Pariss")
+    assert any(f"route.yaml:{line}:" in p and "unknown time zone 'Europe/Pariss'" in p
+               for p in problems), problems
+    folder = write_rules(tmp_path / "number" / "rules", chain="[number, prioritise, route]")
+    (folder / "number.yaml").write_text("number:\n  prefix: SAV\n  timezone: Europe/Pariss\n",
+                                        encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_runtime(load_settings(None, {"rules": str(folder),
+                                          "state_dir": str(tmp_path / "state")}))
+    assert f"{folder / 'number.yaml'}:3:" in str(caught.value)
+    assert "unknown time zone 'Europe/Pariss'" in str(caught.value)
+
+
+def test_malformed_schedule_range_is_reported_at_its_line(tmp_path: Path) -> None:
+    rules = ROUTE.replace('["02:00-02:01"]', '["02:00-01:00"]')
+    problems = problems_of(tmp_path, route=rules)
+    line, _ = line_of(rules, "02:00-01:00")
+    assert any(f"route.yaml:{line}:" in p and "'02:00-01:00' is not a range like 09:00-12:30"
+               in p for p in problems), problems

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 from collections.abc import Iterable
 from datetime import datetime
 from email.message import EmailMessage
@@ -64,7 +63,15 @@ from mailflow.business_hours import BusinessCalendar, CalendarOptions, PromiseOp
 from mailflow.config import Model
 from mailflow.dnscheck import DnsOptions, DomainChecker
 from mailflow.hookspecs import hookimpl
-from mailflow.stage import MessageContext, OutgoingMail, Stage, StageEnv, StageOptions
+from mailflow.stage import (
+    CaseInfo,
+    Direction,
+    MessageContext,
+    OutgoingMail,
+    Stage,
+    StageEnv,
+    StageOptions,
+)
 from mailflow.store import Transaction
 
 log = structlog.get_logger("mailflow.stages.acknowledge")
@@ -137,15 +144,13 @@ def _to_header(name: str, address: str) -> str:
     return f'"{quote(name)}" <{address}>' if name else address
 
 
-class AcknowledgeStage(Stage):
+class AcknowledgeStage(Stage[AcknowledgeOptions]):
     name = "acknowledge"
     description = "acknowledge new cases to the customer with the number and answer time"
-    Options = AcknowledgeOptions
+    directions = frozenset({Direction.INBOUND})
 
-    def __init__(self, options: StageOptions, env: StageEnv) -> None:
+    def __init__(self, options: AcknowledgeOptions, env: StageEnv) -> None:
         super().__init__(options, env)
-        assert isinstance(options, AcknowledgeOptions)
-        self.o = options
         self.calendar = BusinessCalendar(options.calendar)
         self.jinja = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
                                           keep_trailing_newline=True)
@@ -177,13 +182,12 @@ class AcknowledgeStage(Stage):
         assert ctx.store is not None
         if not message.envelope.mail_from or message.content_type == "multipart/report":
             await self._record_bounce(ctx)
-        customer = str(ctx.attributes.get("customer") or message.envelope.mail_from).lower()
-        case = ctx.attributes.get("case")
+        customer, case = ctx.customer, ctx.case
         reason = self._static_reason(ctx, customer, case)
         if reason is None:
-            now = time.time()
+            assert case is not None
             reason = await ctx.store.run_read(partial(
-                self._limit_reason, customer=customer, case=str(case), now=now))
+                self._limit_reason, customer=customer, case=case.number, now=ctx.clock.now()))
         if reason is None and self.domains is not None:
             ok, why = await self.domains.resolves(customer.rpartition("@")[2])
             if not ok:
@@ -191,21 +195,22 @@ class AcknowledgeStage(Stage):
         if reason is not None:
             self._suppress(ctx, reason, customer)
             return
-        self._queue_ack(ctx, customer, str(case))
+        assert case is not None
+        self._queue_ack(ctx, customer, case.number)
 
-    def _static_reason(self, ctx: MessageContext, customer: str, case: object) -> str | None:
-        if not case:
+    def _static_reason(self, ctx: MessageContext, customer: str,
+                       case: CaseInfo | None) -> str | None:
+        if case is None:
             return "no case (put 'number' before 'acknowledge' in the chain)"
-        status = ctx.attributes.get("case_status")
-        if status in ("copy", "resend"):
+        if case.status.is_duplicate:
             return "duplicate"
-        if status in ("followup", "reopened"):
+        if case.status.is_followup:
             return "follow-up on an existing case"
         return autoreply.why_not(ctx.message, customer, self.own, self.env.rules.local_domains)
 
     def _limit_reason(self, tx: Transaction, *, customer: str, case: str,
                       now: float) -> str | None:
-        limits = self.o.limits
+        limits = self.options.limits
         (per_case,), = tx.execute("SELECT count(*) FROM acks WHERE case_number = ?", (case,))
         if per_case >= limits.per_case:
             return "limit per case"
@@ -216,9 +221,9 @@ class AcknowledgeStage(Stage):
         (per_minute,), = tx.execute("SELECT count(*) FROM acks WHERE sent_at >= ?", (now - 60,))
         if per_minute >= limits.global_per_minute:
             return "global circuit breaker"
-        if self.o.bounce_window_hours:
+        if self.options.bounce_window_hours:
             bounced = tx.execute("SELECT 1 FROM ack_bounces WHERE address = ? AND at >= ? LIMIT 1",
-                                 (customer, now - self.o.bounce_window_hours * 3600))
+                                 (customer, now - self.options.bounce_window_hours * 3600))
             if bounced:
                 return "an acknowledgement to this address bounced recently"
         return None
@@ -226,7 +231,8 @@ class AcknowledgeStage(Stage):
     def _suppress(self, ctx: MessageContext, reason: str, customer: str) -> None:
         label = reason.split(" (")[0].split(":")[0]
         self.suppressed.labels(reason=label).inc()
-        log.info("ack_suppressed", queue_id=ctx.queue_id, case=ctx.attributes.get("case"),
+        log.info("ack_suppressed", queue_id=ctx.queue_id,
+                 case=ctx.case.number if ctx.case else None,
                  reason=reason, address=customer)
         ctx.note(sent=False, reason=reason)
 
@@ -234,32 +240,32 @@ class AcknowledgeStage(Stage):
 
     def language_for(self, ctx: MessageContext) -> str:
         for rcpt in ctx.message.envelope.rcpt_to:
-            language = self.o.language_by_recipient.get(rcpt.lower())
+            language = self.options.language_by_recipient.get(rcpt.lower())
             if language in self.templates:
                 return language
-        if self.o.detect_language:
+        if self.options.detect_language:
             language = detect_language(f"{ctx.message.subject}\n{ctx.message.text}",
-                                       self.o.default_language)
+                                       self.options.default_language)
             if language in self.templates:
                 return language
-        return self.o.default_language
+        return self.options.default_language
 
     def merge_fields(self, ctx: MessageContext, case: str, language: str) -> dict[str, Any]:
-        priority = str(ctx.attributes.get("priority") or "normal")
+        priority = ctx.priority
         received = datetime.fromtimestamp(ctx.received_at, self.calendar.zone)
-        promised = self.calendar.promise(received, self.o.promise.get(
-            priority, self.o.promise["normal"]))
-        ctx.attributes["promised_at"] = promised.timestamp()
+        promised = self.calendar.promise(received, self.options.promise.get(
+            priority, self.options.promise["normal"]))
+        info = ctx.update_case(promised_at=promised.timestamp())
         subject = _one_line(ctx.message.subject)
-        if len(subject) > self.o.max_subject_chars:
-            subject = subject[: self.o.max_subject_chars - 1].rstrip() + "…"
+        if len(subject) > self.options.max_subject_chars:
+            subject = subject[: self.options.max_subject_chars - 1].rstrip() + "…"
         return {
-            "case": case, "customer": ctx.attributes.get("customer", ""),
-            "customer_name": _one_line(str(ctx.attributes.get("customer_name") or "")),
+            "case": case, "customer": info.customer,
+            "customer_name": _one_line(info.customer_name),
             "subject": subject, "received": self.calendar.format(received, language),
             "promised": self.calendar.format(promised, language),
-            "route": ctx.attributes.get("route") or "", "priority": priority,
-            "mailbox": ctx.attributes.get("mailbox") or "", "language": language,
+            "route": info.route or "", "priority": priority,
+            "mailbox": info.mailbox, "language": language,
         }
 
     def render(self, language: str, fields: dict[str, Any]) -> tuple[str, str]:
@@ -283,10 +289,10 @@ class AcknowledgeStage(Stage):
         # an internationalised address can only be written in a UTF-8 header (RFC 6532);
         # SMTP's policy raises on it, and the customer's message would be tempfailed
         ack = EmailMessage(policy=SMTP if customer.isascii() else SMTPUTF8)
-        ack["From"] = formataddr((self.o.from_name, mailbox))
+        ack["From"] = formataddr((self.options.from_name, mailbox))
         ack["To"] = _to_header(fields["customer_name"], customer)
         ack["Subject"] = subject
-        ack["Date"] = formatdate(localtime=True)
+        ack["Date"] = formatdate(ctx.clock.now(), localtime=True)
         ack["Message-ID"] = f"<{message_id}>"
         original = ctx.message.message_id
         if original:
@@ -300,10 +306,12 @@ class AcknowledgeStage(Stage):
         ack["X-Mailflow-Case"] = case
         ack.set_content(body)
         data = ack.as_bytes()
-        ctx.queue_mail(OutgoingMail("ack", (customer,), data, mail_from=self.o.envelope_sender))
+        ctx.queue_mail(OutgoingMail("ack", (customer,), data,
+                                    mail_from=self.options.envelope_sender))
         queue_id = ctx.queue_id
         ctx.write(partial(_record_ack, case=case, address=customer, message_id=message_id,
-                          queue_id=queue_id, promised_at=fields_promised(ctx)),
+                          queue_id=queue_id, promised_at=fields_promised(ctx),
+                          sent_at=ctx.clock.now()),
                   undo=partial(_forget_ack, queue_id=queue_id))
         self.sent.inc()
         log.info("ack_queued", queue_id=queue_id, case=case, to=customer, language=language)
@@ -320,20 +328,20 @@ class AcknowledgeStage(Stage):
             return
         rows = await ctx.store.run_read(partial(_acks_by_message_id, ids=sorted(ids)))
         for address, message_id in rows:
-            ctx.write(partial(_record_bounce, address=address, message_id=message_id))
+            ctx.write(partial(_record_bounce, address=address, message_id=message_id,
+                              at=ctx.clock.now()))
             log.info("ack_bounce_recorded", queue_id=ctx.queue_id, address=address)
             ctx.note(bounced=address)
 
 
 def fields_promised(ctx: MessageContext) -> float | None:
-    value = ctx.attributes.get("promised_at")
-    return float(value) if value is not None else None
+    return ctx.case.promised_at if ctx.case is not None else None
 
 
 def _record_ack(tx: Transaction, *, case: str, address: str, message_id: str, queue_id: str,
-                promised_at: float | None) -> None:
+                promised_at: float | None, sent_at: float) -> None:
     tx.execute("INSERT INTO acks (case_number, address, message_id, queue_id, sent_at)"
-               " VALUES (?, ?, ?, ?, ?)", (case, address, message_id, queue_id, time.time()))
+               " VALUES (?, ?, ?, ?, ?)", (case, address, message_id, queue_id, sent_at))
     cases.add_case_message(tx, number=case, message_id=message_id, role="ack", sender=address,
                            queue_id=queue_id)
     if promised_at is not None:
@@ -350,11 +358,11 @@ def _acks_by_message_id(tx: Transaction, *, ids: list[str]) -> list[tuple[str, s
     return [(str(a), str(m)) for a, m in rows]
 
 
-def _record_bounce(tx: Transaction, *, address: str, message_id: str) -> None:
+def _record_bounce(tx: Transaction, *, address: str, message_id: str, at: float) -> None:
     tx.execute("INSERT INTO ack_bounces (address, ack_message_id, at) VALUES (?, ?, ?)",
-               (address, message_id, time.time()))
+               (address, message_id, at))
 
 
 @hookimpl(trylast=True)
-def mailflow_stages() -> Iterable[type[Stage]]:
+def mailflow_stages() -> Iterable[type[Stage[Any]]]:
     return [AcknowledgeStage]

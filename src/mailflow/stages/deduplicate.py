@@ -20,12 +20,12 @@ Metrics: ``mailflow_duplicates_total{kind, action}``. Log events: ``duplicate``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
 from mailflow.hookspecs import hookimpl
-from mailflow.stage import MessageContext, Stage, StageEnv, StageOptions, Verdict
+from mailflow.stage import Direction, MessageContext, Stage, StageEnv, StageOptions, Verdict
 
 log = structlog.get_logger("mailflow.stages.deduplicate")
 
@@ -34,26 +34,24 @@ class DeduplicateOptions(StageOptions):
     action: Literal["deliver", "discard"] = "deliver"
 
 
-class DeduplicateStage(Stage):
+class DeduplicateStage(Stage[DeduplicateOptions]):
     name = "deduplicate"
     description = "mark copies and resends of a message already seen; deliver or discard them"
-    Options = DeduplicateOptions
     requires = ("number",)
+    directions = frozenset({Direction.INBOUND})
 
-    def __init__(self, options: StageOptions, env: StageEnv) -> None:
+    def __init__(self, options: DeduplicateOptions, env: StageEnv) -> None:
         super().__init__(options, env)
-        assert isinstance(options, DeduplicateOptions)
         self.action = options.action
         self.counter = env.metrics.counter("mailflow_duplicates_total",
                                            "Copies and resends of messages already seen",
                                            ["kind", "action"])
 
     async def process(self, ctx: MessageContext) -> None:
-        case = ctx.attributes.get("duplicate_of")
-        if not case:
+        if ctx.case is None or not ctx.case.status.is_duplicate:
             return
-        kind = str(ctx.attributes.get("case_status", "copy"))
-        ctx.set_header("X-Mailflow-Duplicate", str(case))
+        case, kind = ctx.case.number, ctx.case.status.value
+        ctx.set_header("X-Mailflow-Duplicate", case)
         self.counter.labels(kind=kind, action=self.action).inc()
         log.info("duplicate", queue_id=ctx.queue_id, case=case, kind=kind, action=self.action,
                  message_id=ctx.message.message_id)
@@ -63,5 +61,5 @@ class DeduplicateStage(Stage):
 
 
 @hookimpl(trylast=True)
-def mailflow_stages() -> Iterable[type[Stage]]:
+def mailflow_stages() -> Iterable[type[Stage[Any]]]:
     return [DeduplicateStage]

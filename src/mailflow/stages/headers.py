@@ -14,6 +14,7 @@ Log events: none. Values are sanitised: a value can never start a new header.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -33,15 +34,13 @@ class HeadersOptions(StageOptions):
         return value
 
 
-class HeadersStage(Stage):
+class HeadersStage(Stage[HeadersOptions]):
     name = "headers"
     description = "add fixed headers to every relayed message"
-    Options = HeadersOptions
     on_error = "skip"
 
     async def process(self, ctx: MessageContext) -> None:
         options = self.options
-        assert isinstance(options, HeadersOptions)
         for header, value in options.add.items():
             ctx.set_header(header, value)
         if options.add:
@@ -49,5 +48,5 @@ class HeadersStage(Stage):
 
 
 @hookimpl(trylast=True)
-def mailflow_stages() -> Iterable[type[Stage]]:
+def mailflow_stages() -> Iterable[type[Stage[Any]]]:
     return [HeadersStage]

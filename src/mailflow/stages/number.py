@@ -43,16 +43,25 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import structlog
 from pydantic import Field, field_validator
 
 from mailflow import cases
+from mailflow.config import TimeZoneName
 from mailflow.hookspecs import hookimpl
 from mailflow.message import Message
-from mailflow.stage import MessageContext, Stage, StageEnv, StageOptions
+from mailflow.stage import (
+    CaseInfo,
+    CaseStatus,
+    Direction,
+    MessageContext,
+    Stage,
+    StageEnv,
+    StageOptions,
+)
 from mailflow.store import Transaction
 
 log = structlog.get_logger("mailflow.stages.number")
@@ -70,7 +79,7 @@ class NumberOptions(StageOptions):
     prefix_by_recipient: dict[str, str] = Field(default_factory=dict)
     date_format: str = "%Y%m%d"
     digits: int = Field(5, ge=3, le=9)
-    timezone: str = "Europe/Paris"
+    timezone: TimeZoneName = "Europe/Paris"
     form_senders: tuple[str, ...] = ()
     resend_window_hours: float = Field(24.0, ge=0)
     on_closed: Literal["reopen", "new"] = "reopen"
@@ -123,15 +132,13 @@ def _display_name(value: str) -> str:
     return name.strip().strip('"')[:100]
 
 
-class NumberStage(Stage):
+class NumberStage(Stage[NumberOptions]):
     name = "number"
     description = "number new cases; attach follow-ups and copies to their case"
-    Options = NumberOptions
+    directions = frozenset({Direction.INBOUND})
 
-    def __init__(self, options: StageOptions, env: StageEnv) -> None:
+    def __init__(self, options: NumberOptions, env: StageEnv) -> None:
         super().__init__(options, env)
-        assert isinstance(options, NumberOptions)
-        self.o = options
         self.zone = ZoneInfo(options.timezone)
         self.format = cases.NumberFormat(
             prefixes=tuple({options.prefix, *options.prefix_by_recipient.values()}),
@@ -149,55 +156,57 @@ class NumberStage(Stage):
     async def process(self, ctx: MessageContext) -> None:
         message = ctx.message
         assert ctx.store is not None
-        customer, customer_name = customer_of(message, self.o.form_senders)
+        customer, customer_name = customer_of(message, self.options.form_senders)
         mailbox = self._mailbox(ctx)
-        ctx.attributes.update(customer=customer, customer_name=customer_name, mailbox=mailbox)
         digest = cases.fingerprint(message.text)
-        since = ctx.received_at - self.o.resend_window_hours * 3600
-        found = await ctx.store.run_read(partial(self._find, ctx=ctx, customer=customer,
-                                                 digest=digest, since=since))
-        status, number, closed, route = found
-        if number is not None and status in ("followup",) and closed:
-            if self.o.on_closed_by_route.get(route or "", self.o.on_closed) == "reopen":
-                status = "reopened"
+        since = ctx.received_at - self.options.resend_window_hours * 3600
+        status, number, closed, route = await ctx.store.run_read(partial(
+            self._find, ctx=ctx, customer=customer, digest=digest, since=since))
+        parent = None
+        if number is not None and status is CaseStatus.FOLLOWUP and closed:
+            if self.options.on_closed_by_route.get(route or "", self.options.on_closed) == "reopen":
+                status = CaseStatus.REOPENED
                 ctx.write(partial(cases.update_case, number=number, status="open"),
                           undo=partial(cases.update_case, number=number, status="closed"))
             else:
-                parent, number, status = number, None, "new"
-                ctx.attributes["parent_case"] = parent
+                parent, number = number, None
         if number is None:
-            number = await self._allocate(ctx, mailbox)
-            status = "new"
-            subject = message.subject
+            number, status = await self._allocate(ctx, mailbox), CaseStatus.NEW
             ctx.write(partial(cases.insert_case, number=number, customer=customer,
-                              customer_name=customer_name, subject=subject, mailbox=mailbox,
-                              parent=ctx.attributes.get("parent_case")),
+                              customer_name=customer_name, subject=message.subject,
+                              mailbox=mailbox, parent=parent),
                       undo=partial(cases.delete_case, number=number))
-        role = "customer" if status in ("new", "followup", "reopened") else "duplicate"
-        ctx.write(partial(cases.add_case_message, number=number, message_id=message.message_id,
-                          role=role, sender=message.envelope.mail_from or customer,
+        ctx.case = CaseInfo(number=number, status=status, customer=customer,
+                            customer_name=customer_name, mailbox=mailbox, parent=parent)
+        self._record(ctx, digest)
+        ctx.set_header("X-Mailflow-Case", number)
+        if self.options.tag_subject:
+            ctx.subject_tag = f"[{number}]"
+        self.counter.labels(status=status.value).inc()
+        ctx.note(case=number, status=status.value, customer=customer)
+
+    def _record(self, ctx: MessageContext, digest: str) -> None:
+        """Link the message to its case, and remember its text for resend detection."""
+        assert ctx.case is not None
+        case, message = ctx.case, ctx.message
+        role = "customer" if case.status.from_customer else "duplicate"
+        ctx.write(partial(cases.add_case_message, number=case.number,
+                          message_id=message.message_id, role=role,
+                          sender=message.envelope.mail_from or case.customer,
                           queue_id=ctx.queue_id),
                   undo=partial(cases.remove_case_messages, queue_id=ctx.queue_id))
-        if status == "new" and digest:
-            ctx.write(partial(cases.add_fingerprint, sender=customer, digest=digest,
-                              number=number, queue_id=ctx.queue_id),
+        if case.status is CaseStatus.NEW and digest:
+            ctx.write(partial(cases.add_fingerprint, sender=case.customer, digest=digest,
+                              number=case.number, queue_id=ctx.queue_id),
                       undo=partial(cases.remove_fingerprints, queue_id=ctx.queue_id))
-        if status in ("copy", "resend"):
-            ctx.attributes["duplicate_of"] = number
-        ctx.attributes.update(case=number, case_status=status)
-        ctx.set_header("X-Mailflow-Case", number)
-        if self.o.tag_subject:
-            ctx.subject_tag = f"[{number}]"
-        self.counter.labels(status=status).inc()
-        ctx.note(case=number, status=status, customer=customer)
 
     def _find(self, tx: Transaction, *, ctx: MessageContext, customer: str, digest: str,
-              since: float) -> tuple[str, str | None, bool, str | None]:
+              since: float) -> tuple[CaseStatus, str | None, bool, str | None]:
         """(status, case, closed, route) from the store; all reads in one snapshot."""
         message = ctx.message
         copy_of = cases.case_of_customer_message(tx, message.message_id)
         if copy_of:
-            return "copy", copy_of, False, None
+            return CaseStatus.COPY, copy_of, False, None
         ids = [*cases.message_ids(message.get("References")),
                *cases.message_ids(message.get("In-Reply-To"))]
         number = cases.case_of_references(tx, ids) if ids else None
@@ -205,12 +214,13 @@ class NumberStage(Stage):
             number = self._from_subject(tx, ctx, customer)
         if number is not None:
             row = cases.get_case(tx, number)
-            return "followup", number, bool(row and not row.open), row.route if row else None
-        if digest and self.o.resend_window_hours:
+            closed = bool(row and not row.open)
+            return CaseStatus.FOLLOWUP, number, closed, row.route if row else None
+        if digest and self.options.resend_window_hours:
             resent = cases.find_resend(tx, customer, digest, since)
             if resent:
-                return "resend", resent, False, None
-        return "new", None, False, None
+                return CaseStatus.RESEND, resent, False, None
+        return CaseStatus.NEW, None, False, None
 
     def _from_subject(self, tx: Transaction, ctx: MessageContext, customer: str) -> str | None:
         for candidate in cases.first_match([ctx.message.subject], self.pattern):
@@ -230,17 +240,14 @@ class NumberStage(Stage):
         return None
 
     async def _allocate(self, ctx: MessageContext, mailbox: str) -> str:
-        prefix = self.o.prefix_by_recipient.get(mailbox, self.o.prefix)
+        prefix = self.options.prefix_by_recipient.get(mailbox, self.options.prefix)
         now = datetime.fromtimestamp(ctx.received_at, self.zone)
         sequence_name = self.format.sequence_name(prefix, now)
         assert ctx.store is not None
-        if ctx.dry_run:  # preview the next number without taking it
-            sequence = await ctx.store.run_read(partial(cases.peek_sequence, name=sequence_name))
-        else:
-            sequence = await cases.allocate_sequence(ctx.store, sequence_name)
+        sequence = await ctx.next_value(sequence_name)  # a dry run only peeks
         return self.format.format(prefix, now, sequence)
 
 
 @hookimpl(trylast=True)
-def mailflow_stages() -> Iterable[type[Stage]]:
+def mailflow_stages() -> Iterable[type[Stage[Any]]]:
     return [NumberStage]

@@ -33,17 +33,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import partial
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
 from mailflow import autoreply, cases
 from mailflow.config import Model
 from mailflow.hookspecs import hookimpl
-from mailflow.stage import MessageContext, Stage, StageEnv, StageOptions
+from mailflow.stage import Direction, MessageContext, Stage, StageEnv, StageOptions, Triage
 from mailflow.store import Transaction
 from mailflow.textmatch import compile_regexes, flat_parts, fold, parse_term
+from mailflow.values import PRIORITIES, Priority
 
-LEVELS = ("urgent", "high", "normal", "low")
+LEVELS = PRIORITIES
 
 
 class ScoreRule(Model):
@@ -73,7 +75,7 @@ class Thresholds(Model):
             raise ValueError("thresholds must go down: urgent > high > normal")
         return self
 
-    def level(self, score: float) -> str:
+    def level(self, score: float) -> Priority:
         if score >= self.urgent:
             return "urgent"
         if score >= self.high:
@@ -105,15 +107,13 @@ class PrioritiseOptions(StageOptions):
         return {k.lower(): v for k, v in value.items()}
 
 
-class PrioritiseStage(Stage):
+class PrioritiseStage(Stage[PrioritiseOptions]):
     name = "prioritise"
     description = "score keywords, senders and bulk headers; set the priority level"
-    Options = PrioritiseOptions
+    directions = frozenset({Direction.INBOUND})
 
-    def __init__(self, options: StageOptions, env: StageEnv) -> None:
+    def __init__(self, options: PrioritiseOptions, env: StageEnv) -> None:
         super().__init__(options, env)
-        assert isinstance(options, PrioritiseOptions)
-        self.o = options
         terms = [parse_term(t, rule.name, rule.weight) for rule in options.rules
                  for t in rule.terms]
         self.matcher = env.terms.matcher(terms)  # one automaton for every stage's terms
@@ -129,7 +129,7 @@ class PrioritiseStage(Stage):
         parts: dict[str, float] = {}
         hits: dict[str, float] = {}
         for where, body, factor, found in (
-                ("subject", subject, self.o.subject_factor, found_subject),
+                ("subject", subject, self.options.subject_factor, found_subject),
                 ("text", text, 1.0, found_text)):
             for index in found:
                 term = self.matcher.terms[index]
@@ -143,27 +143,26 @@ class PrioritiseStage(Stage):
         score = sum(hits.values())  # each rule counts once, at its best place
         sender = ctx.message.envelope.mail_from.lower()
         # the customer behind a web form (found by `number`) counts, not the web server
-        customer = str(ctx.attributes.get("customer") or sender).lower()
+        customer = ctx.customer
         keys = dict.fromkeys(k for address in (sender, customer) if address
                              for k in (address, "@" + address.rpartition("@")[2]))
         for key in keys:
-            if key in self.o.senders:
-                score += self.o.senders[key]
-                parts[f"sender {key}"] = self.o.senders[key]
+            if key in self.options.senders:
+                score += self.options.senders[key]
+                parts[f"sender {key}"] = self.options.senders[key]
         if autoreply.robot_headers(ctx.message) or not sender:
-            score += self.o.bulk_weight
-            parts["bulk, list or automatic mail"] = self.o.bulk_weight
+            score += self.options.bulk_weight
+            parts["bulk, list or automatic mail"] = self.options.bulk_weight
         return score, parts
 
     async def process(self, ctx: MessageContext) -> None:
         score, parts = self.score(ctx)
-        level = self.o.thresholds.level(score)
-        ctx.attributes.update(priority=level, score=score)
+        level = self.options.thresholds.level(score)
+        ctx.triage = Triage(priority=level, score=score)
         ctx.set_header("X-Mailflow-Priority", level)
         ctx.set_header("X-Mailflow-Score", f"{score:g}")
-        case = ctx.attributes.get("case")
-        if case and ctx.attributes.get("case_status") in ("new", "followup", "reopened"):
-            ctx.write(partial(_raise_priority, number=str(case), level=level))
+        if ctx.case is not None and ctx.case.status.from_customer:
+            ctx.write(partial(_raise_priority, number=ctx.case.number, level=level))
         self.counter.labels(level=level).inc()
         ctx.note(level=level, score=score, matched=parts)
 
@@ -177,7 +176,7 @@ def _raise_priority(tx: Transaction, *, number: str, level: str) -> None:
 
 
 @hookimpl(trylast=True)
-def mailflow_stages() -> Iterable[type[Stage]]:
+def mailflow_stages() -> Iterable[type[Stage[Any]]]:
     return [PrioritiseStage]
 
 

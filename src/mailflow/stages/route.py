@@ -48,60 +48,20 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import re
-import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 
-from mailflow import cases
-from mailflow.business_hours import WEEKDAYS
-from mailflow.config import ConfigError, Model, Problem
+from mailflow import agents, cases
+from mailflow.config import ConfigError, Model, Problem, TimeZoneName
 from mailflow.hookspecs import hookimpl
+from mailflow.presence import Member, is_present, present_members
 from mailflow.rules import Section
-from mailflow.stage import MessageContext, Stage, StageEnv, StageOptions
-from mailflow.store import Transaction
+from mailflow.stage import CaseStatus, Direction, MessageContext, Stage, StageEnv, StageOptions
 from mailflow.textmatch import fold, folded_parts, parse_term
-
-
-class Member(Model):
-    address: str
-    name: str = ""  # for `mailflow agents set NAME`; default: the local part
-    schedule: dict[str, tuple[str, ...]] | None = None
-
-    @field_validator("address")
-    @classmethod
-    def _lower(cls, value: str) -> str:
-        return value.strip().lower()
-
-    @field_validator("schedule")
-    @classmethod
-    def _days(cls, value: dict[str, tuple[str, ...]] | None) -> dict[str, tuple[str, ...]] | None:
-        for day, spans in (value or {}).items():
-            if day not in WEEKDAYS:
-                raise ValueError(f"'{day}' is not a weekday")
-            for span in spans:
-                start, sep, end = span.partition("-")
-                if not sep or dt.time.fromisoformat(start.strip()) >= dt.time.fromisoformat(
-                        end.strip()):
-                    raise ValueError(f"'{span}' is not a range like 09:00-12:30")
-        return value
-
-    @property
-    def agent(self) -> str:
-        return (self.name or self.address.partition("@")[0]).lower()
-
-    def on_duty(self, now: dt.datetime) -> bool:
-        if self.schedule is None:
-            return True
-        for span in self.schedule.get(WEEKDAYS[now.weekday()], ()):
-            start, _, end = span.partition("-")
-            if dt.time.fromisoformat(start.strip()) <= now.time() < dt.time.fromisoformat(
-                    end.strip()):
-                return True
-        return False
 
 
 class Team(Model):
@@ -162,7 +122,7 @@ class RouteOptions(StageOptions):
     rules: tuple[RouteRule, ...] = ()
     account_managers: dict[str, str] = Field(default_factory=dict)
     account_managers_file: str | None = None
-    timezone: str = "Europe/Paris"
+    timezone: TimeZoneName = "Europe/Paris"
     allow_external: tuple[str, ...] = ()  # addresses outside our domains a rule may name
 
 
@@ -189,7 +149,7 @@ class _CompiledRule:
             domain = "@" + sender.rpartition("@")[2]
             if sender not in self.senders and domain not in self.senders:
                 return False
-        if when.priority and ctx.attributes.get("priority", "normal") not in when.priority:
+        if when.priority and ctx.priority not in when.priority:
             return False
         if self.fields:
             _, text = folded_parts(ctx)
@@ -238,16 +198,15 @@ def _load_managers(env: StageEnv, options: RouteOptions, section: Section | None
     return managers, where
 
 
-class RouteStage(Stage):
+class RouteStage(Stage[RouteOptions]):
     name = "route"
     description = "choose the team or person for each message; rewrite the recipients"
-    Options = RouteOptions
+    directions = frozenset({Direction.INBOUND})
 
-    def __init__(self, options: StageOptions, env: StageEnv) -> None:
+    def __init__(self, options: RouteOptions, env: StageEnv) -> None:
         super().__init__(options, env)
-        assert isinstance(options, RouteOptions)
-        self.o = options
         self.zone = ZoneInfo(options.timezone)
+        self._members = tuple(m for team in options.teams.values() for m in team.members)
         self.rules = [_CompiledRule(r, i) for i, r in enumerate(options.rules)]
         # the keywords of every rule in one automaton: one pass over the text per message
         self.keywords = env.terms.matcher([parse_term(k, str(i))
@@ -259,7 +218,7 @@ class RouteStage(Stage):
 
     def _check(self, env: StageEnv) -> None:
         """Mistakes found now, by `mailflow check`, not at 3 a.m.; each at its line."""
-        o = self.o
+        o = self.options
         section = env.rules.section(self.name)
         problems: list[Problem] = []
 
@@ -303,62 +262,26 @@ class RouteStage(Stage):
 
     def agent_names(self) -> set[str]:
         """Every name ``mailflow agents set`` may be given (as presence is looked up)."""
-        names = {m.agent for team in self.o.teams.values() for m in team.members}
-        people = [*self.managers.values(), *(r.person for r in self.o.rules if r.person)]
+        names = {m.agent for team in self.options.teams.values() for m in team.members}
+        people = [*self.managers.values(), *(r.person for r in self.options.rules if r.person)]
         return names | {p.partition("@")[0].lower() for p in people}
 
     # -- choosing ----------------------------------------------------------------
 
     async def process(self, ctx: MessageContext) -> None:
-        message = ctx.message
         assert ctx.store is not None
-        sender = str(ctx.attributes.get("customer") or message.envelope.mail_from).lower()
-        recipients = [r.lower() for r in (*message.envelope.rcpt_to, *message.addresses("To"),
-                                          *message.addresses("Cc"))]
         # only mail for our own domains is ours to route: an agent's reply to a customer,
         # relayed from a trusted network, keeps its recipients
         foreign = [r for r in ctx.recipients if not self.env.rules.is_local(r)]
         if len(foreign) == len(ctx.recipients):
             ctx.note(route=None, because="no local recipient")
             return
-        case = ctx.attributes.get("case")
         now = dt.datetime.fromtimestamp(ctx.received_at, self.zone)
-        away = await ctx.store.run_read(_away_agents)
-        route, person, why = None, None, ""
-        if case and ctx.attributes.get("case_status") in ("followup", "reopened", "copy",
-                                                           "resend"):
-            row = await ctx.store.run_read(partial(cases.get_case, number=str(case)))
-            if row is not None and row.assignee and self._present(row.assignee, away, now):
-                route, person, why = row.route or self.o.default, row.assignee, "case assignee"
-            elif row is not None and row.route in self.o.teams:
-                # assignee away, or none: the case stays with its team (someone present
-                # there takes it), whatever address the customer wrote back to
-                route, why = row.route, "case team"
+        away = await ctx.store.run_read(agents.away_agents)
+        route, person, why = await self._case_route(ctx, away, now)
         if route is None:
-            manager = self.managers.get(sender) or self.managers.get(
-                "@" + sender.rpartition("@")[2])
-            if manager:
-                route, person, why = "account-manager", manager, "account manager"
-        hits: set[str] | None = None
-
-        def keyword_hits() -> set[str]:
-            nonlocal hits
-            if hits is None:
-                in_subject, in_text = self.keywords.find_parts(ctx)
-                found = in_subject | in_text
-                hits = {self.keywords.terms[i].tag for i in found}
-            return hits
-
-        if route is None:
-            for compiled in self.rules:
-                if compiled.matches(ctx, recipients, sender, keyword_hits):
-                    rule = compiled.rule
-                    route, person = rule.team or rule.name, rule.person
-                    why = f"rule {rule.name}"
-                    break
-        if route is None:
-            route, why = self.o.default, "default"
-        team = self.o.teams.get(route)
+            route, person, why = self._rule_route(ctx)
+        team = self.options.teams.get(route)
         if person is None and team is not None and team.strategy != "none":
             person = await self._choose(ctx, route, team, away, now)
         targets = [person] if person else list(team.addresses if team else ())
@@ -366,72 +289,69 @@ class RouteStage(Stage):
         ctx.set_header("X-Mailflow-Route", route)
         if person:
             ctx.set_header("X-Mailflow-Assignee", person)
-        ctx.attributes.update(route=route, assignee=person)
-        if case and ctx.attributes.get("case_status") in ("new", "followup", "reopened"):
-            ctx.write(partial(cases.update_case, number=str(case), route=route,
-                              assignee=person))
+        if ctx.case is not None:
+            ctx.update_case(route=route, assignee=person)
+            if ctx.case.status.from_customer:
+                ctx.write(partial(cases.update_case, number=ctx.case.number, route=route,
+                                  assignee=person))
         self.counter.labels(route=route).inc()
         ctx.note(route=route, assignee=person, because=why, recipients=targets)
 
-    def _present(self, address: str, away: set[str], now: dt.datetime) -> bool:
-        for team in self.o.teams.values():
-            for member in team.members:
-                if member.address == address:
-                    return member.agent not in away and member.on_duty(now)
-        return address.partition("@")[0] not in away
+    async def _case_route(self, ctx: MessageContext, away: set[str], now: dt.datetime,
+                          ) -> tuple[str | None, str | None, str]:
+        """A follow-up (or copy) stays with its case: the assignee if present, else its team."""
+        if ctx.case is None or ctx.case.status is CaseStatus.NEW:
+            return None, None, ""
+        assert ctx.store is not None
+        row = await ctx.store.run_read(partial(cases.get_case, number=ctx.case.number))
+        if row is not None and row.assignee and is_present(row.assignee, self._members, away,
+                                                           now):
+            return row.route or self.options.default, row.assignee, "case assignee"
+        if row is not None and row.route in self.options.teams:
+            # assignee away, or none: the case stays with its team (someone present
+            # there takes it), whatever address the customer wrote back to
+            return row.route, None, "case team"
+        return None, None, ""
+
+    def _rule_route(self, ctx: MessageContext) -> tuple[str, str | None, str]:
+        """Account manager, then the first matching rule, then the default team."""
+        sender = ctx.customer
+        manager = self.managers.get(sender) or self.managers.get("@" + sender.rpartition("@")[2])
+        if manager:
+            return "account-manager", manager, "account manager"
+        message = ctx.message
+        recipients = [r.lower() for r in (*message.envelope.rcpt_to, *message.addresses("To"),
+                                          *message.addresses("Cc"))]
+        hits: set[str] | None = None
+
+        def keyword_hits() -> set[str]:
+            nonlocal hits
+            if hits is None:
+                in_subject, in_text = self.keywords.find_parts(ctx)
+                hits = {self.keywords.terms[i].tag for i in in_subject | in_text}
+            return hits
+
+        for compiled in self.rules:
+            if compiled.matches(ctx, recipients, sender, keyword_hits):
+                rule = compiled.rule
+                return rule.team or rule.name, rule.person, f"rule {rule.name}"
+        return self.options.default, None, "default"
 
     async def _choose(self, ctx: MessageContext, route: str, team: Team, away: set[str],
                       now: dt.datetime) -> str | None:
-        present = [m.address for m in team.members
-                   if m.agent not in away and m.on_duty(now)]
+        present = present_members(team.members, away, now)
         if not present:
             ctx.note(nobody_present=True)
             return None
         assert ctx.store is not None
         if team.strategy == "least_loaded":
-            loads = await ctx.store.run_read(partial(_open_cases_by_assignee, people=present))
+            loads = await ctx.store.run_read(partial(agents.open_cases_by_assignee,
+                                                     people=present))
             return min(present, key=lambda p: (loads.get(p, 0), present.index(p)))
-        if ctx.dry_run:
-            turn = await ctx.store.run_read(partial(_peek_turn, team=route))
-        else:
-            turn = await ctx.store.run_write(partial(_next_turn, team=route))
-        return present[turn % len(present)]
-
-
-def _away_agents(tx: Transaction) -> set[str]:
-    return {str(r[0]) for r in tx.execute("SELECT name FROM agents WHERE status = 'away'")}
-
-
-def _open_cases_by_assignee(tx: Transaction, *, people: list[str]) -> dict[str, int]:
-    marks = ", ".join("?" for _ in people)
-    rows = tx.execute(f"SELECT assignee, count(*) FROM cases WHERE status = 'open'"
-                      f" AND assignee IN ({marks}) GROUP BY assignee", people)
-    return {str(a): int(n) for a, n in rows}
-
-
-def _next_turn(tx: Transaction, *, team: str) -> int:
-    rows = tx.execute("INSERT INTO route_state (team, turn) VALUES (?, 0) ON CONFLICT (team)"
-                      " DO UPDATE SET turn = route_state.turn + 1 RETURNING turn", (team,))
-    return int(rows[0][0])
-
-
-def _peek_turn(tx: Transaction, *, team: str) -> int:
-    rows = tx.execute("SELECT turn FROM route_state WHERE team = ?", (team,))
-    return int(rows[0][0]) + 1 if rows else 0
-
-
-def set_agent(tx: Transaction, *, name: str, status: str) -> None:
-    """Record an agent's presence (``mailflow agents set``); effective at once."""
-    tx.execute("INSERT INTO agents (name, status, updated_at) VALUES (?, ?, ?)"
-               " ON CONFLICT (name) DO UPDATE SET status = excluded.status,"
-               " updated_at = excluded.updated_at", (name.lower(), status, time.time()))
-
-
-def list_agents(tx: Transaction) -> list[tuple[str, str]]:
-    return [(str(n), str(s)) for n, s in tx.execute("SELECT name, status FROM agents"
-                                                    " ORDER BY name")]
+        turn = await ctx.next_value(f"turn:{route}")  # a dry run only peeks
+        return present[(turn - 1) % len(present)]
 
 
 @hookimpl(trylast=True)
-def mailflow_stages() -> Iterable[type[Stage]]:
+def mailflow_stages() -> Iterable[type[Stage[Any]]]:
     return [RouteStage]

@@ -11,11 +11,13 @@ from __future__ import annotations
 import abc
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
-from mailflow.stage import OutgoingMail, Timer
+from mailflow.clock import SYSTEM_CLOCK, Clock
+from mailflow.values import OutgoingMail, Timer
 
 T = TypeVar("T")
 
@@ -49,8 +51,10 @@ class Transaction(abc.ABC):
     """Typed writes and reads inside one transaction; SQL stays inside the store."""
 
     @abc.abstractmethod
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run one statement (``?`` placeholders) and return its rows, for plugin tables."""
+    def execute(self, sql: str,
+                params: Mapping[str, Any] | Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement and return its rows. Stages and plugins write named
+        ``:name`` parameters with a mapping (portable to PostgreSQL drivers)."""
 
     # messages -----------------------------------------------------------------
 
@@ -82,6 +86,20 @@ class Transaction(abc.ABC):
                      (queue_id, queue_id))
         for table in ("case_messages", "fingerprints", "acks"):
             self.execute(f"DELETE FROM {table} WHERE queue_id = ?", (queue_id,))
+
+    # sequences ----------------------------------------------------------------
+
+    def next_value(self, name: str) -> int:
+        """Take the next value of sequence ``name`` (1, 2, …)."""
+        rows = self.execute(
+            "INSERT INTO sequences (name, value) VALUES (:name, 1) ON CONFLICT (name)"
+            " DO UPDATE SET value = sequences.value + 1 RETURNING value", {"name": name})
+        return int(rows[0][0])
+
+    def peek_value(self, name: str) -> int:
+        """The value ``next_value`` would give, taking nothing."""
+        rows = self.execute("SELECT value FROM sequences WHERE name = :name", {"name": name})
+        return int(rows[0][0]) + 1 if rows else 1
 
     # outbox -------------------------------------------------------------------
 
@@ -156,6 +174,14 @@ class Store(abc.ABC):
                 op(tx)
         await self.run_write(apply)
 
+    async def next_value(self, name: str, *, peek: bool = False) -> int:
+        """The next value of sequence ``name``, in its own tiny transaction (a number
+        taken is never given again, even if its message is then refused: gaps, never
+        duplicates). With ``peek`` (or on a read-only store), only look."""
+        if peek or getattr(self, "readonly", False):
+            return await self.run_read(lambda tx: tx.peek_value(name))
+        return await self.run_write(lambda tx: tx.next_value(name))
+
     @abc.abstractmethod
     async def claim_outbox(self, owner: str, limit: int, lease: float) -> list[OutboxRow]:
         """Lease up to ``limit`` due rows to ``owner`` so no other sender takes them."""
@@ -191,10 +217,18 @@ class Store(abc.ABC):
     async def pending_outbox(self) -> int: ...
 
 
-def open_store(url: str) -> Store:
-    """The store for ``url``: ``sqlite:///PATH`` (the embedded default)."""
+def open_store(url: str, *, readonly: bool = False, clock: Clock = SYSTEM_CLOCK) -> Store:
+    """The store for ``url``: ``sqlite:///PATH[?busy_timeout=SECONDS]`` (the embedded
+    default). ``readonly`` is the dry-run mode of ``mailflow try``: reads, never writes."""
     if url.startswith("sqlite:///"):
         from mailflow.store.sqlite import SqliteStore
 
-        return SqliteStore(url.removeprefix("sqlite:///") or "mailflow.sqlite3")
+        path, _, query = url.removeprefix("sqlite:///").partition("?")
+        options = parse_qs(query)
+        try:
+            busy = float(options.get("busy_timeout", ["5"])[0])
+        except ValueError:
+            raise ValueError(f"'{url}': busy_timeout is a number of seconds") from None
+        return SqliteStore(path or "mailflow.sqlite3", readonly=readonly, busy_timeout=busy,
+                           clock=clock)
     raise ValueError(f"unsupported store '{url}' (use sqlite:///PATH)")

@@ -16,7 +16,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import structlog
 
-from mailflow.stage import Timer
+from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.store.base import (
     OutboxRow,
     Store,
@@ -34,6 +34,7 @@ from mailflow.store.base import (
     WriteFn,
 )
 from mailflow.store.migrations import MIGRATIONS
+from mailflow.values import Timer
 
 log = structlog.get_logger("mailflow.store")
 T = TypeVar("T")
@@ -46,21 +47,25 @@ class SqliteTransaction(Transaction):
         self.conn = conn
 
     def execute(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
-        return self.conn.execute(sql, tuple(params)).fetchall()
+        """``:name`` parameters from a mapping, or ``?`` ones from a sequence."""
+        values = params if isinstance(params, Mapping) else tuple(params)
+        return self.conn.execute(sql, values).fetchall()
 
 
-def _connect(path: str, readonly: bool = False) -> sqlite3.Connection:
+def _connect(path: str, readonly: bool = False, busy_timeout: float = 5.0) -> sqlite3.Connection:
+    busy = f"PRAGMA busy_timeout={int(busy_timeout * 1000)}"
     if readonly:
         # quoted: a '#', '?' or '%' in the path would otherwise end or alter the URI
         conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=False, timeout=5.0)
-        conn.execute("PRAGMA busy_timeout=5000")
+                               check_same_thread=False, timeout=busy_timeout)
+        conn.execute(busy)
         return conn
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                           timeout=busy_timeout)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute(busy)
     return conn
 
 
@@ -89,10 +94,14 @@ _Job = tuple[Callable[[Transaction], Any], asyncio.Future[Any], asyncio.Abstract
 class SqliteStore(Store):
     """The SQLite implementation of ``Store``."""
 
-    def __init__(self, path: str, readonly: bool = False) -> None:
-        """``readonly`` opens an existing store for dry runs: reads work, writes refuse."""
+    def __init__(self, path: str, readonly: bool = False, busy_timeout: float = 5.0,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        """``readonly`` opens an existing store for dry runs: reads work, writes refuse.
+        ``busy_timeout``: seconds a locked database is waited for."""
         self.path = path
         self.readonly = readonly
+        self.busy_timeout = busy_timeout
+        self.clock = clock
         self.url = f"sqlite:///{path}"
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -106,7 +115,7 @@ class SqliteStore(Store):
             return
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = await asyncio.to_thread(_connect, self.path)
+            conn = await asyncio.to_thread(_connect, self.path, False, self.busy_timeout)
         except (OSError, sqlite3.Error) as exc:  # read-only folder, locked file, bad path
             raise StoreUnavailable(f"cannot open the store {self.path}: {exc}") from exc
         try:
@@ -194,7 +203,7 @@ class SqliteStore(Store):
     def _read_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _connect(self.path, self.readonly)
+            conn = _connect(self.path, self.readonly, self.busy_timeout)
             self._local.conn = conn
         return conn
 

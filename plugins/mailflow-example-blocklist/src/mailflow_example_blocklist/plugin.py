@@ -6,27 +6,26 @@
   checked with a header, and quarantines a message whose ``From:`` is listed
   or whose Subject matches one of the configured patterns.
 
-Both read the same rules section, ``blocklist:``, validated by
-:class:`BlocklistOptions` when the configuration is loaded (so a typo is
-reported by ``mailflow check`` at ``file:line:column``) and re-read on SIGHUP.
+Both read the same rules section, ``blocklist:``, claimed with
+``mailflow_rules_section`` and validated by :class:`BlocklistOptions` when the
+configuration is loaded (so a typo is reported by ``mailflow check`` at
+``file:line:column``, whether or not the stage is in the chain) and re-read on
+SIGHUP. No module-level state: the hook receives the section as ``options``.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from mailflow.hookspecs import hookimpl
+from mailflow.host import Host
 from mailflow.session import SessionInfo, SmtpReply
 from mailflow.stage import MessageContext, Stage, StageEnv, StageOptions, Verdict
-
-if TYPE_CHECKING:
-    from mailflow.daemon import Application
-    from mailflow.rules import RuleSet
 
 log = structlog.get_logger("mailflow.plugins.blocklist")
 
@@ -90,76 +89,39 @@ class BlocklistOptions(StageOptions):
         return False
 
 
-# -- the SMTP hook --------------------------------------------------------------
+# -- the SMTP hook ---------------------------------------------------------------
 #
-# Hooks get the session and the address, not the rules: the daemon hands
-# itself to ``mailflow_startup``, and ``app.runtime`` is always the live
-# configuration (a reload swaps it whole), so the hook reads its section there.
-
-
-class _State:
-    app: Application | None = None
-    cached: tuple[RuleSet, BlocklistOptions] | None = None
-    refused: Any = None  # a prometheus Counter once the daemon started
-
-
-def _options(app: Application) -> BlocklistOptions:
-    rules = app.runtime.rules
-    if _State.cached is None or _State.cached[0] is not rules:
-        section = rules.section(SECTION)
-        data = section.data if section is not None and section.data is not None else {}
-        try:
-            options = BlocklistOptions.model_validate(data)
-        except ValidationError as exc:
-            # mailflow validates a section when its stage is in the chain; without
-            # the stage, a mistake shows here: say so once, and refuse nobody
-            where = f"{section.file}:{section.line}:{section.column}" if section else SECTION
-            log.error("blocklist_bad_rules", where=where, errors=exc.errors(include_url=False),
-                      detail="no sender is refused until the section is fixed")
-            options = BlocklistOptions()
-        _State.cached = (rules, options)
-    return _State.cached[1]
+# The plugin claims its rules section: mailflow validates it at load time and
+# hands the hook the model now in force (a reload swaps it whole), so the hook
+# keeps no state of its own.
 
 
 @hookimpl
-def mailflow_startup(app: Application) -> None:
-    _State.app = app
-    _State.cached = None
-    _State.refused = app.metric_factory.counter(
-        "mailflow_blocklist_refused_total", "Senders refused at MAIL FROM by the blocklist")
+def mailflow_rules_section() -> tuple[str, type[BlocklistOptions]]:
+    return SECTION, BlocklistOptions
 
 
 @hookimpl
-def mailflow_shutdown(app: Application) -> None:
-    _State.app = None
-    _State.cached = None
-
-
-@hookimpl
-def mailflow_mail_from(session: SessionInfo, address: str) -> SmtpReply | None:
-    if _State.app is None:
-        return None
-    options = _options(_State.app)
+def mailflow_mail_from(session: SessionInfo, address: str, options: BlocklistOptions,
+                       host: Host) -> SmtpReply | None:
     if not options.blocks(address):
         return None
     log.info("blocklist_refused", peer=session.peer, helo=session.helo, mail_from=address)
-    if _State.refused is not None:
-        _State.refused.inc()
+    host.metrics.counter("mailflow_blocklist_refused_total",
+                         "Senders refused at MAIL FROM by the blocklist").inc()
     return SmtpReply(550, options.reply, "5.7.1")
 
 
 # -- the chain stage --------------------------------------------------------------
 
 
-class BlocklistStage(Stage):
+class BlocklistStage(Stage[BlocklistOptions]):
     name = "blocklist"
     description = "mark checked mail; quarantine listed From: addresses and subject patterns"
-    Options = BlocklistOptions
     on_error = "skip"  # a broken blocklist should not stop the customer service's mail
 
-    def __init__(self, options: StageOptions, env: StageEnv) -> None:
+    def __init__(self, options: BlocklistOptions, env: StageEnv) -> None:
         super().__init__(options, env)
-        assert isinstance(options, BlocklistOptions)
         self.patterns = [re.compile(p, re.IGNORECASE) for p in options.quarantine_subjects]
         self.quarantined = env.metrics.counter(
             "mailflow_blocklist_quarantined_total",
@@ -167,7 +129,6 @@ class BlocklistStage(Stage):
 
     async def process(self, ctx: MessageContext) -> None:
         options = self.options
-        assert isinstance(options, BlocklistOptions)
         message = ctx.message
         ctx.set_header(options.header, "yes")
         listed = [a for a in message.addresses("from") if options.blocks(a)]
@@ -188,5 +149,5 @@ class BlocklistStage(Stage):
 
 
 @hookimpl
-def mailflow_stages() -> Iterable[type[Stage]]:
+def mailflow_stages() -> Iterable[type[Stage[Any]]]:
     return [BlocklistStage]

@@ -1,0 +1,94 @@
+"""``mailflow serve | check | try | cases | agents | version``.
+
+Each command is one module of this package with a ``run(args) -> int``,
+imported only when it runs: ``serve`` must choose how metrics are stored
+before anything imports prometheus_client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+
+from mailflow import __version__
+from mailflow.cli.options import add_common
+from mailflow.config import ConfigError
+from mailflow.logs import configure
+
+DESCRIPTION = "``mailflow serve | check | try | cases | agents | version``."
+#: the module of each command, in this package
+COMMANDS = {"serve": "serve", "check": "check", "try": "try_message", "cases": "cases",
+            "agents": "agents"}
+#: commands whose output is the answer: their logs stay quiet unless asked
+QUIET = frozenset({"check", "try", "cases", "agents"})
+
+
+def _add_try(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    trial = sub.add_parser("try", help="dry-run the chain on one message; changes nothing")
+    add_common(trial)
+    trial.add_argument("message", metavar="MESSAGE.eml", help="the message file ('-' for stdin)")
+    trial.add_argument("--mail-from", default=None, help="envelope sender (default: From:)")
+    trial.add_argument("--rcpt-to", action="append", default=None,
+                       help="envelope recipient (repeatable; default: To:)")
+    trial.add_argument("--peer", default="192.0.2.1",
+                       help="client IP the message pretends to come from")
+    trial.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _add_cases(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cases = sub.add_parser("cases", help="list, show, close or reopen cases")
+    add_common(cases)
+    cases.add_argument("action", choices=["list", "show", "close", "reopen"])
+    cases.add_argument("number", nargs="?", help="case number (show, close, reopen)")
+    cases.add_argument("--status", choices=["open", "closed"], help="list only these")
+    cases.add_argument("--limit", type=int, default=50)
+    cases.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _add_agents(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    agents = sub.add_parser("agents", help="set who is present to take mail")
+    add_common(agents)
+    agents.add_argument("action", choices=["list", "set"])
+    agents.add_argument("name", nargs="?", help="agent name (set)")
+    agents.add_argument("status", nargs="?", choices=["away", "present"], help="(set)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailflow", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_common(sub.add_parser("serve", help="run the SMTP daemon"))
+    add_common(sub.add_parser("check", help="validate configuration, rules and plugins"))
+    _add_try(sub)
+    _add_cases(sub)
+    _add_agents(sub)
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Import the command's module now, and run it."""
+    module = importlib.import_module(f"mailflow.cli.{COMMANDS[args.command]}")
+    run: Callable[[argparse.Namespace], int] = module.run
+    return run(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``mailflow`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.command == "version":
+        print(f"mailflow {__version__}")
+        return 0
+    configure(getattr(args, "log_level", None)
+              or ("warning" if args.command in QUIET else "info"))
+    try:
+        return _run(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"mailflow: {len(exc.problems)} configuration error(s)", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"mailflow: {exc}", file=sys.stderr)
+        return 1

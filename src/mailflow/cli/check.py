@@ -1,0 +1,23 @@
+"""``mailflow check``: validate configuration, rules and plugins without starting anything."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mailflow.cli.options import settings_from
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load everything the daemon would load; a problem raises ConfigError."""
+    from mailflow.runtime import load_runtime
+
+    settings = settings_from(args)
+    runtime = load_runtime(settings)
+    print(f"configuration OK: {settings.source}")
+    print(f"rules OK: {Path(settings.rules).resolve()} "
+          f"({len(runtime.rules.local_domains)} local domain(s))")
+    print(f"chain: {', '.join(runtime.chain.names) or '(empty)'}")
+    plugins = sorted(name for name, _ in runtime.pm.list_name_plugin())
+    print(f"plugins: {', '.join(plugins)}")
+    return 0

@@ -1,0 +1,100 @@
+"""What plugins see of the running daemon: the ``Host`` facade.
+
+Hooks get this small, documented surface instead of the daemon object, so
+the daemon's insides can change without breaking a plugin: the settings,
+the store (``run_read``/``run_write``/``next_value``), a metric factory, the
+clock every decision uses, a logger, the current rules (swapped whole on
+reload) and the worker number of this process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import structlog
+
+from mailflow.clock import SYSTEM_CLOCK, Clock
+
+if TYPE_CHECKING:
+    from mailflow.config import Settings
+    from mailflow.metrics import MetricFactory
+    from mailflow.rules import RuleSet
+    from mailflow.store import Store
+
+
+@runtime_checkable
+class Host(Protocol):
+    """The daemon as a plugin's ``mailflow_startup``/``mailflow_shutdown`` see it."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def metrics(self) -> MetricFactory:
+        """Where a plugin creates its ``mailflow_…`` counters, gauges and histograms."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound to the plugin's name."""
+
+    @property
+    def rules(self) -> RuleSet:
+        """The rules now in force (a reload replaces them whole)."""
+
+    @property
+    def worker(self) -> int:
+        """0 for the first (or only) process, 1… for pre-forked workers."""
+
+
+class DaemonHost:
+    """The daemon's ``Host``: a view of one process, bound to one plugin's name."""
+
+    def __init__(self, *, settings: Settings, store: Store, metrics: MetricFactory,
+                 rules: Callable[[], RuleSet], clock: Clock = SYSTEM_CLOCK, worker: int = 0,
+                 plugin: str = "") -> None:
+        self._settings, self._store, self._metrics = settings, store, metrics
+        self._rules, self._clock, self._worker = rules, clock, worker
+        self._plugin = plugin
+        self._log = structlog.get_logger("mailflow.plugin").bind(plugin=plugin) if plugin \
+            else structlog.get_logger("mailflow.plugin")
+
+    def for_plugin(self, name: str) -> DaemonHost:
+        """The same host, with a logger naming ``name``."""
+        return DaemonHost(settings=self._settings, store=self._store, metrics=self._metrics,
+                          rules=self._rules, clock=self._clock, worker=self._worker,
+                          plugin=name)
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def metrics(self) -> MetricFactory:
+        return self._metrics
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def log(self) -> Any:
+        return self._log
+
+    @property
+    def rules(self) -> RuleSet:
+        return self._rules()
+
+    @property
+    def worker(self) -> int:
+        return self._worker
