@@ -184,7 +184,8 @@ class Application:
 
     async def _plugin_hook(self, runtime: Runtime, hook: str, name: str) -> None:
         try:
-            await call_one(runtime.pm, hook, name, host=self.host.for_plugin(name))
+            host = self.host.for_plugin(name, rules=lambda: runtime.rules)
+            await call_one(runtime.pm, hook, name, host=host)
         except Exception:  # one plugin's bug must not stop the reload of the others
             log.exception("plugin_hook_failed", hook=hook, plugin=name)
 

@@ -65,10 +65,11 @@ class DaemonHost:
         self._log = structlog.get_logger("mailflow.plugin").bind(plugin=plugin) if plugin \
             else structlog.get_logger("mailflow.plugin")
 
-    def for_plugin(self, name: str) -> DaemonHost:
-        """The same host, with a logger naming ``name``."""
+    def for_plugin(self, name: str, rules: Callable[[], RuleSet] | None = None) -> DaemonHost:
+        """The same host, with a logger naming ``name`` (and the rules the plugin was
+        loaded with, when a reload adds or removes it)."""
         return DaemonHost(settings=self._settings, store=self._store, metrics=self._metrics,
-                          rules=self._rules, clock=self._clock, worker=self._worker,
+                          rules=rules or self._rules, clock=self._clock, worker=self._worker,
                           plugin=name)
 
     @property
