@@ -5,8 +5,8 @@ built-in stages use exactly these hooks. Lifecycle and SMTP hooks may be plain
 functions or coroutines: mailflow awaits whatever they return (see
 ``mailflow.plugins.call_hook``); none uses ``firstresult``, so an ``async``
 implementation can never "win" by accident. Registration hooks
-(``mailflow_stages``, ``mailflow_rules_section``, ``mailflow_timer_handlers``,
-``mailflow_schema``) run at load time and must be plain functions.
+(``mailflow_stages``, ``mailflow_rules_section``, ``mailflow_timer_handlers``)
+run at load time and must be plain functions.
 
 Each hook is documented in ``docs/plugin_hooks.md``; a test fails when one is
 missing there.
