@@ -83,6 +83,12 @@ class RawClient:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
 
+    def quit(self) -> None:
+        """End the session politely: the server must still answer ``221``."""
+        code, text = self.cmd(b"QUIT")
+        assert code == 221, text
+        self.close()
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()

@@ -6,9 +6,19 @@ once; the rules say who the agents are (see :mod:`mailflow.presence`).
 
 from __future__ import annotations
 
-import time
-
 from mailflow.store import Transaction
+from mailflow.store.schema import Schema
+
+SCHEMA = Schema("agents", (
+    (
+        # who can take mail now: set by `mailflow agents set NAME away|present`
+        """CREATE TABLE agents (
+            name TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+    ),
+))
 
 
 def away_agents(tx: Transaction) -> set[str]:
@@ -29,7 +39,7 @@ def set_agent(tx: Transaction, *, name: str, status: str, at: float | None = Non
     tx.execute("INSERT INTO agents (name, status, updated_at) VALUES (:name, :status, :at)"
                " ON CONFLICT (name) DO UPDATE SET status = excluded.status,"
                " updated_at = excluded.updated_at",
-               {"name": name.lower(), "status": status, "at": time.time() if at is None else at})
+               {"name": name.lower(), "status": status, "at": tx.now() if at is None else at})
 
 
 def list_agents(tx: Transaction) -> list[tuple[str, str]]:

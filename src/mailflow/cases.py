@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +17,7 @@ from typing import Any
 from stdnum import damm
 
 from mailflow.store import Transaction
+from mailflow.store.schema import Schema
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
 
@@ -103,14 +103,15 @@ _CASE_COLUMNS = ("number, status, customer, subject, mailbox, route, priority, a
 
 
 def get_case(tx: Transaction, number: str) -> CaseRow | None:
-    rows = tx.execute(f"SELECT {_CASE_COLUMNS} FROM cases WHERE number = ?", (number.upper(),))
+    rows = tx.execute(f"SELECT {_CASE_COLUMNS} FROM cases WHERE number = :number",
+                      {"number": number.upper()})
     return CaseRow(*rows[0]) if rows else None
 
 
 def list_cases(tx: Transaction, status: str | None = None, limit: int = 50) -> list[CaseRow]:
-    where, params = ("WHERE status = ?", (status,)) if status else ("", ())
+    where = "WHERE status = :status" if status else ""
     rows = tx.execute(f"SELECT {_CASE_COLUMNS} FROM cases {where}"
-                      " ORDER BY created_at DESC LIMIT ?", (*params, limit))
+                      " ORDER BY created_at DESC LIMIT :limit", {"status": status, "limit": limit})
     return [CaseRow(*r) for r in rows]
 
 
@@ -118,16 +119,16 @@ def case_of_customer_message(tx: Transaction, message_id: str) -> str | None:
     """The case a customer message with this Message-ID already belongs to."""
     if not message_id:
         return None
-    rows = tx.execute("SELECT case_number FROM case_messages WHERE message_id = ?"
-                      " AND role = 'customer'", (message_id,))
+    rows = tx.execute("SELECT case_number FROM case_messages WHERE message_id = :message_id"
+                      " AND role = 'customer'", {"message_id": message_id})
     return str(rows[0][0]) if rows else None
 
 
 def case_of_references(tx: Transaction, ids: Sequence[str]) -> str | None:
     """The case of the most recent message among ``ids`` (customer's, ack, forward…)."""
     for message_id in reversed(ids):
-        rows = tx.execute("SELECT case_number FROM case_messages WHERE message_id = ?"
-                          " ORDER BY id DESC LIMIT 1", (message_id,))
+        rows = tx.execute("SELECT case_number FROM case_messages WHERE message_id = :message_id"
+                          " ORDER BY id DESC LIMIT 1", {"message_id": message_id})
         if rows:
             return str(rows[0][0])
     return None
@@ -138,16 +139,17 @@ def took_part(tx: Transaction, number: str, sender: str) -> bool:
     if not sender:
         return False
     rows = tx.execute(
-        "SELECT 1 FROM cases WHERE number = ? AND customer = ? UNION ALL"
-        " SELECT 1 FROM case_messages WHERE case_number = ? AND sender = ? LIMIT 1",
-        (number, sender.lower(), number, sender.lower()))
+        "SELECT 1 FROM cases WHERE number = :number AND customer = :sender UNION ALL"
+        " SELECT 1 FROM case_messages WHERE case_number = :number AND sender = :sender LIMIT 1",
+        {"number": number, "sender": sender.lower()})
     return bool(rows)
 
 
 def find_resend(tx: Transaction, sender: str, digest: str, since: float) -> str | None:
-    rows = tx.execute("SELECT case_number FROM fingerprints WHERE sender = ? AND digest = ?"
-                      " AND created_at >= ? ORDER BY created_at DESC LIMIT 1",
-                      (sender.lower(), digest, since))
+    rows = tx.execute("SELECT case_number FROM fingerprints WHERE sender = :sender"
+                      " AND digest = :digest AND created_at >= :since"
+                      " ORDER BY created_at DESC LIMIT 1",
+                      {"sender": sender.lower(), "digest": digest, "since": since})
     return str(rows[0][0]) if rows else None
 
 
@@ -158,45 +160,106 @@ def find_resend(tx: Transaction, sender: str, digest: str, since: float) -> str 
 
 def insert_case(tx: Transaction, *, number: str, customer: str, customer_name: str,
                 subject: str, mailbox: str, parent: str | None = None) -> None:
-    now = time.time()
     tx.execute("INSERT INTO cases (number, status, customer, customer_name, subject, mailbox,"
-               " parent, created_at, updated_at) VALUES (?, 'open', ?, ?, ?, ?, ?, ?, ?)",
-               (number, customer.lower(), customer_name, subject[:500], mailbox, parent, now,
-                now))
+               " parent, created_at, updated_at) VALUES (:number, 'open', :customer,"
+               " :customer_name, :subject, :mailbox, :parent, :now, :now)",
+               {"number": number, "customer": customer.lower(), "customer_name": customer_name,
+                "subject": subject[:500], "mailbox": mailbox, "parent": parent, "now": tx.now()})
 
 
 def delete_case(tx: Transaction, number: str) -> None:
-    tx.execute("DELETE FROM cases WHERE number = ?", (number,))
+    tx.execute("DELETE FROM cases WHERE number = :number", {"number": number})
 
 
 def add_case_message(tx: Transaction, *, number: str, message_id: str, role: str, sender: str,
                      queue_id: str | None) -> None:
     tx.execute("INSERT INTO case_messages (case_number, message_id, role, sender, queue_id,"
-               " created_at) VALUES (?, ?, ?, ?, ?, ?)",
-               (number, message_id, role, sender.lower(), queue_id, time.time()))
+               " created_at) VALUES (:number, :message_id, :role, :sender, :queue_id, :now)",
+               {"number": number, "message_id": message_id, "role": role,
+                "sender": sender.lower(), "queue_id": queue_id, "now": tx.now()})
 
 
 def remove_case_messages(tx: Transaction, queue_id: str) -> None:
-    tx.execute("DELETE FROM case_messages WHERE queue_id = ?", (queue_id,))
+    tx.execute("DELETE FROM case_messages WHERE queue_id = :queue_id", {"queue_id": queue_id})
 
 
 def update_case(tx: Transaction, number: str, **fields: Any) -> None:
     allowed = {"status", "route", "priority", "assignee", "language", "promised_at"}
     if not fields or set(fields) - allowed:
         raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
-    assignments = ", ".join(f"{k} = ?" for k in fields)
-    tx.execute(f"UPDATE cases SET {assignments}, updated_at = ? WHERE number = ?",
-               (*fields.values(), time.time(), number))
+    assignments = ", ".join(f"{k} = :{k}" for k in fields)
+    tx.execute(f"UPDATE cases SET {assignments}, updated_at = :now WHERE number = :number",
+               {**fields, "now": tx.now(), "number": number})
 
 
 def add_fingerprint(tx: Transaction, *, sender: str, digest: str, number: str,
                     queue_id: str) -> None:
     tx.execute("INSERT INTO fingerprints (sender, digest, case_number, queue_id, created_at)"
-               " VALUES (?, ?, ?, ?, ?)", (sender.lower(), digest, number, queue_id, time.time()))
+               " VALUES (:sender, :digest, :number, :queue_id, :now)",
+               {"sender": sender.lower(), "digest": digest, "number": number,
+                "queue_id": queue_id, "now": tx.now()})
 
 
 def remove_fingerprints(tx: Transaction, queue_id: str) -> None:
-    tx.execute("DELETE FROM fingerprints WHERE queue_id = ?", (queue_id,))
+    tx.execute("DELETE FROM fingerprints WHERE queue_id = :queue_id", {"queue_id": queue_id})
+
+
+def forget_message(tx: Transaction, queue_id: str) -> None:
+    """Forget what an abandoned message left: the case it opened (unless another
+    message joined it since), its place in cases, its fingerprint."""
+    tx.execute("DELETE FROM cases WHERE number IN (SELECT case_number FROM case_messages"
+               " WHERE queue_id = :queue_id AND role = 'customer') AND NOT EXISTS (SELECT 1"
+               " FROM case_messages m WHERE m.case_number = cases.number"
+               " AND m.queue_id <> :queue_id)", {"queue_id": queue_id})
+    remove_case_messages(tx, queue_id)
+    remove_fingerprints(tx, queue_id)
+
+
+SCHEMA = Schema("cases", (
+    (
+        # one conversation with a customer, numbered
+        """CREATE TABLE cases (
+            number TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            customer TEXT NOT NULL,
+            customer_name TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            mailbox TEXT NOT NULL,
+            route TEXT,
+            priority TEXT,
+            assignee TEXT,
+            language TEXT,
+            promised_at DOUBLE PRECISION,
+            parent TEXT,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX cases_customer ON cases (customer)",
+        "CREATE INDEX cases_assignee ON cases (assignee, status)",
+        """CREATE TABLE case_messages (
+            id {id},
+            case_number TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            role TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            queue_id TEXT,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+        # one customer message belongs to one case, even when two copies race
+        "CREATE UNIQUE INDEX case_messages_customer ON case_messages (message_id)"
+        " WHERE role = 'customer' AND message_id <> ''",
+        "CREATE INDEX case_messages_message_id ON case_messages (message_id)",
+        "CREATE INDEX case_messages_case ON case_messages (case_number, sender)",
+        """CREATE TABLE fingerprints (
+            sender TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            case_number TEXT NOT NULL,
+            queue_id TEXT,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX fingerprints_sender ON fingerprints (sender, digest, created_at)",
+    ),
+), forget=forget_message)
 
 
 # ---------------------------------------------------------------------------

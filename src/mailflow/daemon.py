@@ -17,7 +17,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from mailflow.relay import NextHopClient, next_hop_client
 from mailflow.runtime import Runtime, load_runtime
 from mailflow.smtp import Handler, MailflowSMTP, SessionLimits
 from mailflow.store import Store, StoreUnavailable, open_store
+from mailflow.store.schema import Schema
 
 log = structlog.get_logger("mailflow.daemon")
 
@@ -94,7 +95,8 @@ class Application:
                                rules=lambda: self.runtime.rules, clock=self.clock, worker=worker)
         hop = settings.effective_next_hop
         self.client: NextHopClient = next_hop_client(hop, settings.relay, settings.smtp.hostname)
-        self.outbox = OutboxWorker(self.store, self.client, settings.outbox, self.metrics)
+        self.outbox = OutboxWorker(self.store, self.client, settings.outbox, self.metrics,
+                                   self.clock)
         self.pipeline = Pipeline(settings, self.store, self.client, self.metrics,
                                  lambda: self.runtime.chain, lambda: self.runtime.rules,
                                  self.outbox.wake)
@@ -159,17 +161,17 @@ class Application:
             settings = self._reload_settings() if self._reload_settings else self.settings
             runtime = load_runtime(settings, self.metric_factory)
         except ConfigError as exc:
-            self.metrics.reloads.labels(result="failed").inc()
-            log.error("reload_failed", errors=[str(p) for p in exc.problems],
-                      detail="keeping the running configuration")
-            sdnotify.notify("READY=1", "STATUS=reload failed, running configuration kept")
-            return False
+            return self._reload_failed([str(p) for p in exc.problems])
         fixed = ("listen", "store", "state_dir", "workers", "next_hop", "smtp", "relay", "metrics",
                  "trusted_networks", "outbox", "log_level")
         changed = [k for k in fixed if getattr(settings, k) != getattr(self.settings, k)]
         if changed:
             log.warning("reload_needs_restart", settings=changed,
                         detail="these settings take effect at the next restart")
+        try:
+            await self.store.migrate(runtime.schemas)  # tables of a plugin the reload adds
+        except Exception as exc:  # a plugin's bad DDL, or the store down
+            return self._reload_failed([f"store migration: {exc}"])
         old = self.runtime
         added, removed = _changed_plugins(old, runtime)
         for name in added:
@@ -182,6 +184,12 @@ class Application:
         sdnotify.notify("READY=1", "STATUS=configuration reloaded")
         return True
 
+    def _reload_failed(self, errors: list[str]) -> bool:
+        self.metrics.reloads.labels(result="failed").inc()
+        log.error("reload_failed", errors=errors, detail="keeping the running configuration")
+        sdnotify.notify("READY=1", "STATUS=reload failed, running configuration kept")
+        return False
+
     async def _plugin_hook(self, runtime: Runtime, hook: str, name: str) -> None:
         try:
             host = self.host.for_plugin(name, rules=lambda: runtime.rules)
@@ -192,7 +200,7 @@ class Application:
     # -- serving ---------------------------------------------------------------
 
     async def start(self, sock: socket.socket) -> asyncio.Server:
-        await self.store.open()
+        await self.store.open(self.runtime.schemas)
         for name in self.runtime.plugins:
             await call_one(self.runtime.pm, "mailflow_startup", name,
                            host=self.host.for_plugin(name))
@@ -273,10 +281,10 @@ def _die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def _prepare_store(settings: Settings) -> None:
+async def _prepare_store(settings: Settings, schemas: Sequence[Schema]) -> None:
     """Migrate, and recover from a crash, once, before the workers start."""
     store = open_store(settings.store_url)
-    await store.open()
+    await store.open(schemas)
     try:
         abandoned = await store.recover()
         if abandoned:
@@ -302,12 +310,12 @@ def run(config: str | None, overrides: dict[str, Any]) -> int:
     # Ignoring it is safe: configuration and rules are read after this line.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = load_settings(config, overrides)
-    load_runtime(settings)  # refuse to start on a bad configuration, before binding
+    runtime = load_runtime(settings)  # refuse to start on a bad configuration, before binding
 
     def reread() -> Settings:
         return load_settings(config, overrides)
 
-    asyncio.run(_prepare_store(settings))  # once, before workers race for it
+    asyncio.run(_prepare_store(settings, runtime.schemas))  # once, before workers race for it
     sock = bind_socket(settings)
     metrics_address = settings.metrics_address
     children: list[int] = []

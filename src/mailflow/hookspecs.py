@@ -5,7 +5,8 @@ built-in stages use exactly these hooks. Lifecycle and SMTP hooks may be plain
 functions or coroutines: mailflow awaits whatever they return (see
 ``mailflow.plugins.call_hook``); none uses ``firstresult``, so an ``async``
 implementation can never "win" by accident. Registration hooks
-(``mailflow_stages``, ``mailflow_rules_section``, ``mailflow_timer_handlers``)
+(``mailflow_stages``, ``mailflow_rules_section``, ``mailflow_schemas``,
+``mailflow_timer_handlers``)
 run at load time and must be plain functions.
 
 Each hook is documented in ``docs/plugin_hooks.md``; a test fails when one is
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from mailflow.host import Host
     from mailflow.session import SessionInfo
     from mailflow.stage import Stage
+    from mailflow.store.schema import Schema
 
 PROJECT = "mailflow"
 
@@ -55,6 +57,19 @@ def mailflow_rules_section() -> tuple[str, type[Model]] | None:
     hooks that takes an ``options`` argument receives the validated model —
     the one now in force, swapped whole on reload. A stage of the same name
     may share the section (and its model).
+    """
+
+
+@hookspec
+def mailflow_schemas() -> Iterable[Schema]:  # type: ignore[empty-body]
+    """The tables this plugin owns: ``Schema(owner, migrations, forget)`` each.
+
+    Each owner's migrations are applied in order and versioned on their own
+    (``schema_versions``) when the store is opened and when a reload adds
+    the plugin. ``forget(tx, queue_id)`` deletes the
+    owner's rows for a message abandoned after a crash (its client never got
+    a ``250`` and sends it again). DDL is portable: ``DOUBLE PRECISION``
+    times, ``{id}`` for an identity key, ``{bytes}`` for binary data.
     """
 
 

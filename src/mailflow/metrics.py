@@ -21,7 +21,7 @@ SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class Metrics:
-    """Every metric the framework exports; plugins add theirs via ``mailflow_metrics``."""
+    """Every metric the framework exports; plugins add theirs through the `MetricFactory`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry

@@ -9,14 +9,15 @@ next hop, and marks them sent, or retries with exponential back-off.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import time
 
 import structlog
 
+from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.config import OutboxSettings
+from mailflow.leased_queue import LeasedQueue
 from mailflow.metrics import Metrics
 from mailflow.relay import NextHopClient
 from mailflow.store import OutboxRow, Store, StoreUnavailable
@@ -37,51 +38,41 @@ class OutboxWorker:
     """Background task draining the outbox through the next hop."""
 
     def __init__(self, store: Store, client: NextHopClient, settings: OutboxSettings,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, clock: Clock = SYSTEM_CLOCK) -> None:
         self.store = store
         self.client = client
         self.settings = settings
         self.metrics = metrics
+        self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
-        self._wake = asyncio.Event()
-        self._last_sweep = 0.0
+        self.queue = LeasedQueue("outbox", self._claim, self._send, settings.poll_interval)
+        self._last_sweep = -float("inf")
 
     def wake(self) -> None:
         """New rows were released: look now rather than at the next poll."""
-        self._wake.set()
+        self.queue.wake()
 
     async def run(self) -> None:
-        while True:
-            try:
-                sent = await self.run_once()
-            except StoreUnavailable as exc:
-                log.warning("outbox_store_unavailable", error=str(exc))
-                sent = 0
-            except Exception:  # one bad row must not stop the outbox until a restart
-                log.exception("outbox_error")
-                sent = 0
-            if sent:
-                continue
-            self._wake.clear()
-            # not asyncio.wait_for: on Python 3.11 it swallows a cancel that lands as the
-            # event is set (gh-86296), and the daemon then never stops on SIGTERM
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.poll_interval):
-                    await self._wake.wait()
+        await self.queue.run(before=self._housekeeping)
 
     async def run_once(self) -> int:
         """Send what is due now; returns how many rows were handled."""
-        now = time.time()
+        await self._housekeeping()
+        return await self.queue.run_once()
+
+    async def _housekeeping(self) -> None:
+        """Once a minute, abandon messages whose relay never ended (a crash mid-relay)."""
+        now = self.clock.now()
         if now - self._last_sweep > 60:
             self._last_sweep = now
             aborted = await self.store.sweep_held(now - STALE_PENDING_SECONDS)
             if aborted:
                 log.warning("outbox_abandoned_pending", messages=aborted)
+
+    async def _claim(self) -> list[OutboxRow]:
         rows = await self.store.claim_outbox(self.owner, self.settings.batch_size, LEASE_SECONDS)
-        if rows:
-            await asyncio.gather(*(self._send(row) for row in rows))
         self.metrics.outbox_pending.set(await self.store.pending_outbox())
-        return len(rows)
+        return rows
 
     async def _record_sent(self, row: OutboxRow) -> None:
         """The next hop has it: keep trying to record that while the store is down (our
@@ -113,8 +104,8 @@ class OutboxWorker:
         attempts = row.attempts + 1
         give_up = result.permanent or attempts >= self.settings.max_attempts
         delay = backoff(attempts, self.settings)
-        await self.store.outbox_retry(row.id, time.time() + delay, f"{result.code} {result.text}",
-                                      give_up)
+        await self.store.outbox_retry(row.id, self.clock.now() + delay,
+                                      f"{result.code} {result.text}", give_up)
         outcome = "failed" if give_up else "retry"
         self.metrics.outbox_failures.labels(kind=row.kind, outcome=outcome).inc()
         log.warning("outbox_not_sent", id=row.id, kind=row.kind, code=result.code,

@@ -16,7 +16,6 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -25,6 +24,8 @@ from mailflow import hookspecs
 from mailflow.config import ConfigError, Model, Problem, Settings
 from mailflow.context import TimerHandler
 from mailflow.stage import Stage
+from mailflow.store.migrations import CORE
+from mailflow.store.schema import Schema, check_schemas
 
 ENTRY_POINT_GROUP = "mailflow.plugins"
 
@@ -39,16 +40,18 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 )
 
 
-def _builtin_modules() -> Iterable[ModuleType]:
-    return (importlib.import_module(name) for name in DEFAULT_PLUGINS)
+def _builtin_manager() -> pluggy.PluginManager:
+    """A plugin manager holding the hook contract and the built-in stages only."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(name), name=name)
+    return pm
 
 
 def get_plugin_manager(settings: Settings) -> pluggy.PluginManager:
     """Build a plugin manager for ``settings``: built-ins, named entry points, plugin dirs."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    for module in _builtin_modules():
-        pm.register(module, name=module.__name__)
+    pm = _builtin_manager()
     problems: list[Problem] = []
     _load_entry_points(pm, settings.plugins, settings.source, problems)
     for directory in settings.plugin_dirs:
@@ -184,6 +187,27 @@ def collect_timer_handlers(pm: pluggy.PluginManager) -> dict[str, TimerHandler]:
     if problems:
         raise ConfigError(problems)
     return handlers
+
+
+def collect_schemas(pm: pluggy.PluginManager) -> list[Schema]:
+    """Every owner's schema from ``mailflow_schemas``, the core's first, each once."""
+    problems: list[Problem] = []
+    schemas: list[Schema] = [CORE]
+    for plugin, provided in _sync_results(pm, "mailflow_schemas", problems):
+        for schema in provided or ():
+            if not isinstance(schema, Schema):
+                problems.append(Problem(plugin, 0, 0, f"{schema!r} is not a Schema"))
+            elif schema not in schemas:
+                schemas.append(schema)
+    problems.extend(Problem("plugins", 0, 0, text) for text in check_schemas(schemas))
+    if problems:
+        raise ConfigError(problems)
+    return schemas
+
+
+def builtin_schemas() -> list[Schema]:
+    """The core's and the built-in stages' schemas: what a store needs without plugins."""
+    return collect_schemas(_builtin_manager())
 
 
 def collect_stages(pm: pluggy.PluginManager) -> dict[str, type[Stage[Any]]]:

@@ -18,6 +18,7 @@ from mailflow.config import ConfigError, Model, Problem, Settings, validate
 from mailflow.context import TimerHandler
 from mailflow.metrics import MetricFactory
 from mailflow.plugins import (
+    collect_schemas,
     collect_sections,
     collect_stages,
     collect_timer_handlers,
@@ -25,6 +26,7 @@ from mailflow.plugins import (
 )
 from mailflow.rules import RuleSet, load_rules
 from mailflow.stage import Stage, StageEnv
+from mailflow.store.schema import Schema
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Runtime:
     #: plugin name -> its validated rules section (for its SMTP hooks' ``options``)
     plugin_options: Mapping[str, Model] = field(default_factory=dict)
     timer_handlers: Mapping[str, TimerHandler] = field(default_factory=dict)
+    #: every owner's tables (core, built-in stages, plugins), migrated when the store opens
+    schemas: tuple[Schema, ...] = ()
 
     @property
     def plugins(self) -> dict[str, object]:
@@ -56,6 +60,7 @@ def load_runtime(settings: Settings, metrics: MetricFactory | None = None,
     stages = collect_stages(pm)
     sections = collect_sections(pm)
     handlers = collect_timer_handlers(pm)
+    schemas = tuple(collect_schemas(pm))
     env = StageEnv(rules=rules, settings=settings, metrics=metrics or MetricFactory(),
                    clock=clock)
     problems: list[Problem] = []
@@ -68,7 +73,7 @@ def load_runtime(settings: Settings, metrics: MetricFactory | None = None,
     if problems:
         raise ConfigError(problems)
     env.terms.build()  # all stages registered their terms: one automaton for all
-    return Runtime(settings, rules, pm, stages, chain, options, handlers)
+    return Runtime(settings, rules, pm, stages, chain, options, handlers, schemas)
 
 
 def _plugin_options(rules: RuleSet, sections: Mapping[str, tuple[str, type[Model]]],

@@ -33,9 +33,11 @@ from mailflow.config import Settings, validate
 from mailflow.context import CaseInfo, Decision, MessageContext, Triage
 from mailflow.message import Envelope, Message, parse_message
 from mailflow.metrics import MetricFactory
+from mailflow.plugins import builtin_schemas
 from mailflow.rules import RuleSet
 from mailflow.stage import Stage, StageEnv, StageOptions
 from mailflow.store import Store, open_store
+from mailflow.store.schema import Schema
 from mailflow.values import Direction
 
 StageT = TypeVar("StageT", bound=Stage[Any])
@@ -107,11 +109,12 @@ async def commit(store: Store, ctx: MessageContext) -> None:
 
 @contextlib.asynccontextmanager
 async def temporary_store(directory: Path, clock: Clock = SYSTEM_CLOCK,
-                          ) -> AsyncIterator[Store]:
-    """A real SQLite store in ``directory`` (pytest's ``tmp_path``), migrated and open."""
+                          schemas: Sequence[Schema] = ()) -> AsyncIterator[Store]:
+    """A real SQLite store in ``directory`` (pytest's ``tmp_path``), open, with the core's,
+    the built-in stages' and ``schemas`` (your plugin's) tables."""
     store = open_store(f"sqlite:///{directory / 'mailflow.sqlite3'}?busy_timeout=0.5",
                        clock=clock)
-    await store.open()
+    await store.open([*builtin_schemas(), *schemas])
     try:
         yield store
     finally:

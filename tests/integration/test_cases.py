@@ -27,6 +27,8 @@ from conftest import RULES, Daemon, Received, Sink, rules_with_chain
 from mailflow import cases
 from mailflow.business_hours import BusinessCalendar, CalendarOptions, PromiseOptions
 
+pytestmark = pytest.mark.slow  # starts the daemon: `pytest -m 'not slow'` leaves it out
+
 CHAIN = "chain: [number, deduplicate, acknowledge]\n"
 NULL_SENDERS = ("", "<>")
 CUSTOMER = "claire.martin@client.test"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import email
 import json
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -39,6 +38,8 @@ from conftest import (
 )
 from mailflow import cases
 from mailflow.message import Envelope, parse_message
+
+pytestmark = pytest.mark.slow  # starts the daemon: `pytest -m 'not slow'` leaves it out
 
 NULL_SENDERS = ("", "<>")
 FORMAT = cases.NumberFormat(prefixes=("CASE", "SAV", "CTC", "DEV", "SUP"))
@@ -189,7 +190,7 @@ def corpus_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorpusRun]:
     try:
         daemon.start()
         outcomes = run_corpus(daemon, sink, tmp)
-        time.sleep(0.3)  # anything sent twice would arrive now
+        daemon.settle()  # nothing left to send: anything sent twice is here
         extra = len(sink.messages) - sum(len(o.relayed) + len(o.acks) for o in outcomes.values())
         assert extra == 0, f"{extra} unexpected message(s) at the next hop"
     finally:

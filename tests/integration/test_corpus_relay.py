@@ -21,17 +21,15 @@ from ruamel.yaml import YAML
 
 from conftest import CORPUS, Daemon, Sink
 
+pytestmark = pytest.mark.slow  # starts the daemon: `pytest -m 'not slow'` leaves it out
+
 
 def _index() -> list[dict[str, Any]]:
-    path = CORPUS / "index.yaml"
-    if not path.is_file():
-        return []
-    data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    data = YAML(typ="safe").load((CORPUS / "index.yaml").read_text(encoding="utf-8"))
     return list(data["messages"])
 
 
 MESSAGES = _index()
-pytestmark = pytest.mark.skipif(not MESSAGES, reason=f"no corpus at {CORPUS}")
 
 
 def as_sent(raw: bytes) -> bytes:

@@ -8,7 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import REPO, Daemon
+
+pytestmark = pytest.mark.slow  # starts the daemon: `pytest -m 'not slow'` leaves it out
 
 LIFECYCLE_DIR = REPO / "tests" / "fixtures" / "lifecycle_plugin"
 

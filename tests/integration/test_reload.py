@@ -15,6 +15,8 @@ from ruamel.yaml import YAML
 
 from conftest import REPO, Daemon, Sink
 
+pytestmark = pytest.mark.slow  # starts the daemon: `pytest -m 'not slow'` leaves it out
+
 PLUGIN_DIR = REPO / "tests" / "fixtures" / "plugin_dir"
 LOCATED = re.compile(r"chain\.yaml:\d+:\d+: ")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
 import time
 import urllib.error
@@ -15,26 +14,16 @@ from pathlib import Path
 from aiosmtpd.smtp import SMTP as AioSMTP
 from aiosmtpd.smtp import Envelope, Session
 from loadgen import Copy, Figures, Mail, copies
-from ruamel.yaml import YAML
 
-from conftest import RULES, Received, Sink, SinkHandler
-
-FULL_CHAIN = "chain: [number, deduplicate, prioritise, route, acknowledge]\n"
+import conftest
+from conftest import FULL_CHAIN, Received, Sink, SinkHandler
 
 
 def full_chain_rules(tmp_path: Path, extra_chain: str | None = None) -> Path:
     """The shipped rules with the full chain, and acknowledgement limits a load can't reach."""
-    rules = tmp_path / "rules-full"
-    shutil.copytree(RULES, rules)
-    (rules / "chain.yaml").write_text(extra_chain or FULL_CHAIN, encoding="utf-8")
-    yaml = YAML()
-    path = rules / "acknowledge.yaml"
-    data = yaml.load(path.read_text(encoding="utf-8"))
-    data["acknowledge"]["limits"] = {"per_case": 1, "per_address_per_day": 5,
-                                     "global_per_minute": 1_000_000}
-    with open(path, "w", encoding="utf-8") as fh:
-        yaml.dump(data, fh)
-    return rules
+    limits = {"per_case": 1, "per_address_per_day": 5, "global_per_minute": 1_000_000}
+    return conftest.full_chain_rules(tmp_path / "rules-full", extra_chain or FULL_CHAIN,
+                                     acknowledge={"limits": limits})
 
 
 @dataclass

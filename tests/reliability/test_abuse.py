@@ -32,14 +32,14 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as AioSMTP
 from aiosmtpd.smtp import Envelope, Session
-from ruamel.yaml import YAML
 from test_hostile import RawClient, dot_stuffed
 
 from clirunner import CliResult, run_cli
-from conftest import REPO, RULES, Daemon, Received, Sink, free_port
+from conftest import REPO, Daemon, Received, Sink, free_port, full_chain_rules
+
+pytestmark = pytest.mark.slow  # starts the daemon: `pytest -m 'not slow'` leaves it out
 
 DaemonFactory = Callable[..., Daemon]
-FULL_CHAIN = "chain: [number, deduplicate, prioritise, route, acknowledge]\n"
 FIGURES: dict[str, str] = {}
 
 
@@ -47,29 +47,6 @@ FIGURES: dict[str, str] = {}
 def _report() -> Iterator[None]:
     yield
     print("\n[abuse] " + "; ".join(f"{k}: {v}" for k, v in FIGURES.items()))
-
-
-def full_chain_rules(folder: Path, chain: str = FULL_CHAIN, **changes: Any) -> Path:
-    """A copy of the shipped rules running the whole chain; ``changes`` merged into the
-    sections of the same name (``acknowledge={"envelope_sender": ...}``)."""
-    shutil.copytree(RULES, folder)
-    (folder / "chain.yaml").write_text(chain, encoding="utf-8")
-    yaml = YAML()
-    for section, values in changes.items():
-        for path in sorted(folder.glob("*.yaml")):
-            data = yaml.load(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict) and section in data:
-                if isinstance(values, dict):
-                    data[section].update(values)
-                else:
-                    data[section] = values
-                with open(path, "w", encoding="utf-8") as fh:
-                    yaml.dump(data, fh)
-                break
-        else:
-            with open(folder / f"{section}.yaml", "w", encoding="utf-8") as fh:
-                yaml.dump({section: values}, fh)
-    return folder
 
 
 def is_ack(data: bytes) -> bool:
@@ -389,8 +366,7 @@ def test_internationalised_sender_is_acknowledged(daemon_factory: DaemonFactory,
                                     "idn@exemple.test")))
     code, text = client.reply()
     assert code == 250, text
-    assert client.cmd(b"QUIT")[0] == 221
-    client.close()
+    client.quit()
     wait_quiet(lambda: len(sink.messages))
     (ack,) = [m for m in sink.messages if is_ack(m.data)]
     assert ack.rcpt_tos == ["j\u00e9r\u00f4me@exemple.test"]

@@ -34,6 +34,8 @@ import pytest
 from conftest import Daemon, Sink
 from rawsmtp import CRLF, RawClient
 
+pytestmark = pytest.mark.slow  # starts the daemon: `pytest -m 'not slow'` leaves it out
+
 BARE_NEWLINE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 DaemonFactory = Callable[..., Daemon]
 
@@ -325,8 +327,7 @@ def test_outbound_smuggling_in_a_dsn_sized_message(daemon_factory: DaemonFactory
     client.send(message + b"\r\n.\r\n")
     code, text = client.reply()
     assert code == 250, text
-    assert client.cmd(b"QUIT")[0] == 221
-    client.close()
+    client.quit()
     hop.wait_for(1)
     time.sleep(0.3)
     assert len(hop.messages) == 1
@@ -394,8 +395,7 @@ def test_commands_pipelined_after_starttls_are_discarded(tls_daemon: Daemon, sin
     client.send(NORMAL + b".\r\n")
     code, text = client.reply()
     assert code == 250, text
-    assert client.cmd(b"QUIT")[0] == 221
-    client.close()
+    client.quit()
     (got,) = sink.wait_for(1)
     time.sleep(0.3)
     assert len(sink.messages) == 1
@@ -639,8 +639,7 @@ def test_hop_count_with_bare_newlines_and_odd_case(daemon: Daemon, sink: Sink, r
     assert got == code, text
     if code == 554:
         assert text.startswith(b"5.4.6 ") and b"loop" in text, text
-    assert client.cmd(b"QUIT")[0] == 221
-    client.close()
+    client.quit()
     time.sleep(0.3)
     assert len(sink.messages) == (1 if code == 250 else 0)
 
@@ -681,8 +680,7 @@ def test_huge_message_and_endless_line_keep_memory_bounded(daemon_factory: Daemo
     code, text = client.reply()
     tried("oversized command line")
     assert code == 500 and b"too long" in text, text
-    assert client.cmd(b"QUIT")[0] == 221
-    client.close()
+    client.quit()
     peak = max(peak, rss_kib(daemon.proc.pid) - baseline)
     print(f"  64 MiB message + 64 MiB line + 64 MiB command: RSS +{peak // 1024} MiB")
     assert peak < 48 * 1024, peak
@@ -750,8 +748,7 @@ def test_invalid_utf8_without_smtputf8(daemon_factory: DaemonFactory, sink: Sink
     assert code == 250, text
     (got,) = sink.wait_for(1)
     assert got.data.endswith(message)
-    assert raw.cmd(b"QUIT")[0] == 221
-    raw.close()
+    raw.quit()
     assert_healthy(daemon, sink)
 
 

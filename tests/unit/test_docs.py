@@ -68,6 +68,26 @@ def test_no_heading_for_a_hook_that_does_not_exist() -> None:
     assert not stale, f"{PLUGIN_HOOKS.name} documents hooks hookspecs.py lacks: {stale}"
 
 
+def documented_signatures() -> dict[str, list[str]]:
+    """Hook -> parameter names of its reference signature (``def mailflow_x(...) -> T: ...``)."""
+    text = PLUGIN_HOOKS.read_text(encoding="utf-8")
+    found: dict[str, list[str]] = {}
+    for m in re.finditer(r"^def (mailflow_\w+)\([^`]*?\) -> [^`]*?: \.\.\.$", text,
+                         re.MULTILINE | re.DOTALL):
+        function = ast.parse(m.group(0)).body[0]
+        assert isinstance(function, ast.FunctionDef)
+        found[m.group(1)] = [a.arg for a in function.args.args]
+    return found
+
+
+def test_each_hook_reference_signature_matches_the_code() -> None:
+    documented = documented_signatures()
+    assert set(documented) == hook_names()
+    for name, params in documented.items():
+        expected = list(inspect.signature(getattr(hookspecs, name)).parameters)
+        assert params == expected, f"{name}: documented {params}, hookspecs has {expected}"
+
+
 # ---------------------------------------------------------------------------
 # settings
 # ---------------------------------------------------------------------------

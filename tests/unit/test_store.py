@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
+from mailflow.plugins import builtin_schemas
 from mailflow.stage import OutgoingMail, Timer
 from mailflow.store import StoreUnavailable, Transaction, open_store
-from mailflow.store.migrations import MIGRATIONS
+from mailflow.store.schema import Schema, check_schemas
 from mailflow.store.sqlite import SqliteStore, SqliteTransaction
 
 
@@ -76,18 +77,24 @@ class Gate:
 # -- migrations ----------------------------------------------------------------------
 
 
+LATEST = {"core": 1, "cases": 1, "acknowledge": 1, "agents": 1}
+
+
 async def test_new_store_is_migrated_to_the_latest_version(store: SqliteStore,
                                                            db: Path) -> None:
     assert await asyncio.to_thread(db.exists)
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert dict(conn.execute("SELECT owner, version FROM schema_versions")) == LATEST
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        # times are 8-byte floats whatever the backend (REAL affinity here)
+        outbox = {r[1]: r[2] for r in conn.execute("PRAGMA table_info(outbox)")}
     finally:
         conn.close()
     assert {"messages", "outbox", "timers", "quarantine", "health", "cases",
-            "case_messages", "sequences"} <= tables
+            "case_messages", "sequences", "acks", "agents"} <= tables
+    assert outbox["created_at"] == "DOUBLE PRECISION" and outbox["data"] == "BLOB"
 
 
 async def test_reopening_runs_no_migration_again(store: SqliteStore, db: Path) -> None:
@@ -95,27 +102,72 @@ async def test_reopening_runs_no_migration_again(store: SqliteStore, db: Path) -
     await store.close()
     again = await reopened(db)
     try:
-        assert await rows(again, "PRAGMA user_version") == [(len(MIGRATIONS),)]
+        assert dict(await rows(again, "SELECT owner, version FROM schema_versions")) == LATEST
         assert await rows(again, "SELECT queue_id FROM messages") == [("Q1",)]
     finally:
         await again.close()
 
 
-async def test_an_old_store_is_brought_up_to_date(db: Path) -> None:
-    db.parent.mkdir(parents=True)
-    conn = sqlite3.connect(db, isolation_level=None)
-    for statement in MIGRATIONS[0]:
-        conn.execute(statement)
-    conn.execute("PRAGMA user_version = 1")
+#: What a store of one ``PRAGMA user_version`` lacked: version 1 had only the core's tables
+#: (no sequences), version 2 added cases and acks, version 3 the agents and an index.
+MISSING = {1: ("sequences", "cases", "case_messages", "fingerprints", "acks", "ack_bounces",
+               "agents"),
+           3: ()}
+
+
+@pytest.mark.parametrize("user_version", [1, 3])
+async def test_a_store_of_one_user_version_is_adopted(db: Path, user_version: int) -> None:
+    """Stores from before per-owner schemas: what they lack is created, their tables
+    become version 1 of each owner, data kept."""
+    s = SqliteStore(str(db))
+    await s.open()
+    await s.close()
+    conn = sqlite3.connect(db, isolation_level=None)  # made as the old code made it
+    conn.execute("DROP TABLE schema_versions")
+    for table in MISSING[user_version]:
+        conn.execute(f"DROP TABLE {table}")
+    conn.execute(f"PRAGMA user_version = {user_version}")
     conn.execute("INSERT INTO health (id, at) VALUES (1, 1.0)")
     conn.close()
     s = await reopened(db)
     try:
-        assert await rows(s, "PRAGMA user_version") == [(len(MIGRATIONS),)]
-        assert await rows(s, "SELECT count(*) FROM cases") == [(0,)]  # from migration 2
+        assert dict(await rows(s, "SELECT owner, version FROM schema_versions")) == LATEST
+        assert await rows(s, "SELECT count(*) FROM cases") == [(0,)]
         assert await rows(s, "SELECT at FROM health") == [(1.0,)]  # data kept
+        assert await s.run_write(lambda tx: tx.next_value("SAV")) == 1  # and usable
     finally:
         await s.close()
+
+
+def _forget_notes(tx: Transaction, queue_id: str) -> None:
+    tx.execute("DELETE FROM vip_notes WHERE queue_id = :queue_id", {"queue_id": queue_id})
+
+
+NOTES = Schema("vip", (
+    ("CREATE TABLE vip_notes (id {id}, queue_id TEXT NOT NULL, body {bytes})",),
+    ("ALTER TABLE vip_notes ADD COLUMN at DOUBLE PRECISION",),
+), forget=_forget_notes)
+
+
+async def test_a_plugin_schema_is_versioned_on_its_own_and_forgets_its_rows(db: Path) -> None:
+    s = SqliteStore(str(db))
+    await s.open([*builtin_schemas(), Schema("vip", NOTES.migrations[:1], NOTES.forget)])
+    try:
+        await s.migrate([NOTES])  # the plugin's next release, on reload
+        versions = dict(await rows(s, "SELECT owner, version FROM schema_versions"))
+        assert versions == {**LATEST, "vip": 2}
+        await s.write([lambda tx: pending(tx, "Q1"), lambda tx: pending(tx, "Q2"),
+                       lambda tx: tx.execute("INSERT INTO vip_notes (queue_id, body, at)"
+                                             " VALUES ('Q1', x'00ff', 1.5), ('Q2', NULL, 2)")])
+        assert await s.recover() == 2  # both pending: abandoned, and forgotten by the owner
+        assert await rows(s, "SELECT count(*) FROM vip_notes") == [(0,)]
+    finally:
+        await s.close()
+
+
+def test_one_owner_claimed_by_two_schemas_is_refused() -> None:
+    assert check_schemas([NOTES, NOTES]) == []
+    assert check_schemas([NOTES, Schema("vip", ())]) == ["schema owner 'vip' is claimed twice"]
 
 
 def test_open_store_urls(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import Field, field_validator
 
-from mailflow import autoreply, cases
+from mailflow import acks, autoreply, cases
 from mailflow.business_hours import BusinessCalendar, CalendarOptions, PromiseOptions
 from mailflow.config import Model
 from mailflow.dnscheck import DnsOptions, DomainChecker
@@ -73,6 +73,7 @@ from mailflow.stage import (
     StageOptions,
 )
 from mailflow.store import Transaction
+from mailflow.store.schema import Schema
 
 log = structlog.get_logger("mailflow.stages.acknowledge")
 
@@ -211,21 +212,15 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
     def _limit_reason(self, tx: Transaction, *, customer: str, case: str,
                       now: float) -> str | None:
         limits = self.options.limits
-        (per_case,), = tx.execute("SELECT count(*) FROM acks WHERE case_number = ?", (case,))
-        if per_case >= limits.per_case:
+        if acks.acks_for_case(tx, case) >= limits.per_case:
             return "limit per case"
-        (per_day,), = tx.execute("SELECT count(*) FROM acks WHERE address = ? AND sent_at >= ?",
-                                 (customer, now - 86400))
-        if per_day >= limits.per_address_per_day:
+        if acks.acks_to_address_since(tx, customer, now - 86400) >= limits.per_address_per_day:
             return "limit per address per day"
-        (per_minute,), = tx.execute("SELECT count(*) FROM acks WHERE sent_at >= ?", (now - 60,))
-        if per_minute >= limits.global_per_minute:
+        if acks.acks_since(tx, now - 60) >= limits.global_per_minute:
             return "global circuit breaker"
-        if self.options.bounce_window_hours:
-            bounced = tx.execute("SELECT 1 FROM ack_bounces WHERE address = ? AND at >= ? LIMIT 1",
-                                 (customer, now - self.options.bounce_window_hours * 3600))
-            if bounced:
-                return "an acknowledgement to this address bounced recently"
+        window = self.options.bounce_window_hours
+        if window and acks.bounced_since(tx, customer, now - window * 3600):
+            return "an acknowledgement to this address bounced recently"
         return None
 
     def _suppress(self, ctx: MessageContext, reason: str, customer: str) -> None:
@@ -309,10 +304,10 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
         ctx.queue_mail(OutgoingMail("ack", (customer,), data,
                                     mail_from=self.options.envelope_sender))
         queue_id = ctx.queue_id
-        ctx.write(partial(_record_ack, case=case, address=customer, message_id=message_id,
+        ctx.write(partial(acks.record_ack, case=case, address=customer, message_id=message_id,
                           queue_id=queue_id, promised_at=fields_promised(ctx),
                           sent_at=ctx.clock.now()),
-                  undo=partial(_forget_ack, queue_id=queue_id))
+                  undo=partial(acks.forget_acks, queue_id=queue_id))
         self.sent.inc()
         log.info("ack_queued", queue_id=queue_id, case=case, to=customer, language=language)
         ctx.note(sent=True, to=customer, language=language, subject=subject,
@@ -326,9 +321,9 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
         ids = set(_ACK_ID.findall(ctx.message.text)) | set(_ACK_ID.findall(returned))
         if not ids or ctx.store is None:
             return
-        rows = await ctx.store.run_read(partial(_acks_by_message_id, ids=sorted(ids)))
+        rows = await ctx.store.run_read(partial(acks.acks_by_message_id, ids=sorted(ids)))
         for address, message_id in rows:
-            ctx.write(partial(_record_bounce, address=address, message_id=message_id,
+            ctx.write(partial(acks.record_bounce, address=address, message_id=message_id,
                               at=ctx.clock.now()))
             log.info("ack_bounce_recorded", queue_id=ctx.queue_id, address=address)
             ctx.note(bounced=address)
@@ -338,31 +333,11 @@ def fields_promised(ctx: MessageContext) -> float | None:
     return ctx.case.promised_at if ctx.case is not None else None
 
 
-def _record_ack(tx: Transaction, *, case: str, address: str, message_id: str, queue_id: str,
-                promised_at: float | None, sent_at: float) -> None:
-    tx.execute("INSERT INTO acks (case_number, address, message_id, queue_id, sent_at)"
-               " VALUES (?, ?, ?, ?, ?)", (case, address, message_id, queue_id, sent_at))
-    cases.add_case_message(tx, number=case, message_id=message_id, role="ack", sender=address,
-                           queue_id=queue_id)
-    if promised_at is not None:
-        cases.update_case(tx, case, promised_at=promised_at)
-
-
-def _forget_ack(tx: Transaction, *, queue_id: str) -> None:
-    tx.execute("DELETE FROM acks WHERE queue_id = ?", (queue_id,))
-
-
-def _acks_by_message_id(tx: Transaction, *, ids: list[str]) -> list[tuple[str, str]]:
-    marks = ", ".join("?" for _ in ids)
-    rows = tx.execute(f"SELECT address, message_id FROM acks WHERE message_id IN ({marks})", ids)
-    return [(str(a), str(m)) for a, m in rows]
-
-
-def _record_bounce(tx: Transaction, *, address: str, message_id: str, at: float) -> None:
-    tx.execute("INSERT INTO ack_bounces (address, ack_message_id, at) VALUES (?, ?, ?)",
-               (address, message_id, at))
-
-
 @hookimpl(trylast=True)
 def mailflow_stages() -> Iterable[type[Stage[Any]]]:
     return [AcknowledgeStage]
+
+
+@hookimpl
+def mailflow_schemas() -> Iterable[Schema]:
+    return [acks.SCHEMA]

@@ -63,6 +63,7 @@ from mailflow.stage import (
     StageOptions,
 )
 from mailflow.store import Transaction
+from mailflow.store.schema import Schema
 
 log = structlog.get_logger("mailflow.stages.number")
 
@@ -251,3 +252,8 @@ class NumberStage(Stage[NumberOptions]):
 @hookimpl(trylast=True)
 def mailflow_stages() -> Iterable[type[Stage[Any]]]:
     return [NumberStage]
+
+
+@hookimpl
+def mailflow_schemas() -> Iterable[Schema]:
+    return [cases.SCHEMA]

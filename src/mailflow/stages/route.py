@@ -61,6 +61,7 @@ from mailflow.hookspecs import hookimpl
 from mailflow.presence import Member, is_present, present_members
 from mailflow.rules import Section
 from mailflow.stage import CaseStatus, Direction, MessageContext, Stage, StageEnv, StageOptions
+from mailflow.store.schema import Schema
 from mailflow.textmatch import fold, folded_parts, parse_term
 
 
@@ -355,3 +356,8 @@ class RouteStage(Stage[RouteOptions]):
 @hookimpl(trylast=True)
 def mailflow_stages() -> Iterable[type[Stage[Any]]]:
     return [RouteStage]
+
+
+@hookimpl
+def mailflow_schemas() -> Iterable[Schema]:
+    return [cases.SCHEMA, agents.SCHEMA]  # least-loaded counts cases; presence

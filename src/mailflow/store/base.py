@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import abc
 import json
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from mailflow.clock import SYSTEM_CLOCK, Clock
+from mailflow.store.schema import ForgetFn, Schema
 from mailflow.values import OutgoingMail, Timer
 
 T = TypeVar("T")
@@ -48,13 +48,24 @@ class TimerRow:
 
 
 class Transaction(abc.ABC):
-    """Typed writes and reads inside one transaction; SQL stays inside the store."""
+    """Typed writes and reads inside one transaction; SQL stays inside the store.
+
+    ``now()`` is the store's injected clock, so what a transaction records
+    follows the time the decisions were made with (a fake one in tests).
+    """
+
+    clock: Clock = SYSTEM_CLOCK
+    #: each owner's ``forget`` (see ``Schema``), run by ``abandon_message``
+    forgetters: Sequence[ForgetFn] = ()
 
     @abc.abstractmethod
     def execute(self, sql: str,
                 params: Mapping[str, Any] | Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run one statement and return its rows. Stages and plugins write named
-        ``:name`` parameters with a mapping (portable to PostgreSQL drivers)."""
+        """Run one statement and return its rows, with named ``:name`` parameters
+        from a mapping (portable to PostgreSQL drivers)."""
+
+    def now(self) -> float:
+        return self.clock.now()
 
     # messages -----------------------------------------------------------------
 
@@ -63,29 +74,30 @@ class Transaction(abc.ABC):
                        received_at: float, details: dict[str, Any]) -> None:
         self.execute(
             "INSERT INTO messages (queue_id, message_id, mail_from, rcpt_to, state, verdict,"
-            " received_at, updated_at, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (queue_id, message_id, mail_from, json.dumps(list(rcpt_to)), state, verdict,
-             received_at, time.time(), json.dumps(details, default=str)))
+            " received_at, updated_at, details) VALUES (:queue_id, :message_id, :mail_from,"
+            " :rcpt_to, :state, :verdict, :received_at, :now, :details)",
+            {"queue_id": queue_id, "message_id": message_id, "mail_from": mail_from,
+             "rcpt_to": json.dumps(list(rcpt_to)), "state": state, "verdict": verdict,
+             "received_at": received_at, "now": self.now(),
+             "details": json.dumps(details, default=str)})
 
     def set_message_state(self, queue_id: str, state: str) -> None:
-        self.execute("UPDATE messages SET state = ?, updated_at = ? WHERE queue_id = ?",
-                     (state, time.time(), queue_id))
+        self.execute("UPDATE messages SET state = :state, updated_at = :now"
+                     " WHERE queue_id = :queue_id",
+                     {"state": state, "now": self.now(), "queue_id": queue_id})
 
     def abandon_message(self, queue_id: str) -> None:
         """Undo a message whose client never got a 250 (it will send again).
 
-        Generic clean-up for a crash between commit and reply, when the
-        stages' own undo operations are gone with the process.
+        The clean-up for a crash between commit and reply, when the stages'
+        own undo operations are gone with the process: the core drops what
+        the message held back, and each owner of tables forgets its rows.
         """
         self.set_message_state(queue_id, "aborted")
         self.cancel_outbox(queue_id)
         self.drop_held_timers(queue_id)
-        self.execute("DELETE FROM cases WHERE number IN (SELECT case_number FROM case_messages"
-                     " WHERE queue_id = ? AND role = 'customer') AND NOT EXISTS (SELECT 1 FROM"
-                     " case_messages m WHERE m.case_number = cases.number AND m.queue_id <> ?)",
-                     (queue_id, queue_id))
-        for table in ("case_messages", "fingerprints", "acks"):
-            self.execute(f"DELETE FROM {table} WHERE queue_id = ?", (queue_id,))
+        for forget in self.forgetters:
+            forget(self, queue_id)
 
     # sequences ----------------------------------------------------------------
 
@@ -105,41 +117,43 @@ class Transaction(abc.ABC):
 
     def queue_outbox(self, mail: OutgoingMail, *, message: str | None, held: bool) -> None:
         """Queue ``mail``; a held row waits until its message is accepted downstream."""
+        now = self.now()
         self.execute(
             "INSERT INTO outbox (message, kind, state, mail_from, rcpt_to, data, created_at,"
-            " next_attempt, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
-            (message, mail.kind, "held" if held else "ready", mail.mail_from,
-             json.dumps(list(mail.rcpt_to)), mail.data, time.time(),
-             max(mail.not_before, time.time())))
+            " next_attempt, attempts) VALUES (:message, :kind, :state, :mail_from, :rcpt_to,"
+            " :data, :now, :next_attempt, 0)",
+            {"message": message, "kind": mail.kind, "state": "held" if held else "ready",
+             "mail_from": mail.mail_from, "rcpt_to": json.dumps(list(mail.rcpt_to)),
+             "data": mail.data, "now": now, "next_attempt": max(mail.not_before, now)})
 
     def release_outbox(self, message: str) -> None:
-        self.execute("UPDATE outbox SET state = 'ready' WHERE message = ? AND state = 'held'",
-                     (message,))
+        self.execute("UPDATE outbox SET state = 'ready' WHERE message = :message"
+                     " AND state = 'held'", {"message": message})
 
     def cancel_outbox(self, message: str) -> None:
-        self.execute("UPDATE outbox SET state = 'cancelled' WHERE message = ? AND state = 'held'",
-                     (message,))
+        self.execute("UPDATE outbox SET state = 'cancelled' WHERE message = :message"
+                     " AND state = 'held'", {"message": message})
 
     # timers -------------------------------------------------------------------
 
     def schedule_timer(self, timer: Timer, *, message: str | None, held: bool) -> None:
         self.execute(
             "INSERT INTO timers (message, kind, key, due, payload, state)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (message, timer.kind, timer.key, timer.due, json.dumps(timer.payload),
-             "held" if held else "active"))
+            " VALUES (:message, :kind, :key, :due, :payload, :state)",
+            {"message": message, "kind": timer.kind, "key": timer.key, "due": timer.due,
+             "payload": json.dumps(timer.payload), "state": "held" if held else "active"})
 
     def cancel_timers(self, kind: str, key: str) -> None:
-        self.execute("UPDATE timers SET state = 'cancelled' WHERE kind = ? AND key = ?"
-                     " AND state IN ('active', 'held')", (kind, key))
+        self.execute("UPDATE timers SET state = 'cancelled' WHERE kind = :kind AND key = :key"
+                     " AND state IN ('active', 'held')", {"kind": kind, "key": key})
 
     def release_timers(self, message: str) -> None:
-        self.execute("UPDATE timers SET state = 'active' WHERE message = ? AND state = 'held'",
-                     (message,))
+        self.execute("UPDATE timers SET state = 'active' WHERE message = :message"
+                     " AND state = 'held'", {"message": message})
 
     def drop_held_timers(self, message: str) -> None:
-        self.execute("UPDATE timers SET state = 'cancelled' WHERE message = ? AND state = 'held'",
-                     (message,))
+        self.execute("UPDATE timers SET state = 'cancelled' WHERE message = :message"
+                     " AND state = 'held'", {"message": message})
 
 
 WriteFn = Callable[[Transaction], T]
@@ -154,7 +168,13 @@ class Store(abc.ABC):
     error: str | None = None
 
     @abc.abstractmethod
-    async def open(self) -> None: ...
+    async def open(self, schemas: Sequence[Schema] | None = None) -> None:
+        """Open, and bring every owner's tables up to date (``None``: the core's and the
+        built-in stages', see ``mailflow.plugins.builtin_schemas``)."""
+
+    @abc.abstractmethod
+    async def migrate(self, schemas: Sequence[Schema]) -> None:
+        """Apply what ``schemas`` have that the store has not (a reload added a plugin)."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

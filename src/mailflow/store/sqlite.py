@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 import json
 import queue
+import re
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,7 +33,7 @@ from mailflow.store.base import (
     Transaction,
     WriteFn,
 )
-from mailflow.store.migrations import MIGRATIONS
+from mailflow.store.schema import ForgetFn, Schema
 from mailflow.values import Timer
 
 log = structlog.get_logger("mailflow.store")
@@ -43,8 +43,11 @@ MAX_GROUP = 256  # transactions folded into one commit
 
 
 class SqliteTransaction(Transaction):
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, clock: Clock = SYSTEM_CLOCK,
+                 forgetters: Sequence[ForgetFn] = ()) -> None:
         self.conn = conn
+        self.clock = clock
+        self.forgetters = forgetters
 
     def execute(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         """``:name`` parameters from a mapping, or ``?`` ones from a sequence."""
@@ -69,23 +72,45 @@ def _connect(path: str, readonly: bool = False, busy_timeout: float = 5.0) -> sq
     return conn
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema to the latest version; returns that version."""
-    for target, script in enumerate(MIGRATIONS, start=1):
-        conn.execute("BEGIN IMMEDIATE")  # one migrator at a time, across processes
-        if conn.execute("PRAGMA user_version").fetchone()[0] >= target:
-            conn.execute("ROLLBACK")
-            continue
-        try:
-            for statement in script:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {target}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        log.info("store_migrated", version=target)
-    return len(MIGRATIONS)
+#: How SQLite spells the portable DDL's placeholders (see ``mailflow.store.schema``).
+SQLITE_TYPES = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "bytes": "BLOB"}
+
+
+def apply_schemas(tx: Transaction, schemas: Sequence[Schema]) -> None:
+    """Bring each owner's tables to its latest version, inside the caller's transaction
+    (SQLite's DDL is transactional: a failed migration leaves nothing half-done)."""
+    tables = {r[0] for r in tx.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    adopting = False
+    if "schema_versions" not in tables:
+        tx.execute("CREATE TABLE schema_versions (owner TEXT PRIMARY KEY,"
+                   " version INTEGER NOT NULL)")
+        (legacy,), = tx.execute("PRAGMA user_version")
+        adopting = legacy > 0
+        if adopting:
+            log.info("store_adopted", user_version=legacy)
+    versions = dict(tx.execute("SELECT owner, version FROM schema_versions"))
+    for schema in schemas:
+        current = versions.get(schema.owner, 0)
+        for target, statements in schema.steps(current, SQLITE_TYPES):
+            if adopting and target == 1:
+                statements = [_if_not_exists(statement) for statement in statements]
+            for statement in statements:
+                tx.execute(statement)
+            tx.execute("INSERT INTO schema_versions (owner, version) VALUES (:owner, :version)"
+                       " ON CONFLICT (owner) DO UPDATE SET version = excluded.version",
+                       {"owner": schema.owner, "version": target})
+            log.info("store_migrated", owner=schema.owner, version=target)
+
+
+_CREATE = re.compile(r"^\s*CREATE\s+(UNIQUE\s+)?(TABLE|INDEX)\s+(?!IF\s)", re.IGNORECASE)
+
+
+def _if_not_exists(statement: str) -> str:
+    """A store from before per-owner versions (one ``PRAGMA user_version``, 1 to 3)
+    already has some of each owner's version-1 tables, exactly as version 1 makes
+    them: they are created only where missing, and the store goes on from there."""
+    return _CREATE.sub(lambda m: f"CREATE {m.group(1) or ''}{m.group(2)} IF NOT EXISTS ",
+                       statement, count=1)
 
 
 _Job = tuple[Callable[[Transaction], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
@@ -107,10 +132,16 @@ class SqliteStore(Store):
         self._writer: threading.Thread | None = None
         self._reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mailflow-read")
         self._local = threading.local()
+        self._schemas: dict[str, Schema] = {}
+        self._forgetters: list[ForgetFn] = []  # shared with every transaction
 
     # -- lifecycle ----------------------------------------------------------
 
-    async def open(self) -> None:
+    async def open(self, schemas: Sequence[Schema] | None = None) -> None:
+        if schemas is None:
+            from mailflow.plugins import builtin_schemas  # plugins import the store
+
+            schemas = builtin_schemas()
         if self.readonly:
             return
         try:
@@ -119,13 +150,39 @@ class SqliteStore(Store):
         except (OSError, sqlite3.Error) as exc:  # read-only folder, locked file, bad path
             raise StoreUnavailable(f"cannot open the store {self.path}: {exc}") from exc
         try:
-            await asyncio.to_thread(migrate, conn)
+            await asyncio.to_thread(self._migrate_now, conn, schemas)
         except sqlite3.Error as exc:
             conn.close()
             raise StoreUnavailable(f"cannot prepare the store {self.path}: {exc}") from exc
         self._writer = threading.Thread(target=self._write_loop, args=(conn,),
                                         name="mailflow-store-writer", daemon=True)
         self._writer.start()
+
+    def _migrate_now(self, conn: sqlite3.Connection, schemas: Sequence[Schema]) -> None:
+        conn.execute("BEGIN IMMEDIATE")  # one migrator at a time, across processes
+        try:
+            apply_schemas(self._transaction(conn), schemas)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._remember(schemas)
+
+    async def migrate(self, schemas: Sequence[Schema]) -> None:
+        if self.readonly:
+            return
+        await self.run_write(lambda tx: apply_schemas(tx, schemas))
+        self._remember(schemas)
+
+    def _remember(self, schemas: Sequence[Schema]) -> None:
+        for schema in schemas:
+            if schema.owner not in self._schemas:
+                self._schemas[schema.owner] = schema
+                if schema.forget is not None:
+                    self._forgetters.append(schema.forget)
+
+    def _transaction(self, conn: sqlite3.Connection) -> SqliteTransaction:
+        return SqliteTransaction(conn, self.clock, self._forgetters)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -146,7 +203,7 @@ class SqliteStore(Store):
         return await future
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
-        tx = SqliteTransaction(conn)
+        tx = self._transaction(conn)
         while True:
             job = self._jobs.get()
             if job is None:
@@ -212,7 +269,7 @@ class SqliteStore(Store):
             conn = self._read_conn()
             conn.execute("BEGIN")
             try:
-                return fn(SqliteTransaction(conn))
+                return fn(self._transaction(conn))
             except sqlite3.Error as exc:
                 raise _unavailable(exc) from exc
             finally:
@@ -223,35 +280,30 @@ class SqliteStore(Store):
 
     async def claim_outbox(self, owner: str, limit: int, lease: float) -> list[OutboxRow]:
         def claim(tx: Transaction) -> list[OutboxRow]:
-            now = time.time()
-            rows = tx.execute(
-                "SELECT id, kind, mail_from, rcpt_to, data, attempts, message FROM outbox"
-                " WHERE state = 'ready' AND next_attempt <= ?"
-                " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_attempt LIMIT ?",
-                (now, now, limit))
-            for row in rows:
-                tx.execute("UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id = ?",
-                           (owner, now + lease, row[0]))
+            rows = _claim(tx, "outbox", "next_attempt", "ready", now=self.clock.now(),
+                          owner=owner, limit=limit, lease=lease,
+                          columns="kind, mail_from, rcpt_to, data, attempts, message")
             return [OutboxRow(r[0], r[1], r[2], tuple(json.loads(r[3])), bytes(r[4]), r[5], r[6])
                     for r in rows]
         return await self.run_write(claim)
 
     async def outbox_sent(self, row_id: int) -> None:
         await self.run_write(lambda tx: tx.execute(
-            "UPDATE outbox SET state = 'sent', sent_at = ?, lease_until = NULL,"
-            " attempts = attempts + 1 WHERE id = ?", (time.time(), row_id)))
+            "UPDATE outbox SET state = 'sent', sent_at = :now, lease_until = NULL,"
+            " attempts = attempts + 1 WHERE id = :id", {"now": tx.now(), "id": row_id}))
 
     async def outbox_retry(self, row_id: int, next_attempt: float, error: str,
                            give_up: bool) -> None:
         await self.run_write(lambda tx: tx.execute(
-            "UPDATE outbox SET state = ?, next_attempt = ?, last_error = ?, lease_until = NULL,"
-            " attempts = attempts + 1 WHERE id = ?",
-            ("failed" if give_up else "ready", next_attempt, error[:1000], row_id)))
+            "UPDATE outbox SET state = :state, next_attempt = :next_attempt, last_error = :error,"
+            " lease_until = NULL, attempts = attempts + 1 WHERE id = :id",
+            {"state": "failed" if give_up else "ready", "next_attempt": next_attempt,
+             "error": error[:1000], "id": row_id}))
 
     async def sweep_held(self, older_than: float) -> int:
         def sweep(tx: Transaction) -> int:
             rows = tx.execute("SELECT queue_id FROM messages WHERE state = 'pending'"
-                              " AND updated_at < ?", (older_than,))
+                              " AND updated_at < :older_than", {"older_than": older_than})
             for (queue_id,) in rows:
                 tx.abandon_message(queue_id)
             return len(rows)
@@ -279,24 +331,34 @@ class SqliteStore(Store):
     async def claim_timers(self, owner: str, now: float, limit: int,
                            lease: float) -> list[TimerRow]:
         def claim(tx: Transaction) -> list[TimerRow]:
-            rows = tx.execute(
-                "SELECT id, kind, key, due, payload FROM timers WHERE state = 'active'"
-                " AND due <= ? AND (lease_until IS NULL OR lease_until < ?) ORDER BY due LIMIT ?",
-                (now, now, limit))
-            for row in rows:
-                tx.execute("UPDATE timers SET lease_owner = ?, lease_until = ? WHERE id = ?",
-                           (owner, now + lease, row[0]))
+            rows = _claim(tx, "timers", "due", "active", now=now, owner=owner, limit=limit,
+                          lease=lease, columns="kind, key, due, payload")
             return [TimerRow(r[0], Timer(r[1], r[3], r[2], json.loads(r[4]))) for r in rows]
         return await self.run_write(claim)
 
     async def timer_done(self, timer_id: int) -> None:
         await self.run_write(lambda tx: tx.execute(
-            "UPDATE timers SET state = 'done', lease_until = NULL WHERE id = ?", (timer_id,)))
+            "UPDATE timers SET state = 'done', lease_until = NULL WHERE id = :id",
+            {"id": timer_id}))
 
     async def ping(self) -> None:
         await self.run_write(lambda tx: tx.execute(
-            "INSERT INTO health (id, at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET at = ?",
-            (time.time(), time.time())))
+            "INSERT INTO health (id, at) VALUES (1, :now) ON CONFLICT (id)"
+            " DO UPDATE SET at = excluded.at", {"now": tx.now()}))
+
+
+def _claim(tx: Transaction, table: str, due: str, state: str, *, now: float, owner: str,
+           limit: int, lease: float, columns: str) -> list[tuple[Any, ...]]:
+    """Lease up to ``limit`` due rows of ``table`` (outbox or timers) to ``owner``, in one
+    statement, and return ``id, columns`` of each, the earliest due first. A row whose
+    lease has expired is due again: its owner died or hung."""
+    rows = tx.execute(
+        f"UPDATE {table} SET lease_owner = :owner, lease_until = :until WHERE id IN"
+        f" (SELECT id FROM {table} WHERE state = :state AND {due} <= :now"
+        f" AND (lease_until IS NULL OR lease_until < :now) ORDER BY {due} LIMIT :limit)"
+        f" RETURNING {due}, id, {columns}",
+        {"owner": owner, "until": now + lease, "state": state, "now": now, "limit": limit})
+    return [row[1:] for row in sorted(rows, key=lambda row: (row[0], row[1]))]
 
 
 def _unavailable(exc: BaseException) -> BaseException:
