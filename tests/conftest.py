@@ -192,6 +192,15 @@ class Sink:
             self.controller.stop()
             self.controller = None
 
+    def reset(self) -> None:
+        """Back to a fresh sink on the same port: nothing received, answers 250, running."""
+        if self.long_lines:
+            self.stop()
+            self.long_lines = False
+        self.handler = SinkHandler()
+        self.stop()
+        self.start()
+
     @property
     def messages(self) -> list[Received]:
         with self.handler.lock:
@@ -207,8 +216,22 @@ class Sink:
                              f"got {len(self.messages)}")
 
 
+@pytest.fixture(scope="module")
+def module_sink() -> Iterator[Sink]:
+    s = Sink()
+    s.start()
+    yield s
+    s.stop()
+
+
 @pytest.fixture
-def sink() -> Iterator[Sink]:
+def sink(request: pytest.FixtureRequest) -> Iterator[Sink]:
+    """A fresh next hop; in a ``one_daemon`` module, the module's, emptied and reset."""
+    if request.node.get_closest_marker("one_daemon"):
+        shared: Sink = request.getfixturevalue("module_sink")
+        shared.reset()
+        yield shared
+        return
     s = Sink()
     s.start()
     yield s
@@ -253,17 +276,44 @@ class Daemon:
             YAML().dump(self.config, fh)
 
     def start(self) -> Daemon:
-        self.write_config()
-        log = open(self.log_path, "ab")  # noqa: SIM115 (closed with the process)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mailflow.cli", "serve", "--config", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp)
-        log.close()
+        """Start and wait until *this* daemon says it is ready. A port another process
+        took between ``free_port`` and the bind is retried on fresh ports, twice."""
+        for _ in range(3):
+            self.write_config()
+            log = open(self.log_path, "ab")  # noqa: SIM115 (closed with the process)
+            mark = self.log_path.stat().st_size
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mailflow.cli", "serve", "--config",
+                 str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp)
+            log.close()
+            if self._ready(mark):
+                break
+            if "Address already in use" not in self.log[mark:]:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n"
+                                   f"{self.log[mark:][-3000:]}")
+            self.port, self.metrics_port = free_port(), free_port()
+            self.config["listen"] = f"127.0.0.1:{self.port}"
+            if self.config.get("metrics"):
+                self.config["metrics"] = f"127.0.0.1:{self.metrics_port}"
+        else:
+            raise RuntimeError("no free port for the daemon after three tries")
         wait_for_port(self.port, proc=self.proc)
         metrics = self.config.get("metrics")
         if metrics:  # the metrics endpoint opens just after the SMTP port
             wait_for_port(int(str(metrics).rpartition(":")[2]), proc=self.proc)
         return self
+
+    def _ready(self, mark: int, timeout: float = 15.0) -> bool:
+        """True once the daemon logged ``ready``; False if it exited first."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if '"event": "ready"' in self.log[mark:]:
+                return True
+            if self.proc.poll() is not None:
+                return False
+            time.sleep(0.02)
+        raise TimeoutError(f"the daemon was not ready within {timeout}s:\n{self.log[-3000:]}")
 
     def smtp(self, timeout: float = 30.0) -> smtplib.SMTP:
         client = smtplib.SMTP("127.0.0.1", self.port, timeout=timeout)
@@ -372,8 +422,27 @@ def raw(daemon: Daemon) -> Iterator[RawClient]:
     client.close()
 
 
+@pytest.fixture(scope="module")
+def module_daemon(tmp_path_factory: pytest.TempPathFactory,
+                  module_sink: Sink) -> Iterator[Daemon]:
+    d = Daemon(tmp_path_factory.mktemp("one-daemon"), f"smtp://127.0.0.1:{module_sink.port}")
+    d.start()
+    yield d
+    d.stop()
+
+
 @pytest.fixture
-def daemon(daemon_factory: Any) -> Daemon:
-    """The daemon with the shipped rules but a relay-only chain, relaying to the sink."""
+def daemon(request: pytest.FixtureRequest, daemon_factory: Any, sink: Sink) -> Daemon:
+    """The daemon with the shipped rules but a relay-only chain, relaying to the sink.
+
+    A module marked ``one_daemon`` shares one (its tests send no signal and need no
+    fresh store; the sink is emptied for each): a daemon start is most of a test's time.
+    A test with a next hop of its own (its own ``sink``) still gets its own daemon.
+    """
+    if request.node.get_closest_marker("one_daemon") and \
+            sink is request.getfixturevalue("module_sink"):
+        shared: Daemon = request.getfixturevalue("module_daemon")
+        assert shared.proc is not None and shared.proc.poll() is None, shared.log[-3000:]
+        return shared
     d: Daemon = daemon_factory()
     return d

@@ -34,7 +34,8 @@ import pytest
 from conftest import Daemon, Sink
 from rawsmtp import CRLF, RawClient
 
-pytestmark = pytest.mark.slow  # starts the daemon: `pytest -m 'not slow'` leaves it out
+# one daemon for the module's `daemon` tests: none sends it a signal or needs a fresh store
+pytestmark = [pytest.mark.slow, pytest.mark.one_daemon]
 
 BARE_NEWLINE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 DaemonFactory = Callable[..., Daemon]
