@@ -245,6 +245,24 @@ def test_account_manager_routing(triage: Daemon, sink: Sink) -> None:
     assert (got.route, got.assignee) == ("account-manager", CAROLE)
 
 
+def test_a_colleague_in_cc_still_gets_the_customer_mail(triage: Daemon, sink: Sink) -> None:
+    """Only the service mailbox is routed: the colleague named beside it is served too."""
+    raw = mail(70, sender="cc70@client-exemple.fr",
+               headers="Cc: Jean <jean@example.com>, Mme X <x@partner.test>\r\n")
+    got = send(triage, sink, raw, "cc70@client-exemple.fr", ["sav@example.com",
+                                                             "Jean@example.com"])
+    assert got.route == "sav" and got.assignee in (ALICE, BRUNO, CHLOE)
+    assert got.rcpt_tos == [got.assignee, "Jean@example.com"]
+
+
+def test_mail_for_a_colleague_only_is_not_routed(triage: Daemon, sink: Sink) -> None:
+    got = send(triage, sink, mail(71, sender="supplier71@fournisseur.test",
+                                  to="jean@example.com"),
+               "supplier71@fournisseur.test", ["jean@example.com"])
+    assert got.rcpt_tos == ["jean@example.com"]
+    assert got.route is None and got.assignee is None
+
+
 def test_forged_triage_headers_are_replaced(triage: Daemon, sink: Sink) -> None:
     forged = mail(1, sender="x@client-exemple.fr",
                   headers="X-Mailflow-Priority: urgent\r\nX-Mailflow-Route: legal\r\n"

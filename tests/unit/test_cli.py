@@ -94,6 +94,8 @@ def test_check_accepts_the_shipped_rules(tmp_path: Path,
     assert "configuration OK: " in out
     assert f"rules OK: {RULES}" in out
     assert "chain: number, deduplicate, prioritise, route, acknowledge" in out
+    assert ("service mailboxes: contact@example.com, devis@example.com, facturation@example.com,"
+            " juridique@example.com, sav@example.com, support@example.com") in out
 
 
 def test_check_reports_a_problem_at_its_position(tmp_path: Path,

@@ -432,6 +432,24 @@ async def test_route_by_recipient_default_and_first_match(triage: Runtime,
         "legal", None, ["juridique@example.com"])
 
 
+async def test_only_service_mailboxes_are_replaced(triage: Runtime, store: SqliteStore) -> None:
+    """A colleague and an outside address in Cc keep the message; only sav@ is routed."""
+    raw = mail(headers="Cc: jean@example.com, Mme X <x@partner.test>\r\n")
+    rcpt = ("sav@example.com", "Jean@example.com", "x@partner.test")
+    route_name, person, recipients = await route(triage, store, raw, rcpt_to=rcpt)
+    assert route_name == "sav" and person is not None
+    assert recipients == [person, "Jean@example.com", "x@partner.test"]
+
+
+async def test_mail_for_no_service_mailbox_is_not_routed(triage: Runtime,
+                                                         store: SqliteStore) -> None:
+    raw = mail(to="jean@example.com")
+    ctx = await run(triage, raw, rcpt_to=("jean@example.com",), store=store)
+    assert ctx.recipients == ["jean@example.com"]
+    assert notes(ctx, "route")["because"] == "no service mailbox among the recipients"
+    assert ctx.header("X-Mailflow-Route") is None
+
+
 async def test_route_by_to_or_cc_header(triage: Runtime, store: SqliteStore) -> None:
     raw = mail(to="contact@example.com", headers="Cc: Devis <DEVIS@example.com>\r\n")
     assert (await route(triage, store, raw, rcpt_to=("contact@example.com",)))[0] == "sales"

@@ -9,10 +9,12 @@ members who are present — presence is set with ``mailflow agents set NAME
 away|present`` (stored, effective at once) and by each member's optional
 ``schedule``.
 
-The envelope recipients become the person's address, or the team's
-mailbox(es); recipients outside the local domains are kept as they are, and
-mail with no local recipient at all (an agent's answer to a customer) is
-not routed. Adds ``X-Mailflow-Route`` and, when a person is chosen,
+Only the service mailboxes among the envelope recipients (the teams'
+local addresses, and those the rules' ``recipient:`` conditions name; see
+``mailflow check``) are replaced, by the person's address or the team's
+mailbox(es): every other recipient (a colleague or an outside address in
+Cc) keeps the message, and mail for no service mailbox is not routed.
+Adds ``X-Mailflow-Route`` and, when a person is chosen,
 ``X-Mailflow-Assignee``; records route and assignee on the case.
 
 A rule naming an unknown team, or an address outside the local domains
@@ -214,6 +216,10 @@ class RouteStage(Stage[RouteOptions]):
                                            for i, r in enumerate(options.rules)
                                            for k in r.when.keyword])
         self._check(env)
+        self.service_mailboxes = frozenset(
+            {a.lower() for team in options.teams.values() for a in team.addresses
+             if env.rules.is_local(a)}
+            | {r for rule in self.rules for r in rule.recipients if env.rules.is_local(r)})
         self.counter = env.metrics.counter("mailflow_routed_total",
                                            "Messages by route chosen", ["route"])
 
@@ -271,11 +277,11 @@ class RouteStage(Stage[RouteOptions]):
 
     async def process(self, ctx: MessageContext) -> None:
         assert ctx.store is not None
-        # only mail for our own domains is ours to route: an agent's reply to a customer,
-        # relayed from a trusted network, keeps its recipients
-        foreign = [r for r in ctx.recipients if not self.env.rules.is_local(r)]
-        if len(foreign) == len(ctx.recipients):
-            ctx.note(route=None, because="no local recipient")
+        # only the service mailboxes are ours to route: every other recipient keeps the
+        # message (a colleague in Cc, an outside address, an agent's reply's customer)
+        others = [r for r in ctx.recipients if r.lower() not in self.service_mailboxes]
+        if len(others) == len(ctx.recipients):
+            ctx.note(route=None, because="no service mailbox among the recipients")
             return
         now = dt.datetime.fromtimestamp(ctx.received_at, self.zone)
         away = await ctx.store.run_read(agents.away_agents)
@@ -286,7 +292,7 @@ class RouteStage(Stage[RouteOptions]):
         if person is None and team is not None and team.strategy != "none":
             person = await self._choose(ctx, route, team, away, now)
         targets = [person] if person else list(team.addresses if team else ())
-        ctx.set_recipients([*targets, *foreign])
+        ctx.set_recipients([*targets, *others])
         ctx.set_header("X-Mailflow-Route", route)
         if person:
             ctx.set_header("X-Mailflow-Assignee", person)
