@@ -45,7 +45,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
         return None
     return f"no {CORPUS}: not collected: {', '.join(SHARED_SUITES)}"
 RULES = REPO / "rules"
-FULL_CHAIN = "chain: [number, deduplicate, prioritise, route, acknowledge]\n"
+FULL_CHAIN = "chain: [number, deduplicate, prioritise, route, acknowledge, replies]\n"
 RELAY_ONLY_CHAIN = "chain: [headers]\nheaders:\n  add:\n    X-Mailflow-Gateway: mailflow\n"
 
 
@@ -446,3 +446,15 @@ def daemon(request: pytest.FixtureRequest, daemon_factory: Any, sink: Sink) -> D
         return shared
     d: Daemon = daemon_factory()
     return d
+
+
+def ack_case(ack: Any) -> str:
+    """The case number an acknowledgement names in its Subject (our X-Mailflow-Case
+    header stays inside the company: an ack never carries it)."""
+    from mailflow.cases import ANY_NUMBER
+
+    assert ack["X-Mailflow-Case"] is None, "an internal header left the company"
+    found = ANY_NUMBER.search(str(ack["Subject"]))
+    assert found is not None, ack["Subject"]
+    return found.group(0)
+

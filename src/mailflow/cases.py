@@ -134,6 +134,18 @@ def case_of_references(tx: Transaction, ids: Sequence[str]) -> str | None:
     return None
 
 
+#: any case number's shape, whatever the prefix: an agent's Subject is trusted to name one
+ANY_NUMBER = re.compile(r"(?<![A-Za-z0-9])[A-Z][A-Z0-9]*-(?:\d+-)?\d+-\d(?![0-9])",
+                        re.IGNORECASE)
+
+
+def first_response_at(tx: Transaction, number: str) -> float | None:
+    """When one of ours first answered the case (None: not yet)."""
+    rows = tx.execute("SELECT MIN(created_at) FROM case_messages WHERE case_number = :number"
+                      " AND role = 'agent'", {"number": number})
+    return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
 def took_part(tx: Transaction, number: str, sender: str) -> bool:
     """Has ``sender`` written in, or been written to, in this case?"""
     if not sender:

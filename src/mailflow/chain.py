@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from mailflow.config import ConfigError, Problem, validate
+from mailflow.direction import Scope
 from mailflow.rules import RuleSet
 from mailflow.stage import (
     CaseInfo,
@@ -42,6 +43,8 @@ class Chain:
 
     stages: tuple[Stage[Any], ...]
     timeout: float
+    #: who is ours (service mailboxes, agents), from what the stages declare
+    scope: Scope = field(default_factory=lambda: Scope(frozenset()))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -163,7 +166,8 @@ def build_chain(rules: RuleSet, stage_types: Mapping[str, type[Stage[Any]]], env
         problems.append(_at_chain(rules, f"stage(s) listed twice in the chain: {', '.join(dupes)}"))
     if problems:
         raise ConfigError(problems)
-    return Chain(tuple(stages), timeout)
+    return Chain(tuple(stages), timeout,
+                 Scope.of(rules.local_domains, (stage.scope() for stage in stages)))
 
 
 def _at_chain(rules: RuleSet, message: str, index: int | None = None) -> Problem:

@@ -205,6 +205,9 @@ class MessageContext(Effects):
     clock: Clock = SYSTEM_CLOCK
     received_at: float = 0.0  # the clock's time when the message arrived (set if left 0)
     direction: Direction = Direction.INBOUND
+    direction_reason: str = ""
+    author: str | None = None  # for a reply: the agent who wrote it
+    mailbox: str = ""  # for inbound mail: the service mailbox it was written to
     case: CaseInfo | None = None
     triage: Triage | None = None
     stash: Stash = field(default_factory=Stash)

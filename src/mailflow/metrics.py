@@ -29,6 +29,11 @@ class Metrics:
         self.messages = Counter("mailflow_messages_total",
                                 "Messages handled after DATA, by final verdict", ["verdict"],
                                 registry=r)
+        self.directions = Counter("mailflow_messages_by_direction_total",
+                                  "Messages after DATA by direction (inbound, reply, internal,"
+                                  " passthrough)", ["direction"], registry=r)
+        for direction in ("inbound", "reply", "internal", "passthrough"):
+            self.directions.labels(direction=direction)
         self.smtp_replies = Counter("mailflow_smtp_replies_total",
                                     "Replies sent to SMTP clients after DATA, by code class",
                                     ["code"], registry=r)

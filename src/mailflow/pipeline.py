@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from mailflow import intake, wire
+from mailflow import direction, intake, wire
 from mailflow.chain import Chain, describe
 from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.context import MessageContext
@@ -33,7 +33,7 @@ from mailflow.metrics import Metrics
 from mailflow.outbox import STALE_PENDING_SECONDS
 from mailflow.relay import DeliveryResult, NextHopClient
 from mailflow.store import Store, StoreUnavailable, Transaction
-from mailflow.values import OutgoingMail, Verdict
+from mailflow.values import Direction, OutgoingMail, Verdict
 
 if TYPE_CHECKING:
     from mailflow.config import Settings
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("mailflow.message")
 
 WriteOps = list[Callable[[Transaction], object]]
+Sent = tuple[list[str], bytes, DeliveryResult]  # one copy: recipients, bytes, the answer
+#: the directions the chain runs for; the others are relayed as received
+SERVICE_DIRECTIONS = frozenset({Direction.INBOUND, Direction.REPLY})
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,14 @@ class Outcome:
 
     reply: str
     verdict: str
+
+
+def _refused_outcome(result: DeliveryResult) -> Outcome:
+    """The client's reply when the next hop took no copy at all."""
+    if result.permanent:
+        return Outcome(f"{result.code} {result.text}", "rejected-downstream")
+    status = wire.enhanced_status(result.text, "4.4.0")
+    return Outcome(f"451 {status} Next hop: try again later", "tempfail-downstream")
 
 
 class Pipeline:
@@ -70,7 +81,8 @@ class Pipeline:
 
     # -- the whole thing ----------------------------------------------------
 
-    async def process(self, raw: bytes, envelope: Envelope, trusted: bool) -> Outcome:
+    async def process(self, raw: bytes, envelope: Envelope, trusted: bool, *,
+                      submission: bool = False) -> Outcome:
         started = time.perf_counter()
         queue_id = wire.new_queue_id(self.clock)
         prepared = await intake.prepare(raw, envelope, self.settings.smtp, trusted=trusted)
@@ -78,15 +90,27 @@ class Pipeline:
             self._log(queue_id, envelope, None, "reject", prepared.refusal, started)
             return Outcome(prepared.refusal, "reject")
         assert prepared.message is not None  # not refused: parsed
+        chain = self._chain_of()
+        judged = direction.decide(prepared.message, chain.scope,
+                                  direction.Source(trusted, submission))
         ctx = MessageContext(message=prepared.message, queue_id=queue_id,
                              recipients=list(envelope.rcpt_to), store=self.store,
-                             trusted=trusted, clock=self.clock)
-        await self._chain_of().run(ctx)
-        self._stage_metrics(ctx)
+                             trusted=trusted, clock=self.clock, direction=judged.direction,
+                             direction_reason=judged.reason, author=judged.agent,
+                             mailbox=judged.mailbox)
+        if ctx.direction in SERVICE_DIRECTIONS:
+            await chain.run(ctx)
+            self._stage_metrics(ctx)
+            if ctx.direction is Direction.REPLY and ctx.case is None:
+                # a reply to no case we know: not the service's business after all
+                ctx.direction, ctx.direction_reason = Direction.PASSTHROUGH, "reply to no case"
+        self.metrics.directions.labels(direction=ctx.direction.value).inc()
         try:
             # once begun, commit-relay-release runs to its end even if the client
             # vanishes: the store then matches what the next hop has
-            outcome = await asyncio.shield(self._settle(ctx))
+            settle = self._settle(ctx) if ctx.direction in SERVICE_DIRECTIONS \
+                else self._pass(ctx)
+            outcome = await asyncio.shield(settle)
         except StoreUnavailable as exc:
             self.metrics.store_errors.inc()
             log.error("store_unavailable", queue_id=queue_id, error=str(exc))
@@ -119,37 +143,56 @@ class Pipeline:
         self._on_release()
         return Outcome(f"250 2.0.0 Ok: {ctx.queue_id} {verdict.value}", verdict.value)
 
+    # -- not the service's mail -------------------------------------------------
+
+    async def _pass(self, ctx: MessageContext) -> Outcome:
+        """Relayed as received to the recipients as received; nothing is stored but
+        what the next hop refused of it (to retry, or to report to the sender)."""
+        groups = wire.passed_groups(ctx.message.raw, list(ctx.message.envelope.rcpt_to),
+                                    self._chain_of().scope.is_inside)
+        sent = [(rcpts, data, await self._send(ctx, rcpts, data)) for rcpts, data in groups]
+        if not any(result.ok for _, _, result in sent):
+            return _refused_outcome(min((r for _, _, r in sent), key=lambda r: r.permanent))
+        refusals = self._refusal_ops(ctx, sent)
+        if refusals:
+            await self._write_after_relay(ctx.queue_id, refusals)
+        return Outcome(f"250 2.0.0 Ok: queued as {ctx.queue_id}", "deliver")
+
     # -- commit, relay, release -----------------------------------------------
 
     async def _deliver(self, ctx: MessageContext) -> Outcome:
         """Commit held, tell the next hop, then release or undo."""
         await self.store.write(self._accept_ops(ctx, state="pending", held=True))
-        data, result = await self._relay(ctx)
-        if not result.ok:
+        sent = await self._relay(ctx)
+        if not any(result.ok for _, _, result in sent):
             await self._abort(ctx)
-            if result.permanent:
-                return Outcome(f"{result.code} {result.text}", "rejected-downstream")
-            status = wire.enhanced_status(result.text, "4.4.0")
-            return Outcome(f"451 {status} Next hop: try again later", "tempfail-downstream")
-        await self._release(ctx, data, result)
+            # a temporary refusal, if any: the client retries, and the next hop may take it
+            return _refused_outcome(min((r for _, _, r in sent), key=lambda r: r.permanent))
+        await self._release(ctx, sent)
         return Outcome(f"250 2.0.0 Ok: queued as {ctx.queue_id}", "deliver")
 
-    async def _relay(self, ctx: MessageContext) -> tuple[bytes, DeliveryResult]:
-        """The relayed bytes and the next hop's answer to them."""
-        envelope = ctx.message.envelope
-        started = time.perf_counter()
+    async def _relay(self, ctx: MessageContext) -> list[Sent]:
+        """Each copy (the company's with our headers, the others' without) and the next
+        hop's answer to it."""
         try:
-            data = self.assemble(ctx)
-            result = await self.client.send(
-                envelope.mail_from, ctx.recipients, data,
-                smtputf8="SMTPUTF8" in (o.upper() for o in envelope.mail_options),
-                body8bit=not data.isascii())
+            groups = wire.relayed_groups(ctx, self.settings.smtp.hostname,
+                                         self._chain_of().scope.is_inside)
+            return [(rcpts, data, await self._send(ctx, rcpts, data)) for rcpts, data in groups]
         except Exception:
             await self._abort(ctx)  # a bug must not leave rows held until the sweep
             raise
+
+    async def _send(self, ctx: MessageContext, recipients: list[str],
+                    data: bytes) -> DeliveryResult:
+        envelope = ctx.message.envelope
+        started = time.perf_counter()
+        result = await self.client.send(
+            envelope.mail_from, recipients, data,
+            smtputf8="SMTPUTF8" in (o.upper() for o in envelope.mail_options),
+            body8bit=not data.isascii())
         self.metrics.relay_seconds.observe(time.perf_counter() - started)
         self.metrics.relay_results.labels(code=f"{result.code // 100}xx").inc()
-        return data, result
+        return result
 
     def _accept_ops(self, ctx: MessageContext, *, state: str, held: bool) -> WriteOps:
         """The message's record and everything the chain asked for, in one transaction."""
@@ -169,15 +212,20 @@ class Pipeline:
                                      held=held) for t in ctx.timers)
         return ops
 
-    async def _release(self, ctx: MessageContext, data: bytes, result: DeliveryResult) -> None:
-        """The next hop has it: mark it delivered and let what it owes go."""
+    async def _release(self, ctx: MessageContext, sent: list[Sent]) -> None:
+        """The next hop has it: mark it delivered and let what it owes go; what it
+        refused (a whole copy, or some recipients) goes to the outbox or back as a DSN."""
         queue_id = ctx.queue_id
         ops: WriteOps = [
             lambda tx: tx.set_message_state(queue_id, "delivered"),
             lambda tx: tx.release_outbox(queue_id),
             lambda tx: tx.release_timers(queue_id),
         ]
-        ops.extend(self._partial_refusal_ops(ctx, data, result))
+        ops.extend(self._refusal_ops(ctx, sent))
+        await self._write_after_relay(queue_id, ops)
+
+    async def _write_after_relay(self, queue_id: str, ops: WriteOps) -> None:
+        """Record what follows a relay the next hop accepted, trying hard."""
         for attempt in range(3):  # the next hop has it: try hard not to lose what it owes
             try:
                 await self.store.write(ops)
@@ -220,21 +268,27 @@ class Pipeline:
             self._on_release()
             return
 
-    def _partial_refusal_ops(self, ctx: MessageContext, data: bytes,
-                             result: DeliveryResult) -> WriteOps:
-        """Recipients the next hop refused while taking the others: retry or bounce."""
-        if not result.refused:
-            return []
-        temporary = tuple(r for r, (code, _) in result.refused.items() if code < 500)
-        permanent = {r: v for r, v in result.refused.items() if v[0] >= 500}
+    def _refusal_ops(self, ctx: MessageContext, sent: list[Sent]) -> WriteOps:
+        """Recipients the next hop refused while taking others (a whole copy, or some of
+        its recipients): retried, each with the bytes of its copy, or reported to the sender."""
+        refusals = [(data, result.refused if result.ok
+                     else dict.fromkeys(rcpts, (result.code, result.text)))
+                    for rcpts, data, result in sent]
         sender = ctx.message.envelope.mail_from
         mails = []
-        if temporary:
-            mails.append(OutgoingMail("relay", temporary, data, mail_from=sender))
+        permanent: dict[str, tuple[int, str]] = {}
+        for data, refused in refusals:
+            temporary = tuple(r for r, (code, _) in refused.items() if code < 500)
+            if temporary:
+                mails.append(OutgoingMail("relay", temporary, data, mail_from=sender))
+            permanent.update({r: v for r, v in refused.items() if v[0] >= 500})
         if permanent and sender:
             mails.append(OutgoingMail("bounce", (sender,), self.bounce(ctx, permanent)))
-        log.warning("next_hop_refused_some", queue_id=ctx.queue_id,
-                    refused={r: f"{c} {t}" for r, (c, t) in result.refused.items()})
+        refused_all = {r: f"{c} {t}" for _, refused in refusals for r, (c, t) in refused.items()}
+        if refused_all:
+            log.warning("next_hop_refused_some", queue_id=ctx.queue_id,
+                        refused=refused_all if ctx.direction in SERVICE_DIRECTIONS
+                        else len(refused_all))
         return [functools.partial(Transaction.queue_outbox, mail=m, message=ctx.queue_id,
                                   held=False) for m in mails]
 
@@ -272,11 +326,18 @@ class Pipeline:
         self.metrics.messages.labels(verdict=verdict).inc()
         self.metrics.smtp_replies.labels(code=f"{reply[:1]}xx").inc()
         self.metrics.message_seconds.observe(seconds)
+        if ctx is not None and ctx.direction not in SERVICE_DIRECTIONS:
+            # not the service's mail: whose it is stays out of the logs
+            log.info("message", queue_id=queue_id, direction=ctx.direction.value,
+                     reason=ctx.direction_reason, size=len(ctx.message.raw), verdict=verdict,
+                     reply=reply, ms=round(seconds * 1000, 2))
+            return
         fields: dict[str, Any] = {
             "queue_id": queue_id, "mail_from": envelope.mail_from,
             "rcpt_to": list(envelope.rcpt_to), "verdict": verdict, "reply": reply,
             "ms": round(seconds * 1000, 2)}
         if ctx is not None:
+            fields["direction"] = ctx.direction.value
             fields["message_id"] = ctx.message.message_id
             fields["case"] = ctx.case.number if ctx.case is not None else None
             fields["stages"] = {d.stage: round(d.seconds * 1000, 2) for d in ctx.decisions}

@@ -36,6 +36,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "mailflow.stages.prioritise",
     "mailflow.stages.route",
     "mailflow.stages.acknowledge",
+    "mailflow.stages.replies",
     "mailflow.stages.headers",
 )
 

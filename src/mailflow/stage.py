@@ -30,6 +30,7 @@ from mailflow.context import (
     WriteOp,
     safe_header_value,
 )
+from mailflow.direction import ScopePart
 from mailflow.values import CaseStatus, Direction, OutgoingMail, Timer, Verdict
 
 if TYPE_CHECKING:
@@ -40,8 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALL_DIRECTIONS", "CaseInfo", "CaseStatus", "Decision", "Direction", "FailurePolicy",
-    "MessageContext", "OutgoingMail", "Stage", "StageEnv", "StageOptions", "Stash", "StashKey",
-    "Timer", "Triage", "Verdict", "WriteOp", "safe_header_value",
+    "MessageContext", "OutgoingMail", "ScopePart", "Stage", "StageEnv", "StageOptions", "Stash",
+    "StashKey", "Timer", "Triage", "Verdict", "WriteOp", "safe_header_value",
 ]
 
 FailurePolicy = Literal["tempfail", "skip"]
@@ -116,6 +117,11 @@ class Stage(Generic[OptionsT]):
     @property
     def failure_policy(self) -> FailurePolicy:
         return self.options.on_error or self.on_error
+
+    def scope(self) -> ScopePart:
+        """The service mailboxes and agents this stage knows of (route's teams): they
+        decide each message's direction (:mod:`mailflow.direction`). None by default."""
+        return ScopePart()
 
     async def process(self, ctx: MessageContext) -> None:
         raise NotImplementedError

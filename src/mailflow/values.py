@@ -31,13 +31,14 @@ class Direction(enum.StrEnum):
 
 
 class CaseStatus(enum.StrEnum):
-    """How a message joined its case (set by the ``number`` stage)."""
+    """How a message joined its case (set by the ``number`` or ``replies`` stage)."""
 
     NEW = "new"
     FOLLOWUP = "followup"
     REOPENED = "reopened"
     COPY = "copy"  # the same Message-ID seen before
     RESEND = "resend"  # the same text from the same sender, within the resend window
+    REPLY = "reply"  # one of ours answering the case (set by the ``replies`` stage)
 
     @property
     def is_duplicate(self) -> bool:
@@ -50,7 +51,7 @@ class CaseStatus(enum.StrEnum):
     @property
     def from_customer(self) -> bool:
         """A message that counts as the customer's own word in the case (not a copy)."""
-        return not self.is_duplicate
+        return not self.is_duplicate and self is not CaseStatus.REPLY
 
 
 Priority = Literal["urgent", "high", "normal", "low"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime, formatdate
 
@@ -69,8 +70,47 @@ def enhanced_status(text: str, default: str) -> str:
     return head if _ENHANCED_STATUS.fullmatch(head) else default
 
 
-def relayed_bytes(ctx: MessageContext, hostname: str) -> bytes:
-    """Our headers prepended to the original bytes: nothing else is re-serialised."""
+def is_routing_header(name: str) -> bool:
+    """Our own headers, which stay inside the company (the loop marker may leave)."""
+    lower = name.lower()
+    return lower.startswith("x-mailflow-") and lower != LOOP_HEADER.lower()
+
+
+def relayed_groups(ctx: MessageContext, hostname: str, inside: Callable[[str], bool],
+                   ) -> list[tuple[list[str], bytes]]:
+    """One (recipients, bytes) per copy the next hop gets: recipients ``inside`` the
+    company get our routing headers, the others the same bytes without them (and
+    without those a trusted client wrote)."""
+    outs = [r for r in ctx.recipients if not inside(r)]
+    if not outs:
+        return [(ctx.recipients, relayed_bytes(ctx, hostname))]
+    raw, removed = strip_internal_headers(ctx.message.raw)
+    public = [(n, v) for n, v in ctx.added_headers if not is_routing_header(n)]
+    if not removed and len(public) == len(ctx.added_headers):
+        return [(ctx.recipients, relayed_bytes(ctx, hostname))]
+    ins = [r for r in ctx.recipients if inside(r)]
+    groups = [(ins, relayed_bytes(ctx, hostname))] if ins else []
+    groups.append((outs, relayed_bytes(ctx, hostname, public, raw)))
+    return groups
+
+
+def passed_groups(raw: bytes, recipients: list[str], inside: Callable[[str], bool],
+                  ) -> list[tuple[list[str], bytes]]:
+    """Mail that is not the service's, as received; the copy for recipients outside
+    the company without the ``X-Mailflow-*`` headers a trusted client may have written."""
+    outs = [r for r in recipients if not inside(r)]
+    public, removed = strip_internal_headers(raw) if outs else (raw, 0)
+    if not removed:
+        return [(recipients, raw)]
+    ins = [r for r in recipients if inside(r)]
+    return [*([(ins, raw)] if ins else []), (outs, public)]
+
+
+def relayed_bytes(ctx: MessageContext, hostname: str,
+                  headers: list[tuple[str, str]] | None = None, raw: bytes | None = None,
+                  ) -> bytes:
+    """Our headers (``headers``, else all those the chain added) prepended to the
+    original bytes (or ``raw``): nothing else is re-serialised."""
     envelope = ctx.message.envelope
     rcpt = envelope.rcpt_to[0] if len(envelope.rcpt_to) == 1 else ""
     received = (f"from {envelope.helo or 'unknown'} ([{envelope.peer}]) by {hostname} "
@@ -78,8 +118,9 @@ def relayed_bytes(ctx: MessageContext, hostname: str) -> bytes:
                 f" id {ctx.queue_id}{f' for <{rcpt}>' if rcpt else ''}; "
                 f"{format_datetime(datetime.now(UTC).astimezone())}")
     lines = [f"Received: {safe_header_value(received, 'Received')}\r\n"]
-    lines.extend(f"{name}: {value}\r\n" for name, value in ctx.added_headers)
-    raw = ctx.message.raw
+    lines.extend(f"{name}: {value}\r\n" for name, value in
+                 (ctx.added_headers if headers is None else headers))
+    raw = ctx.message.raw if raw is None else raw
     if ctx.subject_tag and ctx.subject_tag not in ctx.message.subject:
         raw = tag_subject(raw, ctx.subject_tag)
     return "".join(lines).encode("utf-8", "replace") + raw

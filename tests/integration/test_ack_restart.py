@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Daemon, Sink, rules_with_chain
+from conftest import Daemon, Sink, ack_case, rules_with_chain
 
 pytestmark = pytest.mark.slow  # starts the daemon: `pytest -m 'not slow'` leaves it out
 
@@ -76,7 +76,7 @@ def acks(sink: Sink) -> list[tuple[list[str], str]]:
             continue
         msg = email.message_from_bytes(m.data, policy=default_policy)
         if msg["Auto-Submitted"] == "auto-replied":
-            found.append((m.rcpt_tos, str(msg["X-Mailflow-Case"])))
+            found.append((m.rcpt_tos, ack_case(msg)))
     return found
 
 

@@ -32,6 +32,7 @@ from conftest import (
     Daemon,
     Received,
     Sink,
+    ack_case,
     drain_outbox,
     rules_with_chain,
     snapshot_store,
@@ -282,7 +283,7 @@ def check_ack(expect: Expect, outcome: Outcome, subject: str) -> None:
     (ack_env, ack), = outcome.acks
     assert ack_env.mail_from in NULL_SENDERS
     assert ack_env.rcpt_tos == [expect.ack_to]
-    assert ack["X-Mailflow-Case"] == case
+    assert ack_case(ack) == case
     assert case in ack["Subject"]
     body = ack.get_body(("plain",))
     assert body is not None and case in str(body.get_content())

@@ -20,6 +20,7 @@ from mailflow.chain import Chain
 from mailflow.clock import FakeClock
 from mailflow.config import Settings
 from mailflow.context import MessageContext
+from mailflow.direction import Scope
 from mailflow.message import Envelope
 from mailflow.metrics import Metrics
 from mailflow.pipeline import Outcome, Pipeline
@@ -75,7 +76,9 @@ class Suspicious(Stage[StageOptions]):
 
 def chain_of(stage: type[Stage[StageOptions]]) -> Chain:
     none: Any = None  # the stages here need no rules
-    return Chain(stages=(stage(StageOptions(), none),), timeout=5.0)
+    # example.com is ours, and with no service mailbox declared all its mail is the service's
+    return Chain(stages=(stage(StageOptions(), none),), timeout=5.0,
+                 scope=Scope(frozenset({"example.com"})))
 
 
 @dataclass

@@ -20,10 +20,26 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
+#: each message of a case: which way it went, and who wrote it
+_DIRECTION_OF_ROLE = {"customer": "inbound", "duplicate": "inbound", "agent": "reply",
+                      "ack": "outgoing"}
+_AUTHOR_OF_ROLE = {"customer": "customer", "duplicate": "customer", "agent": "agent",
+                   "ack": "mailflow"}
+
+
 def _history(tx: Transaction, number: str) -> list[dict[str, object]]:
     rows = tx.execute("SELECT message_id, role, sender, created_at FROM case_messages"
-                      " WHERE case_number = ? ORDER BY id", (number,))
-    return [{"message_id": m, "role": r, "sender": s, "at": _when(t)} for m, r, s, t in rows]
+                      " WHERE case_number = :number ORDER BY id", {"number": number})
+    return [{"message_id": m, "role": r, "direction": _DIRECTION_OF_ROLE.get(r, r),
+             "author": _AUTHOR_OF_ROLE.get(r, r), "sender": s, "at": _when(t)}
+            for m, r, s, t in rows]
+
+
+def _first_response(row: cases.CaseRow, answered_at: float | None) -> str:
+    if answered_at is None:
+        return "not yet"
+    minutes = max(0, round((answered_at - row.created_at) / 60))
+    return f"{_when(answered_at)} ({minutes // 60} h {minutes % 60:02d} min after the case opened)"
 
 
 async def _list(store: Store, status: str | None, limit: int, as_json: bool) -> int:
@@ -39,13 +55,17 @@ async def _list(store: Store, status: str | None, limit: int, as_json: bool) -> 
 
 async def _show(store: Store, row: cases.CaseRow, as_json: bool) -> int:
     history = await store.run_read(partial(_history, number=row.number))
+    answered_at = await store.run_read(partial(cases.first_response_at, number=row.number))
     if as_json:
-        print(json.dumps({**asdict(row), "messages": history}, ensure_ascii=False, indent=2))
+        print(json.dumps({**asdict(row), "first_response_at": answered_at,
+                          "messages": history}, ensure_ascii=False, indent=2))
         return 0
     for key, value in asdict(row).items():
         print(f"{key:<12} {value}")
+    print(f"{'first reply':<12} {_first_response(row, answered_at)}")
     for item in history:
-        print(f"  {item['at']}  {item['role']:<9} {item['sender']:<32} <{item['message_id']}>")
+        print(f"  {item['at']}  {item['direction']:<8} {item['author']:<8} "
+              f"{item['sender']:<32} <{item['message_id']}>")
     return 0
 
 

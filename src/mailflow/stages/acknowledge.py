@@ -22,7 +22,8 @@ first line is ``Subject: …``, then a blank line, then the body. Merge fields:
 Configuration (rules section ``acknowledge``)::
 
     acknowledge:
-      from_name: Service client
+      from_name: {fr: Service client, en: Customer service}   # or one name for all
+      from_by_route: {sales: devis@example.com}   # else: the service mailbox written to
       envelope_sender: ""              # null sender
       templates: {fr: templates/ack.fr.txt, en: templates/ack.en.txt}
       language_by_recipient: {support@example.com: en}
@@ -103,7 +104,8 @@ def _default_promises() -> dict[str, PromiseOptions]:
 
 
 class AcknowledgeOptions(StageOptions):
-    from_name: str = "Service client"
+    from_name: str | dict[str, str] = "Service client"  # or one per language
+    from_by_route: dict[str, str] = Field(default_factory=dict)  # route -> sender address
     envelope_sender: str = ""
     templates: dict[str, str] = Field(default_factory=lambda: {
         "fr": "templates/ack.fr.txt", "en": "templates/ack.en.txt"})
@@ -245,6 +247,14 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
                 return language
         return self.options.default_language
 
+    def from_name(self, language: str) -> str:
+        """The sender name, in the ack's language when the rules give one per language."""
+        name = self.options.from_name
+        if isinstance(name, str):
+            return name
+        return name.get(language) or name.get(self.options.default_language) or next(
+            iter(name.values()), "")
+
     def merge_fields(self, ctx: MessageContext, case: str, language: str) -> dict[str, Any]:
         priority = ctx.priority
         received = datetime.fromtimestamp(ctx.received_at, self.calendar.zone)
@@ -280,11 +290,14 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
             subject = f"[{case}] {subject}"
         host = self.env.settings.smtp.hostname
         message_id = f"ack.{case}.{secrets.token_hex(4)}@{host}"
-        mailbox = str(fields["mailbox"] or f"postmaster@{host}")
+        # from the service mailbox the customer wrote to (or the route's own sender),
+        # never from an address taken from somebody else's envelope
+        mailbox = (self.options.from_by_route.get(str(fields["route"]))
+                   or str(fields["mailbox"] or f"postmaster@{host}"))
         # an internationalised address can only be written in a UTF-8 header (RFC 6532);
         # SMTP's policy raises on it, and the customer's message would be tempfailed
         ack = EmailMessage(policy=SMTP if customer.isascii() else SMTPUTF8)
-        ack["From"] = formataddr((self.options.from_name, mailbox))
+        ack["From"] = formataddr((self.from_name(language), mailbox))
         ack["To"] = _to_header(fields["customer_name"], customer)
         ack["Subject"] = subject
         ack["Date"] = formatdate(ctx.clock.now(), localtime=True)
@@ -297,8 +310,7 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
         ack["Auto-Submitted"] = "auto-replied"
         ack["X-Auto-Response-Suppress"] = "All"
         ack["Precedence"] = "bulk"
-        ack[autoreply.LOOP_HEADER] = host
-        ack["X-Mailflow-Case"] = case
+        ack[autoreply.LOOP_HEADER] = host  # our routing headers stay inside: no X-Mailflow-Case
         ack.set_content(body)
         data = ack.as_bytes()
         ctx.queue_mail(OutgoingMail("ack", (customer,), data,

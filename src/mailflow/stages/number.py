@@ -149,10 +149,14 @@ class NumberStage(Stage[NumberOptions]):
                                            "Messages by how they joined a case", ["status"])
 
     def _mailbox(self, ctx: MessageContext) -> str:
+        """The service mailbox written to (as the direction found it), else the first
+        local recipient: never an outside address, which the ack would be written from."""
+        if ctx.mailbox:
+            return ctx.mailbox
         for rcpt in ctx.message.envelope.rcpt_to:
             if self.env.rules.is_local(rcpt):
                 return rcpt.lower()
-        return ctx.message.envelope.rcpt_to[0].lower() if ctx.message.envelope.rcpt_to else ""
+        return ""
 
     async def process(self, ctx: MessageContext) -> None:
         message = ctx.message

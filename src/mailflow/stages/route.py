@@ -62,7 +62,15 @@ from mailflow.config import ConfigError, Model, Problem, TimeZoneName
 from mailflow.hookspecs import hookimpl
 from mailflow.presence import Member, is_present, present_members
 from mailflow.rules import Section
-from mailflow.stage import CaseStatus, Direction, MessageContext, Stage, StageEnv, StageOptions
+from mailflow.stage import (
+    CaseStatus,
+    Direction,
+    MessageContext,
+    ScopePart,
+    Stage,
+    StageEnv,
+    StageOptions,
+)
 from mailflow.store.schema import Schema
 from mailflow.textmatch import fold, folded_parts, parse_term
 
@@ -216,10 +224,8 @@ class RouteStage(Stage[RouteOptions]):
                                            for i, r in enumerate(options.rules)
                                            for k in r.when.keyword])
         self._check(env)
-        self.service_mailboxes = frozenset(
-            {a.lower() for team in options.teams.values() for a in team.addresses
-             if env.rules.is_local(a)}
-            | {r for rule in self.rules for r in rule.recipients if env.rules.is_local(r)})
+        self._scope = self._our_people(env)
+        self.service_mailboxes = frozenset(self._scope.service_mailboxes)
         self.counter = env.metrics.counter("mailflow_routed_total",
                                            "Messages by route chosen", ["route"])
 
@@ -266,6 +272,32 @@ class RouteStage(Stage[RouteOptions]):
                 problems.append(manager_at[customer](msg))
         if problems:
             raise ConfigError(problems)
+
+    def _our_people(self, env: StageEnv) -> ScopePart:
+        """Service mailboxes (the teams' local addresses, the rules' ``recipient:``),
+        the people who answer, and the outside addresses that are ours all the same."""
+        o = self.options
+        mailboxes: dict[str, str] = {}
+        people: dict[str, str] = {}
+        insiders = {a.lower() for a in o.allow_external}
+        for name, team in o.teams.items():
+            mailboxes.update({a.lower(): name for a in team.addresses if env.rules.is_local(a)})
+            people.update({m.address.lower(): name for m in team.members})
+            if team.external:
+                insiders.update(a.lower() for a in (*team.addresses,
+                                                    *(m.address for m in team.members)))
+        for compiled in self.rules:
+            rule = compiled.rule
+            mailboxes.update({r: rule.team or rule.name for r in compiled.recipients
+                              if env.rules.is_local(r)})
+            if rule.person:
+                people.setdefault(rule.person.lower(), rule.team or rule.name)
+        for person in self.managers.values():
+            people.setdefault(person, "account-manager")
+        return ScopePart(mailboxes, people, frozenset(insiders))
+
+    def scope(self) -> ScopePart:
+        return self._scope
 
     def agent_names(self) -> set[str]:
         """Every name ``mailflow agents set`` may be given (as presence is looked up)."""

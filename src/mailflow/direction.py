@@ -1,0 +1,169 @@
+"""Which way a message flows: decided once, before the chain.
+
+mailflow sees all of a company's mail, but only the service's part is its
+business. In this order:
+
+1. ``reply``: one of ours (an agent or team member the rules know, by
+   envelope sender or From; ``From: sav@`` is a reply of that team) writing
+   from where agents write: a trusted network (the original client, as
+   XFORWARD tells) or the submission listener. Automatic mail (an agent's
+   out-of-office) is never a reply. The ``replies`` stage then joins its
+   case; a reply that matches none is passed through.
+2. ``inbound``: any other message with a service mailbox among its
+   recipients, whatever the network.
+3. ``internal``: from a local-domain sender to local recipients only.
+4. ``passthrough``: everything else: relayed as received, no case, no
+   acknowledgement, addresses neither stored nor logged.
+
+Who is ours comes from the stages (route's teams and members, through
+:meth:`mailflow.stage.Stage.scope`). Rules that declare no service mailbox
+at all keep the older behaviour: all mail for a local domain is inbound.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from mailflow.autoreply import robot_headers, robot_sender
+from mailflow.message import Message
+from mailflow.values import Direction
+
+#: Postfix's ``smtpd_sasl_authenticated_header = yes`` writes this in its Received header.
+_AUTHENTICATED = re.compile(r"\(Authenticated sender:\s*([^)\s]+)\s*\)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ScopePart:
+    """What one stage knows of who is ours (see :meth:`mailflow.stage.Stage.scope`)."""
+
+    #: address -> team: the mailboxes the service answers for
+    service_mailboxes: Mapping[str, str] = field(default_factory=dict)
+    #: address -> team: the people who answer (a team's members, account managers)
+    agents: Mapping[str, str] = field(default_factory=dict)
+    #: addresses outside the local domains that are ours all the same (an outsourced team)
+    insiders: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose mail is the service's: built with the chain, at each load of the rules."""
+
+    local_domains: frozenset[str]
+    service_mailboxes: Mapping[str, str] = field(default_factory=dict)
+    agents: Mapping[str, str] = field(default_factory=dict)
+    insiders: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, local_domains: Iterable[str], parts: Iterable[ScopePart]) -> Scope:
+        mailboxes: dict[str, str] = {}
+        agents: dict[str, str] = {}
+        insiders: set[str] = set()
+        for part in parts:
+            mailboxes.update({k.lower(): v for k, v in part.service_mailboxes.items()})
+            agents.update({k.lower(): v for k, v in part.agents.items()})
+            insiders.update(a.lower() for a in part.insiders)
+        return cls(frozenset(d.lower().rstrip(".") for d in local_domains), mailboxes, agents,
+                   frozenset(insiders))
+
+    def is_local(self, address: str) -> bool:
+        _, at, domain = address.rpartition("@")
+        return bool(at) and domain.lower().rstrip(".") in self.local_domains
+
+    def is_inside(self, address: str) -> bool:
+        """May this recipient see our routing headers? Our domains, and our own outsiders."""
+        return self.is_local(address) or address.lower() in self.insiders
+
+    def is_service_mailbox(self, address: str) -> bool:
+        if not self.service_mailboxes:  # none declared: every local address is the service's
+            return self.is_local(address)
+        return address.lower() in self.service_mailboxes
+
+    def agent_by_login(self, login: str) -> str | None:
+        """The agent behind an authenticated login (a full address, or its local part)."""
+        login = login.lower()
+        if login in self.agents:
+            return login
+        matches = [a for a in self.agents if a.partition("@")[0] == login]
+        return matches[0] if len(matches) == 1 else None
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a message comes from, as far as direction is concerned."""
+
+    trusted: bool  # the original client is in the trusted networks
+    submission: bool = False  # it came through the submission listener (authenticated)
+
+    @property
+    def agents_write_from_here(self) -> bool:
+        return self.trusted or self.submission
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The direction, why, and for a reply who wrote it."""
+
+    direction: Direction
+    reason: str
+    agent: str | None = None
+    team: str | None = None
+    mailbox: str = ""  # inbound: the service mailbox written to
+
+
+def _login(message: Message) -> str | None:
+    """The login Postfix's submission service recorded in the newest Received header."""
+    for value in message.get_all("Received")[:1]:
+        found = _AUTHENTICATED.search(value)
+        if found:
+            return found.group(1)
+    return None
+
+
+def _reply_author(message: Message, scope: Scope) -> tuple[str, str] | None:
+    """(agent, team) when the sender is one of ours, else None."""
+    sender = message.envelope.mail_from.lower()
+    authors = [a.lower() for a in message.addresses("From")]
+    author = authors[0] if authors else ""
+    for candidate in (sender, author):
+        if candidate and candidate in scope.agents:
+            return candidate, scope.agents[candidate]
+    if author and author in scope.service_mailboxes:
+        # an agent writing as the shared mailbox: the agent is the envelope sender's,
+        # or the authenticated login's; else the team itself answered
+        login = _login(message)
+        agent = scope.agent_by_login(login) if login else None
+        return agent or author, scope.service_mailboxes[author]
+    return None
+
+
+def decide(message: Message, scope: Scope, source: Source) -> Judgement:
+    """The direction of ``message``, in the order described above."""
+    envelope = message.envelope
+    if source.agents_write_from_here and envelope.mail_from:
+        author = _reply_author(message, scope)
+        if author is not None:
+            automatic = robot_headers(message) or robot_sender(envelope.mail_from)
+            if not automatic:
+                agent, team = author
+                return Judgement(Direction.REPLY, f"from {agent} (team {team})", agent, team)
+    for rcpt in envelope.rcpt_to:
+        if scope.is_service_mailbox(rcpt):
+            mailbox = rcpt.lower()
+            return Judgement(Direction.INBOUND, f"for service mailbox {mailbox}",
+                             mailbox=mailbox)
+    if envelope.mail_from and scope.is_local(envelope.mail_from) and all(
+            scope.is_local(r) for r in envelope.rcpt_to):
+        return Judgement(Direction.INTERNAL, "local sender, local recipients only")
+    return Judgement(Direction.PASSTHROUGH, "no service mailbox among the recipients")
+
+
+def split_recipients(recipients: Iterable[str], inside: Callable[[str], bool],
+                     ) -> tuple[list[str], list[str]]:
+    """(inside, outside): who may see our routing headers, and who may not."""
+    ins: list[str] = []
+    outs: list[str] = []
+    for rcpt in recipients:
+        (ins if inside(rcpt) else outs).append(rcpt)
+    return ins, outs

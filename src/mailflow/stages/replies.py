@@ -1,0 +1,100 @@
+"""Stage ``replies``: an agent's answer to a customer, recorded on its case.
+
+Runs for mail whose direction is ``reply`` only (see :mod:`mailflow.direction`:
+an agent or team the rules know, writing from a trusted network or the
+submission listener, not automatically). The reply joins its case by
+``In-Reply-To``/``References`` (the customer's message, our acknowledgement)
+or by a case number in its Subject; it is recorded on the case (who, when:
+``mailflow cases show`` lists it, and the case's first response time comes
+from it). A reply that matches no case is relayed untouched, counted, and
+opens nothing. Replies get no routing and no acknowledgement, and leave
+without our routing headers.
+
+Configuration (rules section ``replies``, optional)::
+
+    replies:
+      tag_subject: false   # true: put [case number] in front of the Subject, so the
+                           # customer's answer joins the case (rewriting breaks DKIM)
+
+Metrics: ``mailflow_replies_total{outcome}`` (``joined``, ``no_case``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+from mailflow import cases
+from mailflow.hookspecs import hookimpl
+from mailflow.stage import (
+    CaseInfo,
+    CaseStatus,
+    Direction,
+    MessageContext,
+    Stage,
+    StageEnv,
+    StageOptions,
+)
+from mailflow.store import Transaction
+from mailflow.store.schema import Schema
+
+
+class RepliesOptions(StageOptions):
+    tag_subject: bool = False
+
+
+class RepliesStage(Stage[RepliesOptions]):
+    name = "replies"
+    description = "record an agent's reply on its case (no routing, no acknowledgement)"
+    directions = frozenset({Direction.REPLY})
+
+    def __init__(self, options: RepliesOptions, env: StageEnv) -> None:
+        super().__init__(options, env)
+        self.counter = env.metrics.counter("mailflow_replies_total",
+                                           "Agents' replies by outcome (joined a case, or none)",
+                                           ["outcome"])
+
+    async def process(self, ctx: MessageContext) -> None:
+        assert ctx.store is not None
+        found = await ctx.store.run_read(partial(self._find, ctx=ctx))
+        if found is None:
+            self.counter.labels(outcome="no_case").inc()
+            ctx.note(case=None, because="no case referenced (relayed untouched)")
+            return
+        number, customer = found
+        agent = ctx.author or ctx.message.envelope.mail_from.lower()
+        ctx.case = CaseInfo(number=number, status=CaseStatus.REPLY, customer=customer)
+        ctx.write(partial(cases.add_case_message, number=number,
+                          message_id=ctx.message.message_id, role="agent", sender=agent,
+                          queue_id=ctx.queue_id),
+                  undo=partial(cases.remove_case_messages, queue_id=ctx.queue_id))
+        if self.options.tag_subject:
+            ctx.subject_tag = f"[{number}]"
+        self.counter.labels(outcome="joined").inc()
+        ctx.note(case=number, agent=agent, customer=customer)
+
+    @staticmethod
+    def _find(tx: Transaction, *, ctx: MessageContext) -> tuple[str, str] | None:
+        """(case, customer) the reply answers, by its references, then its Subject."""
+        message = ctx.message
+        ids = [*cases.message_ids(message.get("References")),
+               *cases.message_ids(message.get("In-Reply-To"))]
+        number = cases.case_of_references(tx, ids) if ids else None
+        candidates = [number] if number else cases.first_match([message.subject],
+                                                               cases.ANY_NUMBER)
+        for candidate in candidates:
+            row = cases.get_case(tx, candidate)
+            if row is not None:
+                return row.number, row.customer
+        return None
+
+
+@hookimpl(trylast=True)
+def mailflow_stages() -> Iterable[type[Stage[Any]]]:
+    return [RepliesStage]
+
+
+@hookimpl
+def mailflow_schemas() -> Iterable[Schema]:
+    return [cases.SCHEMA]

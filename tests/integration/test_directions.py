@@ -1,0 +1,200 @@
+"""Only the service's mail, both ways, in the real daemon with the shipped rules.
+
+Loopback is a trusted network here (as behind Postfix): agents write from it.
+What we look at is what the next hop (the sink) receives, what the store
+keeps, the log line and the metrics.
+"""
+
+from __future__ import annotations
+
+import email
+import json
+import sqlite3
+import urllib.request
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clirunner import run_cli
+from conftest import Daemon, Received, Sink, ack_case, full_chain_rules
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
+
+NULL_SENDERS = ("", "<>")
+SAV_AGENTS = ("alice.moreau@example.com", "bruno.petit@example.com",
+              "chloe.roger@example.com")
+
+
+def mail(sender: str, to: str, subject: str, mid: str, extra: str = "") -> bytes:
+    return (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{mid}>\r\n"
+            f"Date: Thu, 03 Dec 2026 10:00:00 +0100\r\n{extra}\r\nBonjour,\r\n"
+            "une question sur ma commande.\r\n").encode()
+
+
+def parse(data: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(data, policy=default_policy)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def acks(sink: Sink) -> list[Received]:
+    return [m for m in sink.messages if m.mail_from in NULL_SENDERS]
+
+
+def relayed(sink: Sink) -> list[Received]:
+    return [m for m in sink.messages if m.mail_from not in NULL_SENDERS]
+
+
+def query(mf: Daemon, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(mf.db) as db:
+        return list(db.execute(sql))
+
+
+def metric(mf: Daemon, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{mf.metrics_port}/metrics",
+                                timeout=5) as resp:
+        text = resp.read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not exported")
+
+
+def log_events(mf: Daemon, event: str) -> list[dict[str, Any]]:
+    found = []
+    for line in mf.log.splitlines():
+        if line.startswith("{"):
+            item = json.loads(line)
+            if item.get("event") == event:
+                found.append(item)
+    return found
+
+
+@pytest.fixture
+def mf(tmp_path: Path, daemon_factory: Any) -> Daemon:
+    rules = full_chain_rules(tmp_path / "rules-src")
+    daemon: Daemon = daemon_factory(config={"trusted_networks": ["127.0.0.0/8"]}, rules=rules)
+    return daemon
+
+
+def test_a_suppliers_mail_to_an_employee_passes_untouched(mf: Daemon, sink: Sink) -> None:
+    original = mail("Fournisseur <contact@fournisseur.test>", "jean@example.com",
+                    "Votre commande de papier", "sup-1@fournisseur.test")
+    code, text = mf.send(original, mail_from="contact@fournisseur.test",
+                         rcpt_to=["jean@example.com"])
+    assert code == 250, text
+    (got,) = sink.wait_for(1)
+    mf.settle()
+    assert got.rcpt_tos == ["jean@example.com"] and got.mail_from == "contact@fournisseur.test"
+    assert got.data == original  # the very bytes received: no header of ours
+    assert acks(sink) == [] and query(mf, "SELECT COUNT(*) FROM cases") == [(0,)]
+    # neither stored nor logged: only the queue id, the direction and the size
+    assert query(mf, "SELECT COUNT(*) FROM messages") == [(0,)]
+    (line,) = log_events(mf, "message")
+    assert line["direction"] == "passthrough" and line["size"] == len(original)
+    assert "fournisseur" not in json.dumps(line) and "jean" not in json.dumps(line)
+    assert metric(mf, 'mailflow_messages_by_direction_total{direction="passthrough"}') == 1
+
+
+def test_internal_mail_is_passed_and_counted_apart(mf: Daemon, sink: Sink) -> None:
+    original = mail("jean@example.com", "paul@example.com", "Déjeuner ?", "int-1@example.com")
+    code, text = mf.send(original, mail_from="jean@example.com", rcpt_to=["paul@example.com"])
+    assert code == 250, text
+    (got,) = sink.wait_for(1)
+    assert got.data == original and got.rcpt_tos == ["paul@example.com"]
+    assert metric(mf, 'mailflow_messages_by_direction_total{direction="internal"}') == 1
+    assert query(mf, "SELECT COUNT(*) FROM cases") == [(0,)]
+
+
+def test_customer_mail_with_a_colleague_and_an_outsider_in_cc(mf: Daemon, sink: Sink) -> None:
+    """Every recipient served; our routing headers only on the company's copy; the ack
+    from the service mailbox written to."""
+    original = mail("Claire <claire@client.test>", "sav@example.com", "Ma commande",
+                    "cc-1@client.test", "Cc: jean@example.com, ami@elsewhere.test\r\n")
+    code, text = mf.send(original, mail_from="claire@client.test",
+                         rcpt_to=["sav@example.com", "jean@example.com", "ami@elsewhere.test"])
+    assert code == 250, text
+    sink.wait_for(3)
+    mf.settle()
+    copies = {tuple(m.rcpt_tos): parse(m.data) for m in relayed(sink)}
+    (inside,) = [k for k in copies if "jean@example.com" in k]
+    assert inside[0] in SAV_AGENTS and inside[1] == "jean@example.com"
+    assert copies[inside]["X-Mailflow-Route"] == "sav"
+    outside = copies[("ami@elsewhere.test",)]
+    assert not [name for name in outside if name.lower().startswith("x-mailflow-")]
+    assert outside["Message-ID"] == "<cc-1@client.test>"
+    (ack,) = acks(sink)
+    assert ack.rcpt_tos == ["claire@client.test"]
+    ack_msg = parse(ack.data)
+    assert ack_msg["From"].addresses[0].addr_spec == "sav@example.com"
+    assert ack_case(ack_msg) == copies[inside]["X-Mailflow-Case"]
+
+
+def test_an_agents_reply_is_recorded_and_leaves_clean(mf: Daemon, sink: Sink) -> None:
+    code, _ = mf.send(mail("Claire <claire@client.test>", "sav@example.com", "Ma commande",
+                           "q-1@client.test"), mail_from="claire@client.test")
+    assert code == 250
+    sink.wait_for(2)
+    mf.settle()
+    (first,) = relayed(sink)
+    case, agent = parse(first.data)["X-Mailflow-Case"], first.rcpt_tos[0]
+    sink.reset()
+    answer = mail(f"Alice <{agent}>", "claire@client.test", f"Re: [{case}] Ma commande",
+                  "a-1@example.com", "In-Reply-To: <q-1@client.test>\r\n"
+                  "X-Mailflow-Priority: urgent\r\n")
+    code, text = mf.send(answer, mail_from=agent, rcpt_to=["claire@client.test"])
+    assert code == 250, text
+    (got,) = sink.wait_for(1)
+    mf.settle()
+    assert got.rcpt_tos == ["claire@client.test"]
+    assert b"X-Mailflow-" not in got.data.split(b"\r\n\r\n", 1)[0]
+    assert acks(sink) == []  # no ack, no new case
+    assert query(mf, "SELECT COUNT(*) FROM cases") == [(1,)]
+    assert query(mf, "SELECT role, sender FROM case_messages WHERE role = 'agent'") == [
+        ("agent", agent)]
+    shown = run_cli("cases", "show", case, "--config", str(mf.config_path))
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert any(" inbound  customer claire@client.test" in line for line in lines), lines
+    assert any(f" reply    agent    {agent}" in line for line in lines), lines
+    assert "customer     claire@client.test" in shown.stdout
+    assert "first reply  " in shown.stdout and "not yet" not in shown.stdout
+    assert metric(mf, 'mailflow_replies_total{outcome="joined"}') == 1
+
+
+def test_an_agent_writing_about_no_case_opens_nothing(mf: Daemon, sink: Sink) -> None:
+    original = mail("alice.moreau@example.com", "ami@elsewhere.test", "Samedi",
+                    "perso-1@example.com")
+    code, text = mf.send(original, mail_from="alice.moreau@example.com",
+                         rcpt_to=["ami@elsewhere.test"])
+    assert code == 250, text
+    (got,) = sink.wait_for(1)
+    mf.settle()
+    assert got.data == original and acks(sink) == []
+    assert query(mf, "SELECT COUNT(*) FROM cases") == [(0,)]
+    assert metric(mf, 'mailflow_replies_total{outcome="no_case"}') == 1
+    assert metric(mf, 'mailflow_messages_by_direction_total{direction="passthrough"}') == 1
+
+
+def test_a_trusted_client_relaying_outside_gets_no_ack(mf: Daemon, sink: Sink) -> None:
+    original = mail("app@example.com", "victim@gmail.test", "Newsletter", "nl-1@example.com")
+    code, text = mf.send(original, mail_from="app@example.com", rcpt_to=["victim@gmail.test"])
+    assert code == 250, text
+    (got,) = sink.wait_for(1)
+    mf.settle()
+    assert got.data == original and acks(sink) == []
+
+
+def test_a_forged_agent_from_outside_is_customer_mail(tmp_path: Path, daemon_factory: Any,
+                                                      sink: Sink) -> None:
+    """Loopback not trusted: an agent's address is no proof, its mail is inbound."""
+    outsider: Daemon = daemon_factory(rules=full_chain_rules(tmp_path / "rules-out"))
+    code, text = outsider.send(mail("alice.moreau@example.com", "sav@example.com", "Hello",
+                                    "forged-1@evil.test"), mail_from="alice.moreau@example.com")
+    assert code == 250, text
+    (got,) = sink.wait_for(1)
+    assert parse(got.data)["X-Mailflow-Case"]
+    assert query(outsider, "SELECT role FROM case_messages") == [("customer",)]
