@@ -31,6 +31,10 @@ T = TypeVar("T")
 WriteOp = Callable[["Transaction"], object]
 
 
+def _nothing(tx: Transaction) -> None:
+    """The write of a value already taken: only its undo (give it back) matters."""
+
+
 class StageStore(Protocol):
     """What a stage may do with the store itself: read, and take sequence values.
 
@@ -237,11 +241,18 @@ class MessageContext(Effects):
     def priority(self) -> Priority:
         return self.triage.priority if self.triage is not None else "normal"
 
-    async def next_value(self, name: str) -> int:
-        """The next value of sequence ``name``; a dry run only peeks at it."""
+    async def next_value(self, name: str, *, give_back: bool = False) -> int:
+        """The next value of sequence ``name``; a dry run only peeks at it.
+
+        With ``give_back`` (a routing turn), a message then refused or tempfailed
+        returns the value, so its retry takes the same turn again.
+        """
         if self.store is None:
             raise ValueError("no store: sequences need one")
-        return await self.store.next_value(name, peek=self.dry_run)
+        value = await self.store.next_value(name, peek=self.dry_run)
+        if give_back and not self.dry_run:
+            self.write(_nothing, undo=lambda tx: tx.give_back(name, value))
+        return value
 
     def update_case(self, **changes: Any) -> CaseInfo:
         """Replace fields of ``ctx.case`` (undone with the rest if the stage fails)."""

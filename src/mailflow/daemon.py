@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import socket
@@ -27,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from mailflow import sdnotify
 from mailflow.clock import SYSTEM_CLOCK, Clock
-from mailflow.config import ConfigError, Settings, load_settings
+from mailflow.config import ConfigError, Settings, load_settings, parse_host_port
 from mailflow.host import DaemonHost
 from mailflow.metrics import (
     MetricFactory,
@@ -41,6 +42,7 @@ from mailflow.pipeline import Pipeline
 from mailflow.plugins import call_one
 from mailflow.relay import NextHopClient, next_hop_client
 from mailflow.runtime import Runtime, load_runtime
+from mailflow.session import SessionInfo
 from mailflow.smtp import Handler, MailflowSMTP, SessionLimits
 from mailflow.store import Store, StoreUnavailable, open_store
 from mailflow.store.schema import Schema
@@ -50,9 +52,10 @@ log = structlog.get_logger("mailflow.daemon")
 SHUTDOWN_GRACE = 30.0  # seconds for messages in flight to finish after SIGTERM
 
 
-def bind_socket(settings: Settings, reuse_port: bool = False) -> socket.socket:
-    """The listening socket, bound before any worker starts."""
-    host, port = settings.listen_address
+def bind_socket(settings: Settings, reuse_port: bool = False,
+                listen: str | None = None) -> socket.socket:
+    """The listening socket (``listen``, else the main one), bound before any worker starts."""
+    host, port = parse_host_port(listen or settings.listen)
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -103,9 +106,11 @@ class Application:
         self.handler = Handler(settings, lambda: self.runtime.pm, lambda: self.runtime.rules,
                                self.pipeline, self.metrics,
                                lambda: self.runtime.plugin_options, self.host)
+        networks = settings.networks
         self.limits = SessionLimits(settings.smtp.max_sessions,
                                     settings.smtp.max_sessions_per_client,
-                                    self.metrics.sessions.set)
+                                    self.metrics.sessions.set,
+                                    lambda client: SessionInfo.in_networks(client, networks))
         self.store_error: str | None = None
         self._stopping: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -162,8 +167,8 @@ class Application:
             runtime = load_runtime(settings, self.metric_factory)
         except ConfigError as exc:
             return self._reload_failed([str(p) for p in exc.problems])
-        fixed = ("listen", "store", "state_dir", "workers", "next_hop", "smtp", "relay", "metrics",
-                 "trusted_networks", "outbox", "log_level")
+        fixed = ("listen", "submission_listen", "store", "state_dir", "workers", "next_hop",
+                 "smtp", "relay", "metrics", "trusted_networks", "outbox", "log_level")
         changed = [k for k in fixed if getattr(settings, k) != getattr(self.settings, k)]
         if changed:
             log.warning("reload_needs_restart", settings=changed,
@@ -199,26 +204,30 @@ class Application:
 
     # -- serving ---------------------------------------------------------------
 
-    async def start(self, sock: socket.socket) -> asyncio.Server:
+    async def start(self, sock: socket.socket,
+                    submission: socket.socket | None = None) -> list[asyncio.Server]:
         await self.store.open(self.runtime.schemas)
         for name in self.runtime.plugins:
             await call_one(self.runtime.pm, "mailflow_startup", name,
                            host=self.host.for_plugin(name))
         loop = asyncio.get_running_loop()
         context = tls_context(self.settings)
-        server = await loop.create_server(
-            lambda: MailflowSMTP(self.handler, self.settings, self.limits, context),
-            sock=sock, backlog=self.settings.smtp.backlog)
+        servers = [await loop.create_server(
+            functools.partial(MailflowSMTP, self.handler, self.settings, self.limits, context,
+                              kind),
+            sock=listening, backlog=self.settings.smtp.backlog)
+            for listening, kind in ((sock, False), (submission, True)) if listening is not None]
         self._tasks = [loop.create_task(self.outbox.run(), name="outbox"),
                        loop.create_task(self._watch_store(), name="store-health")]
         interval = sdnotify.watchdog_interval()
         if interval:
             self._tasks.append(loop.create_task(self._watchdog(interval), name="watchdog"))
-        return server
+        return servers
 
-    async def stop(self, server: asyncio.Server) -> None:
+    async def stop(self, servers: list[asyncio.Server]) -> None:
         sdnotify.notify("STOPPING=1")
-        server.close()  # no new connections; sessions in progress go on
+        for server in servers:
+            server.close()  # no new connections; sessions in progress go on
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SHUTDOWN_GRACE):
                 await self.handler.idle.wait()
@@ -243,13 +252,14 @@ class Application:
         elif self._stopping is not None:
             self._stopping.set()
 
-    async def serve(self, sock: socket.socket, on_ready: Callable[[], None] | None = None) -> None:
+    async def serve(self, sock: socket.socket, on_ready: Callable[[], None] | None = None,
+                    submission: socket.socket | None = None) -> None:
         """Serve until SIGTERM or SIGINT."""
         loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self._on_signal, signum)
-        server = await self.start(sock)
+        servers = await self.start(sock, submission)
         if self.worker == 0:
             sdnotify.notify("READY=1", f"MAINPID={os.getpid()}",
                             f"STATUS=listening on {self.settings.listen}")
@@ -257,7 +267,7 @@ class Application:
             on_ready()
         await self._stopping.wait()
         log.info("stopping", in_flight=self.handler.in_flight, worker=self.worker)
-        await self.stop(server)
+        await self.stop(servers)
 
 
 def _changed_plugins(old: Runtime, new: Runtime) -> tuple[list[str], list[str]]:
@@ -299,7 +309,9 @@ def describe_startup(settings: Settings) -> str:
     where = (f"into the Maildir {Path(hop.path).resolve()}" if hop.kind == "maildir"
              else f"to {hop}")
     metrics = f"; metrics on http://{settings.metrics}/metrics" if settings.metrics else ""
-    return (f"mailflow listening on {settings.listen}; mail goes {where}; "
+    listening = settings.listen + (f" (agents' submission mail on {settings.submission_listen})"
+                                   if settings.submission_listen else "")
+    return (f"mailflow listening on {listening}; mail goes {where}; "
             f"store {settings.store_url}; rules {Path(settings.rules).resolve()}{metrics}")
 
 
@@ -317,6 +329,8 @@ def run(config: str | None, overrides: dict[str, Any]) -> int:
 
     asyncio.run(_prepare_store(settings, runtime.schemas))  # once, before workers race for it
     sock = bind_socket(settings)
+    submission = (bind_socket(settings, listen=settings.submission_listen)
+                  if settings.submission_listen else None)
     metrics_address = settings.metrics_address
     children: list[int] = []
     worker = 0
@@ -348,7 +362,7 @@ def run(config: str | None, overrides: dict[str, Any]) -> int:
     started = time.monotonic()
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(app.serve(sock, ready))
+            runner.run(app.serve(sock, ready, submission))
     except Exception:
         log.exception("daemon_failed", worker=worker)
         forward(signal.SIGTERM)

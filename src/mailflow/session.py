@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from mailflow.xforward import Forwarded
+
 
 @dataclass(frozen=True)
 class SmtpReply:
@@ -31,7 +33,12 @@ class SmtpReply:
 
 @dataclass
 class SessionInfo:
-    """One SMTP client connection, as plugins see it."""
+    """One SMTP client connection, as plugins see it.
+
+    ``peer``, ``helo`` and ``trusted`` are the original client's: behind Postfix,
+    what its XFORWARD said (``via`` is then the MTA that connected, and
+    ``relay_trusted`` whether that one is trusted: relay control is its own).
+    """
 
     peer: str
     port: int = 0
@@ -42,6 +49,27 @@ class SessionInfo:
     rcpt_to: list[str] = field(default_factory=list)
     greeted: bool = False
     refusal: str | None = None  # set when the connect hook refused the client
+    relay_trusted: bool = False  # the connecting client is in the trusted networks
+    via: str = ""  # the connecting client's address
+    via_helo: str = ""
+    submission: bool = False  # on the submission listener: authenticated agents' mail
+    forwarded: Forwarded | None = None
+
+    def forward(self, told: Forwarded,
+                networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> None:
+        """Take what a trusted MTA said of its client (XFORWARD)."""
+        self.forwarded = told
+        self.peer = told.addr or self.via
+        self.helo = told.helo or self.via_helo
+        self.trusted = self.in_networks(self.peer, networks) if told.addr else \
+            self.relay_trusted
+
+    def end_transaction(self) -> None:
+        """What XFORWARD said holds for one transaction: the next one is told again."""
+        self.mail_from, self.rcpt_to = None, []
+        if self.forwarded is not None:
+            self.forwarded = None
+            self.peer, self.helo, self.trusted = self.via, self.via_helo, self.relay_trusted
 
     @staticmethod
     def in_networks(peer: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]

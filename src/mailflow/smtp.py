@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException, syntax
 
+from mailflow import xforward
 from mailflow.intake import relay_refusal
 from mailflow.message import Envelope as MailEnvelope
 from mailflow.plugins import call_each
@@ -71,17 +72,21 @@ class SessionLimits:
     """Counts open sessions, in all and per client address."""
 
     def __init__(self, total: int, per_client: int,
-                 on_change: Callable[[int], None] | None = None) -> None:
+                 on_change: Callable[[int], None] | None = None,
+                 unlimited: Callable[[str], bool] = lambda _client: False) -> None:
         self.total = total
         self.per_client = per_client
         self.on_change = on_change
+        #: clients the per-client cap does not apply to: the trusted networks, where
+        #: Postfix opens its many sessions from (its smtpd_client_event_limit_exceptions)
+        self.unlimited = unlimited
         self.open = 0
         self.by_client: Counter[str] = Counter()
 
     def admit(self, client: str) -> str | None:
         if self.open >= self.total:
             return "421 4.7.0 Too many connections, try again later"
-        if self.by_client[client] >= self.per_client:
+        if self.by_client[client] >= self.per_client and not self.unlimited(client):
             return "421 4.7.0 Too many connections from your address, try again later"
         self.open += 1
         self.by_client[client] += 1
@@ -102,7 +107,8 @@ class MailflowSMTP(SMTP):
     """aiosmtpd's protocol with session caps and a configurable line length."""
 
     def __init__(self, handler: Handler, settings: Settings, limits: SessionLimits,
-                 tls_context: ssl.SSLContext | None) -> None:
+                 tls_context: ssl.SSLContext | None, submission: bool = False) -> None:
+        self.submission = submission  # read by _create_session, called by SMTP.__init__
         smtp = settings.smtp
         # read by SMTP.__init__ to size its StreamReader: lines up to this length pass
         self.line_length_limit = smtp.max_line_length
@@ -120,6 +126,18 @@ class MailflowSMTP(SMTP):
         )
         self._limits = limits
         self._admitted: str | None = None
+
+    def _create_session(self) -> Session:
+        session = super()._create_session()
+        session.mailflow_submission = self.submission  # type: ignore[attr-defined]
+        return session
+
+    @syntax("XFORWARD attribute=value ...")
+    async def smtp_XFORWARD(self, arg: str) -> None:
+        """Postfix telling who its client was (see :mod:`mailflow.xforward`)."""
+        assert self.session is not None and self.envelope is not None
+        handler: Handler = self.event_handler
+        await self.push(handler.xforward(self.session, self.envelope, arg))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._admitted is None and getattr(self, "_original_transport", None) is None:
@@ -196,8 +214,10 @@ class Handler:
         if info is None:
             peer = session.peer if isinstance(session.peer, tuple) else ("", 0)
             address = str(peer[0])
+            trusted = SessionInfo.in_networks(address, self._networks)
             info = SessionInfo(peer=address, port=int(peer[1]) if len(peer) > 1 else 0,
-                               trusted=SessionInfo.in_networks(address, self._networks))
+                               trusted=trusted, relay_trusted=trusted, via=address,
+                               submission=getattr(session, "mailflow_submission", False))
             session.mailflow = info  # type: ignore[attr-defined]
         info.tls = session.ssl is not None
         return info
@@ -233,6 +253,22 @@ class Handler:
                 log.warning("hook_bad_result", hook=hook, result=repr(result)[:100])
         return None
 
+    def xforward(self, session: Session, envelope: Envelope, arg: str) -> str:
+        """The reply to XFORWARD: taken from trusted networks only, between transactions."""
+        info = self.info(session)
+        if not info.relay_trusted:
+            log.warning("xforward_refused", peer=info.via, reason="not a trusted network")
+            return self._refused("xforward", xforward.NOT_TRUSTED_REPLY)
+        if envelope.mail_from is not None:
+            return xforward.IN_TRANSACTION_REPLY
+        try:
+            told = xforward.parse(arg, info.forwarded)
+        except xforward.XforwardError as exc:
+            log.warning("xforward_refused", peer=info.via, reason=str(exc))  # not the value
+            return self._refused("xforward", str(exc))
+        info.forward(told, self._networks)
+        return "250 2.0.0 Ok"
+
     def _refused(self, reason: str, reply: str) -> str:
         self.metrics.rejections.labels(reason=reason).inc()
         return reply
@@ -247,7 +283,9 @@ class Handler:
         if refusal:
             return [refusal]
         session.host_name = hostname
-        info.helo = hostname
+        info.helo = info.via_helo = hostname
+        if info.relay_trusted:  # the MTA in front may tell us who its client was
+            responses.insert(len(responses) - 1, f"250-{xforward.EHLO_KEYWORD}")
         return responses
 
     async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope,
@@ -258,7 +296,7 @@ class Handler:
         if refusal:
             return refusal
         session.host_name = hostname
-        info.helo = hostname
+        info.helo = info.via_helo = hostname
         return f"250 {server.hostname}"
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
@@ -286,7 +324,9 @@ class Handler:
             return self._refused("bad_address", "501 5.1.3 Bad recipient address syntax")
         if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
             return self._refused("too_many_recipients", "452 4.5.3 Too many recipients")
-        refusal = relay_refusal(address, self._rules_of(), info.trusted)
+        # relay control is the connecting client's: behind Postfix, Postfix already
+        # checked the recipients, and mailflow must not refuse what it accepted
+        refusal = relay_refusal(address, self._rules_of(), info.relay_trusted)
         if refusal:
             log.info("relay_denied", peer=info.peer, rcpt=address, mail_from=info.mail_from)
             return self._refused("relay_denied", refusal)
@@ -299,8 +339,7 @@ class Handler:
         return "250 2.1.5 Ok"
 
     async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        info = self.info(session)
-        info.mail_from, info.rcpt_to = None, []
+        self.info(session).end_transaction()
         return "250 2.0.0 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -308,9 +347,11 @@ class Handler:
         mail_env = envelope_from_session(envelope.mail_from, envelope.rcpt_tos,
                                          envelope.mail_options, info.peer, info.helo)
         raw = envelope.original_content or b""
-        reply = await self._guarded(self.pipeline.process(raw, mail_env, info.trusted))
-        info.mail_from, info.rcpt_to = None, []
-        return reply
+        try:
+            return await self._guarded(self.pipeline.process(raw, mail_env, info.trusted,
+                                                             submission=info.submission))
+        finally:
+            info.end_transaction()
 
     async def _guarded(self, work: Awaitable[Outcome]) -> str:
         """Count the message in flight and turn any failure into a 4xx."""

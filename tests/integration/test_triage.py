@@ -263,6 +263,19 @@ def test_mail_for_a_colleague_only_is_not_routed(triage: Daemon, sink: Sink) -> 
     assert got.route is None and got.assignee is None
 
 
+def test_a_message_refused_downstream_gives_its_turn_back(triage: Daemon, sink: Sink) -> None:
+    """The client's retry takes the same turn; the next message the next member."""
+    first = mail(72, sender="turn72@client-exemple.fr")
+    sink.handler.data_reply = "451 4.3.0 busy"
+    code, _ = triage.send(first, "turn72@client-exemple.fr", ["sav@example.com"])
+    assert code == 451
+    sink.handler.data_reply = "250 2.0.0 Ok"
+    retried = send(triage, sink, first, "turn72@client-exemple.fr", ["sav@example.com"])
+    after = send(triage, sink, mail(73, sender="turn73@client-exemple.fr"),
+                 "turn73@client-exemple.fr", ["sav@example.com"])
+    assert (retried.assignee, after.assignee) == (ALICE, BRUNO)
+
+
 def test_forged_triage_headers_are_replaced(triage: Daemon, sink: Sink) -> None:
     forged = mail(1, sender="x@client-exemple.fr",
                   headers="X-Mailflow-Priority: urgent\r\nX-Mailflow-Route: legal\r\n"

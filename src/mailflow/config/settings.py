@@ -100,6 +100,8 @@ class Settings(Model):
     """The daemon's settings; rules live in their own folder."""
 
     listen: str = DEFAULT_LISTEN
+    #: optional second listener, fed by Postfix's submission service: agents' mail
+    submission_listen: str | None = None
     next_hop: NextHop | None = None
     state_dir: str = DEFAULT_STATE_DIR
     store: str | None = None
@@ -134,7 +136,7 @@ class Settings(Model):
             raise ValueError(f"'{value}' is not a supported store: use sqlite:///PATH")
         return value
 
-    @field_validator("listen", "metrics")
+    @field_validator("listen", "submission_listen", "metrics")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
         if value is not None:

@@ -387,7 +387,8 @@ class RouteStage(Stage[RouteOptions]):
             loads = await ctx.store.run_read(partial(agents.open_cases_by_assignee,
                                                      people=present))
             return min(present, key=lambda p: (loads.get(p, 0), present.index(p)))
-        turn = await ctx.next_value(f"turn:{route}")  # a dry run only peeks
+        # a dry run only peeks; a message refused downstream gives its turn back
+        turn = await ctx.next_value(f"turn:{route}", give_back=True)
         return present[(turn - 1) % len(present)]
 
 

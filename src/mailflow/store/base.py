@@ -108,6 +108,12 @@ class Transaction(abc.ABC):
             " DO UPDATE SET value = sequences.value + 1 RETURNING value", {"name": name})
         return int(rows[0][0])
 
+    def give_back(self, name: str, value: int) -> None:
+        """Return ``value`` to sequence ``name`` if it is still the last one taken (a
+        later taker keeps its own: never a duplicate, a gap at worst)."""
+        self.execute("UPDATE sequences SET value = value - 1 WHERE name = :name"
+                     " AND value = :value", {"name": name, "value": value})
+
     def peek_value(self, name: str) -> int:
         """The value ``next_value`` would give, taking nothing."""
         rows = self.execute("SELECT value FROM sequences WHERE name = :name", {"name": name})
