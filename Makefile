@@ -5,12 +5,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages the test suite starts for real (none of it talks to the internet):
-# a DNS server for the backscatter test, and CPython's own e-mail test corpus when this
-# Python was installed without its test package (Debian splits it out).
+# a DNS server for the backscatter test, Postfix for tests/integration/test_postfix.py
+# (a private instance under a tmp dir: the system's own is neither configured nor
+# started), and CPython's own e-mail test corpus when this Python was installed without
+# its test package (Debian splits it out).
 PY_TESTSUITE := $(shell $(PYTHON) -c "import os, sys, sysconfig; \
   print('' if os.path.isdir(os.path.join(sysconfig.get_paths()['stdlib'], 'test', 'test_email')) \
   else 'libpython%d.%d-testsuite' % sys.version_info[:2])" 2>/dev/null)
-TEST_DEBS ?= dnsmasq-base openssl $(PY_TESTSUITE)
+TEST_DEBS ?= dnsmasq-base openssl postfix $(PY_TESTSUITE)
 
 .PHONY: run test debs clean bench
 
@@ -39,11 +41,30 @@ $(VENV)/.test-installed: $(VENV)/.installed pyproject.toml $(wildcard plugins/*/
 	for p in plugins/*/; do [ -f "$$p/pyproject.toml" ] && $(BIN)/pip install -q -e "$$p"; done; true
 	touch $@
 
+# Installs what is missing, non-interactively, and starts no service meanwhile:
+# - postfix is preseeded "No configuration": no /etc/postfix/main.cf, so neither its init
+#   script nor its systemd unit starts a system instance, now or at boot;
+# - a policy-rc.d answering 101 ("forbidden") keeps invoke-rc.d from starting any service
+#   during the install (an existing one, as Docker images ship, is left alone);
+# - --no-remove: rather fail than replace the machine's MTA (exim4 conflicts with postfix);
+#   then install postfix yourself (test_postfix.py needs it).
+POLICY_RC := /usr/sbin/policy-rc.d
+
 debs:
-	@missing=""; for d in $(TEST_DEBS); do dpkg -s $$d >/dev/null 2>&1 || missing="$$missing $$d"; done; \
+	@missing=""; for d in $(TEST_DEBS); do \
+	  [ "$$(dpkg-query -W -f='$${db:Status-Status}' $$d 2>/dev/null)" = installed ] \
+	    || missing="$$missing $$d"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages for the tests:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  case " $$missing " in *" postfix "*) \
+	    echo "postfix postfix/main_mailer_type select No configuration" \
+	      | debconf-set-selections;; esac; \
+	  if [ ! -e $(POLICY_RC) ]; then \
+	    trap 'rm -f $(POLICY_RC)' EXIT; trap 'exit 1' HUP INT TERM; \
+	    printf '#!/bin/sh\nexit 101\n' >$(POLICY_RC) && chmod 755 $(POLICY_RC); fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends --no-remove $$missing || { \
+	    echo "apt-get failed (would it remove an MTA? see debs in the Makefile)" >&2; exit 1; }; \
 	fi
 
 bench: $(VENV)/.test-installed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import shutil
 import signal
@@ -14,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -457,4 +460,19 @@ def ack_case(ack: Any) -> str:
     found = ANY_NUMBER.search(str(ack["Subject"]))
     assert found is not None, ack["Subject"]
     return found.group(0)
+
+
+NULL_SENDERS = ("", "<>")  # how a sink may spell the null sender of mail mailflow writes
+
+
+def parse_email(data: bytes) -> EmailMessage:
+    """Bytes the sink got, as a message (headers decoded)."""
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def is_ack(received: Received, msg: EmailMessage) -> bool:
+    """An acknowledgement mailflow wrote (null sender, its own Message-ID)."""
+    return received.mail_from in NULL_SENDERS and str(msg["Message-ID"]).startswith("<ack.")
 

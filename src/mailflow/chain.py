@@ -18,11 +18,12 @@ from typing import Any
 import structlog
 
 from mailflow.config import ConfigError, Problem, validate
-from mailflow.direction import Scope
+from mailflow.direction import SERVICE_DIRECTIONS, Scope
 from mailflow.rules import RuleSet
 from mailflow.stage import (
     CaseInfo,
     Decision,
+    Direction,
     MessageContext,
     Stage,
     StageEnv,
@@ -49,6 +50,15 @@ class Chain:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.stages)
+
+    async def process(self, ctx: MessageContext) -> None:
+        """Run the stages for the service's mail only (inbound mail and replies); a reply
+        the ``replies`` stage found no case for is passed through after all."""
+        if ctx.direction not in SERVICE_DIRECTIONS:
+            return
+        await self.run(ctx)
+        if ctx.direction is Direction.REPLY and ctx.case is None:
+            ctx.direction, ctx.direction_reason = Direction.PASSTHROUGH, "reply to no case"
 
     async def run(self, ctx: MessageContext) -> None:
         """Run every stage on ``ctx``; the outcome is in ``ctx.verdict`` and ``ctx.decisions``."""

@@ -30,6 +30,8 @@ from mailflow.autoreply import robot_headers, robot_sender
 from mailflow.message import Message
 from mailflow.values import Direction
 
+#: the directions the chain runs for; the others are relayed as received
+SERVICE_DIRECTIONS = frozenset({Direction.INBOUND, Direction.REPLY})
 #: Postfix's ``smtpd_sasl_authenticated_header = yes`` writes this in its Received header.
 _AUTHENTICATED = re.compile(r"\(Authenticated sender:\s*([^)\s]+)\s*\)", re.IGNORECASE)
 

@@ -28,12 +28,13 @@ from mailflow import direction, intake, wire
 from mailflow.chain import Chain, describe
 from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.context import MessageContext
+from mailflow.direction import SERVICE_DIRECTIONS
 from mailflow.message import Envelope
 from mailflow.metrics import Metrics
 from mailflow.outbox import STALE_PENDING_SECONDS
 from mailflow.relay import DeliveryResult, NextHopClient
 from mailflow.store import Store, StoreUnavailable, Transaction
-from mailflow.values import Direction, OutgoingMail, Verdict
+from mailflow.values import OutgoingMail, Verdict
 
 if TYPE_CHECKING:
     from mailflow.config import Settings
@@ -43,8 +44,6 @@ log = structlog.get_logger("mailflow.message")
 
 WriteOps = list[Callable[[Transaction], object]]
 Sent = tuple[list[str], bytes, DeliveryResult]  # one copy: recipients, bytes, the answer
-#: the directions the chain runs for; the others are relayed as received
-SERVICE_DIRECTIONS = frozenset({Direction.INBOUND, Direction.REPLY})
 
 
 @dataclass(frozen=True)
@@ -98,12 +97,8 @@ class Pipeline:
                              trusted=trusted, clock=self.clock, direction=judged.direction,
                              direction_reason=judged.reason, author=judged.agent,
                              mailbox=judged.mailbox)
-        if ctx.direction in SERVICE_DIRECTIONS:
-            await chain.run(ctx)
-            self._stage_metrics(ctx)
-            if ctx.direction is Direction.REPLY and ctx.case is None:
-                # a reply to no case we know: not the service's business after all
-                ctx.direction, ctx.direction_reason = Direction.PASSTHROUGH, "reply to no case"
+        await chain.process(ctx)
+        self._stage_metrics(ctx)
         self.metrics.directions.labels(direction=ctx.direction.value).inc()
         try:
             # once begun, commit-relay-release runs to its end even if the client

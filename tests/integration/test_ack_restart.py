@@ -19,13 +19,12 @@ from typing import Any
 
 import pytest
 
-from conftest import Daemon, Sink, ack_case, rules_with_chain
+from conftest import NULL_SENDERS, Daemon, Sink, ack_case, rules_with_chain
 
 pytestmark = pytest.mark.slow  # starts the daemon: `pytest -m 'not slow'` leaves it out
 
 N = 5
 BACKOFF = 2.0  # seconds between two attempts of one ack
-NULL_SENDERS = ("", "<>")
 
 
 

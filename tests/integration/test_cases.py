@@ -8,14 +8,12 @@ outbox, the acknowledgements (null envelope sender, addressed to the customer).
 from __future__ import annotations
 
 import datetime as dt
-import email
 import json
 import re
 import shutil
 import sqlite3
 import time
 from email.message import EmailMessage
-from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +21,22 @@ import pytest
 from ruamel.yaml import YAML
 
 from clirunner import CliResult, run_cli
-from conftest import RULES, Daemon, Received, Sink, ack_case, rules_with_chain
+from conftest import (
+    NULL_SENDERS,
+    RULES,
+    Daemon,
+    Received,
+    Sink,
+    ack_case,
+    parse_email,
+    rules_with_chain,
+)
 from mailflow import cases
 from mailflow.business_hours import BusinessCalendar, CalendarOptions, PromiseOptions
 
 pytestmark = pytest.mark.slow  # starts the daemon: `pytest -m 'not slow'` leaves it out
 
 CHAIN = "chain: [number, deduplicate, acknowledge]\n"
-NULL_SENDERS = ("", "<>")
 CUSTOMER = "claire.martin@client.test"
 FORMAT = cases.NumberFormat(prefixes=("CASE", "SAV", "CTC", "DEV", "SUP"))
 FR_DATE = re.compile(r"(?:Lundi|Mardi|Mercredi|Jeudi|Vendredi|Samedi|Dimanche) \d{1,2} "
@@ -70,11 +76,6 @@ def mail(subject: str = "Question sur ma commande", body: str = "Bonjour, ma com
             f"Content-Transfer-Encoding: 8bit\r\n{headers}\r\n{body}\r\n").encode()
 
 
-def parse(data: bytes) -> EmailMessage:
-    msg = email.message_from_bytes(data, policy=default_policy)
-    assert isinstance(msg, EmailMessage)
-    return msg
-
 
 class Flow:
     """One daemon, its sink, and what arrived there."""
@@ -107,8 +108,8 @@ class Flow:
 
     def acks(self) -> list[tuple[Received, EmailMessage]]:
         self.drain()
-        return [(m, parse(m.data)) for m in self.sink.messages if m.mail_from in NULL_SENDERS
-                and parse(m.data)["Auto-Submitted"] == "auto-replied"]
+        return [(m, parse_email(m.data)) for m in self.sink.messages if m.mail_from in NULL_SENDERS
+                and parse_email(m.data)["Auto-Submitted"] == "auto-replied"]
 
     def acks_for(self, message_id: str) -> list[tuple[Received, EmailMessage]]:
         return [(r, a) for r, a in self.acks() if a["In-Reply-To"] == f"<{message_id}>"]
@@ -121,7 +122,7 @@ class Flow:
     def relayed(self, message_id: str) -> list[tuple[Received, EmailMessage]]:
         out = []
         for m in self.sink.messages:
-            msg = parse(m.data)
+            msg = parse_email(m.data)
             if msg["Message-ID"] == f"<{message_id}>" and m.mail_from not in NULL_SENDERS:
                 out.append((m, msg))
         return out
@@ -511,7 +512,7 @@ def test_null_sender_is_relayed_but_never_acknowledged(flow: Flow) -> None:
     flow.send(mail("Notification", "Un message sans expéditeur d'enveloppe.",
                    message_id="null@client.test"), mail_from="")
     (received,) = [m for m in flow.sink.messages
-                   if parse(m.data)["Message-ID"] == "<null@client.test>"]
+                   if parse_email(m.data)["Message-ID"] == "<null@client.test>"]
     assert received.mail_from in NULL_SENDERS
     assert flow.suppressed("null@client.test") == "null sender"
     assert flow.acks() == []

@@ -13,13 +13,11 @@ so it is judged on the state the daemon saw).
 
 from __future__ import annotations
 
-import email
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +27,13 @@ from ruamel.yaml import YAML
 from clirunner import run_cli
 from conftest import (
     CORPUS,
+    NULL_SENDERS,
     Daemon,
     Received,
     Sink,
     ack_case,
     drain_outbox,
+    parse_email,
     rules_with_chain,
     snapshot_store,
 )
@@ -42,7 +42,6 @@ from mailflow.message import Envelope, parse_message
 
 pytestmark = pytest.mark.slow  # starts the daemon: `pytest -m 'not slow'` leaves it out
 
-NULL_SENDERS = ("", "<>")
 FORMAT = cases.NumberFormat(prefixes=("CASE", "SAV", "CTC", "DEV", "SUP"))
 UNTRUSTED_PEER = "198.51.100.7"
 
@@ -98,11 +97,6 @@ class Outcome:
     case: str | None = None
 
 
-def parse(data: bytes) -> EmailMessage:
-    msg = email.message_from_bytes(data, policy=default_policy)
-    assert isinstance(msg, EmailMessage)
-    return msg
-
 
 CHAIN = ["number", "deduplicate", "acknowledge"]
 
@@ -143,7 +137,7 @@ def run_corpus(daemon: Daemon, sink: Sink, tmp_path: Path) -> dict[str, Outcome]
         drain_outbox(db)
         outcome = Outcome(entry, raw, state, reply)
         for received in sink.messages[before:]:
-            msg = parse(received.data)
+            msg = parse_email(received.data)
             if received.mail_from in NULL_SENDERS and msg["Auto-Submitted"] == "auto-replied" \
                     and msg["Message-ID"].startswith("<ack."):
                 outcome.acks.append((received, msg))

@@ -7,23 +7,19 @@ keeps, the log line and the metrics.
 
 from __future__ import annotations
 
-import email
 import json
 import sqlite3
 import urllib.request
-from email.message import EmailMessage
-from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from clirunner import run_cli
-from conftest import Daemon, Received, Sink, ack_case, full_chain_rules
+from conftest import NULL_SENDERS, Daemon, Received, Sink, ack_case, full_chain_rules, parse_email
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
 
-NULL_SENDERS = ("", "<>")
 SAV_AGENTS = ("alice.moreau@example.com", "bruno.petit@example.com",
               "chloe.roger@example.com")
 
@@ -33,11 +29,6 @@ def mail(sender: str, to: str, subject: str, mid: str, extra: str = "") -> bytes
             f"Date: Thu, 03 Dec 2026 10:00:00 +0100\r\n{extra}\r\nBonjour,\r\n"
             "une question sur ma commande.\r\n").encode()
 
-
-def parse(data: bytes) -> EmailMessage:
-    msg = email.message_from_bytes(data, policy=default_policy)
-    assert isinstance(msg, EmailMessage)
-    return msg
 
 
 def acks(sink: Sink) -> list[Received]:
@@ -119,7 +110,7 @@ def test_customer_mail_with_a_colleague_and_an_outsider_in_cc(mf: Daemon, sink: 
     assert code == 250, text
     sink.wait_for(3)
     mf.settle()
-    copies = {tuple(m.rcpt_tos): parse(m.data) for m in relayed(sink)}
+    copies = {tuple(m.rcpt_tos): parse_email(m.data) for m in relayed(sink)}
     (inside,) = [k for k in copies if "jean@example.com" in k]
     assert inside[0] in SAV_AGENTS and inside[1] == "jean@example.com"
     assert copies[inside]["X-Mailflow-Route"] == "sav"
@@ -128,7 +119,7 @@ def test_customer_mail_with_a_colleague_and_an_outsider_in_cc(mf: Daemon, sink: 
     assert outside["Message-ID"] == "<cc-1@client.test>"
     (ack,) = acks(sink)
     assert ack.rcpt_tos == ["claire@client.test"]
-    ack_msg = parse(ack.data)
+    ack_msg = parse_email(ack.data)
     assert ack_msg["From"].addresses[0].addr_spec == "sav@example.com"
     assert ack_case(ack_msg) == copies[inside]["X-Mailflow-Case"]
 
@@ -140,7 +131,7 @@ def test_an_agents_reply_is_recorded_and_leaves_clean(mf: Daemon, sink: Sink) ->
     sink.wait_for(2)
     mf.settle()
     (first,) = relayed(sink)
-    case, agent = parse(first.data)["X-Mailflow-Case"], first.rcpt_tos[0]
+    case, agent = parse_email(first.data)["X-Mailflow-Case"], first.rcpt_tos[0]
     sink.reset()
     answer = mail(f"Alice <{agent}>", "claire@client.test", f"Re: [{case}] Ma commande",
                   "a-1@example.com", "In-Reply-To: <q-1@client.test>\r\n"
@@ -196,5 +187,5 @@ def test_a_forged_agent_from_outside_is_customer_mail(tmp_path: Path, daemon_fac
                                     "forged-1@evil.test"), mail_from="alice.moreau@example.com")
     assert code == 250, text
     (got,) = sink.wait_for(1)
-    assert parse(got.data)["X-Mailflow-Case"]
+    assert parse_email(got.data)["X-Mailflow-Case"]
     assert query(outsider, "SELECT role FROM case_messages") == [("customer",)]

@@ -9,23 +9,20 @@ envelope sender); they are told apart by their own Message-ID.
 
 from __future__ import annotations
 
-import email
 import re
 from collections import Counter
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from clirunner import CliResult, run_cli
-from conftest import Daemon, Received, Sink, full_chain_rules
+from conftest import Daemon, Sink, full_chain_rules, is_ack, parse_email
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(20)]  # each test, setup included
 
-NULL_SENDERS = ("", "<>")
 LEVELS = ("urgent", "high", "normal", "low")
 THRESHOLDS = {"urgent": 10.0, "high": 5.0, "normal": 0.0}  # rules/prioritise.yaml
 
@@ -51,14 +48,6 @@ def crlf(data: bytes) -> bytes:
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
-def parse(data: bytes) -> EmailMessage:
-    msg = email.message_from_bytes(data, policy=default_policy)
-    assert isinstance(msg, EmailMessage)
-    return msg
-
-
-def is_ack(received: Received, msg: EmailMessage) -> bool:
-    return received.mail_from in NULL_SENDERS and str(msg["Message-ID"]).startswith("<ack.")
 
 
 def mailflow(*args: str) -> CliResult:
@@ -102,12 +91,12 @@ class Relayed:
 def send(daemon: Daemon, sink: Sink, raw: bytes, mail_from: str,
          rcpt_to: list[str]) -> Relayed:
     """Send one message; the relayed copy (the sink has it once the sender has its 250)."""
-    message_id = parse(raw)["Message-ID"]
+    message_id = parse_email(raw)["Message-ID"]
     before = len(sink.messages)
     code, text = daemon.send(raw, mail_from, rcpt_to)
     assert code == 250, text
     found = [Relayed(r.rcpt_tos, m) for r in sink.messages[before:]
-             for m in [parse(r.data)] if not is_ack(r, m) and m["Message-ID"] == message_id]
+             for m in [parse_email(r.data)] if not is_ack(r, m) and m["Message-ID"] == message_id]
     assert len(found) == 1, f"{message_id}: relayed {len(found)} times"
     return found[0]
 

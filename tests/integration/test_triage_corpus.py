@@ -25,15 +25,13 @@ from test_triage import (
     DURAND,
     Relayed,
     crlf,
-    is_ack,
     level_of,
     mailflow,
-    parse,
     send,
     triage_rules,
 )
 
-from conftest import CORPUS, Daemon, Sink, drain_outbox, snapshot_store
+from conftest import CORPUS, Daemon, Sink, drain_outbox, is_ack, parse_email, snapshot_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(20)]  # each test, setup included
 
@@ -118,7 +116,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorpusRun]:
             run.relayed[name] = send(daemon, sink, raw, entry["mail_from"], entry["rcpt_to"])
             if name == "fr_question_sav.eml":  # what the follow-ups refer to
                 drain_outbox(db)
-                (ack,) = [m for r in sink.messages for m in [parse(r.data)]
+                (ack,) = [m for r in sink.messages for m in [parse_email(r.data)]
                           if is_ack(r, m) and m["In-Reply-To"] == "<q4821.1@client-exemple.fr>"]
                 replace[b"ACK-MESSAGE-ID"] = str(ack["Message-ID"]).strip("<>").encode()
                 replace[b"CASE-NUMBER"] = str(run.relayed[name].case).encode()

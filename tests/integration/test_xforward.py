@@ -3,16 +3,13 @@ per-client session cap for the MTA in front. The real daemon, over SMTP."""
 
 from __future__ import annotations
 
-import email
 import sqlite3
-from email.message import EmailMessage
-from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Daemon, Sink, free_port, full_chain_rules
+from conftest import Daemon, Sink, free_port, full_chain_rules, parse_email
 from rawsmtp import RawClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
@@ -20,11 +17,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
 ALICE = "alice.moreau@example.com"  # a member of the sav team in the shipped rules
 XFORWARD_OUTSIDE = b"XFORWARD NAME=mx.client.test ADDR=198.51.100.9 PORT=40000 HELO=mx.client.test"
 
-
-def parse(data: bytes) -> EmailMessage:
-    msg = email.message_from_bytes(data, policy=default_policy)
-    assert isinstance(msg, EmailMessage)
-    return msg
 
 
 def mail(sender: str, to: str, mid: str, extra: str = "", subject: str = "Bonjour") -> bytes:
@@ -63,7 +55,7 @@ def test_the_forwarded_client_decides_stripping_and_is_logged(behind_postfix: Da
     code, text = transaction(client, "claire@client.test", "sav@example.com", forged)
     assert code == 250, text
     relayed = next(m for m in sink.wait_for(2) if m.mail_from == "claire@client.test")
-    msg = parse(relayed.data)
+    msg = parse_email(relayed.data)
     assert msg["X-Mailflow-Route"] == "sav" and msg["X-Mailflow-Priority"] == "normal"
     assert "from mx.client.test ([198.51.100.9])" in str(msg["Received"])
     assert '"peer": "198.51.100.9"' in behind_postfix.wait_for_log("internal_headers_removed")

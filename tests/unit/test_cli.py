@@ -156,6 +156,31 @@ def test_try_shows_the_case_and_triage_never_the_caches(
     assert not (tmp_path / "state").exists()
 
 
+def test_try_shows_the_direction_and_why(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         ) -> None:
+    supplier = tmp_path / "supplier.eml"
+    supplier.write_bytes(b"From: contact@fournisseur.test\r\nTo: jean@example.com\r\n"
+                         b"Subject: Facture\r\nMessage-ID: <f-1@fournisseur.test>\r\n"
+                         b"\r\nVoici.\r\n")
+    report = try_json(capsys, str(supplier), "--rules", str(RULES), *state(tmp_path))
+    assert (report["direction"], report["case"], report["decisions"]) == ("passthrough", None, [])
+    assert report["direction_reason"] == "no service mailbox among the recipients"
+    agent = tmp_path / "agent.eml"
+    agent.write_bytes(b"From: alice.moreau@example.com\r\nTo: claire@client.test\r\n"
+                      b"Subject: Re: votre commande\r\nMessage-ID: <a-1@example.com>\r\n"
+                      b"\r\nOui.\r\n")
+    # from the office network (loopback is trusted by default): a reply, to no case yet
+    assert cli.main(["try", str(agent), "--rules", str(RULES), *state(tmp_path),
+                     "--peer", "127.0.0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "direction passthrough (reply to no case)" in out
+    assert "replies" in out  # the replies stage ran, and found nothing
+    # the same address from outside, to a service mailbox: customer mail like any other
+    report = try_json(capsys, str(agent), "--rules", str(RULES), *state(tmp_path),
+                      "--rcpt-to", "sav@example.com")
+    assert report["direction"] == "inbound" and report["case"]["status"] == "new"
+
+
 def test_try_runs_the_chain_only_for_accepted_recipients(
         tmp_path: Path, relay_rules: Path, eml: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -34,6 +34,8 @@ def _add_try(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        help="envelope recipient (repeatable; default: To:)")
     trial.add_argument("--peer", default="192.0.2.1",
                        help="client IP the message pretends to come from")
+    trial.add_argument("--submission", action="store_true",
+                       help="as if received on the submission listener (agents' mail)")
     trial.add_argument("--json", action="store_true", help="machine-readable output")
 
 

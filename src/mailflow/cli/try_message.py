@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from mailflow import intake
+from mailflow import direction, intake
 from mailflow.chain import describe
 from mailflow.cli.options import settings_from
 from mailflow.config import Settings
@@ -70,13 +70,14 @@ async def _run_chain(runtime: Runtime, settings: Settings, ctx: MessageContext) 
         await store.open()
         try:
             ctx.store = store
-            await runtime.chain.run(ctx)
+            await runtime.chain.process(ctx)
         finally:
             await store.close()
 
 
 async def run_trial(settings: Settings, raw: bytes, *, mail_from: str | None = None,
-                    rcpt_to: list[str] | None = None, peer: str = "192.0.2.1") -> dict[str, Any]:
+                    rcpt_to: list[str] | None = None, peer: str = "192.0.2.1",
+                    submission: bool = False) -> dict[str, Any]:
     """What the daemon would decide on ``raw``, as plain data; changes nothing."""
     runtime = load_runtime(settings)
     trusted = SessionInfo.in_networks(peer, settings.networks)
@@ -92,8 +93,12 @@ async def run_trial(settings: Settings, raw: bytes, *, mail_from: str | None = N
     ctx = None
     if refusal is None and prepared.message is not None:
         message = replace(prepared.message, envelope=replace(envelope, rcpt_to=tuple(accepted)))
+        judged = direction.decide(message, runtime.chain.scope,
+                                  direction.Source(trusted, submission))
         ctx = MessageContext(message=message, queue_id="DRY-RUN", recipients=accepted,
-                             trusted=trusted, dry_run=True)
+                             trusted=trusted, dry_run=True, direction=judged.direction,
+                             direction_reason=judged.reason, author=judged.agent,
+                             mailbox=judged.mailbox)
         await _run_chain(runtime, settings, ctx)
     report = {
         "envelope": {"mail_from": envelope.mail_from, "rcpt_to": list(envelope.rcpt_to),
@@ -130,6 +135,7 @@ def _chain_report(ctx: MessageContext) -> dict[str, Any]:
                       "bytes": len(m.data)} for m in ctx.outgoing],
         "timers": [{"kind": t.kind, "key": t.key, "due": t.due} for t in ctx.timers],
         "direction": ctx.direction.value,
+        "direction_reason": ctx.direction_reason,
         "case": asdict(ctx.case) if ctx.case is not None else None,
         "triage": asdict(ctx.triage) if ctx.triage is not None else None,
         "stash": ctx.stash.named(),
@@ -140,7 +146,7 @@ def _refused_report(refusal: str | None, accepted: list[str]) -> dict[str, Any]:
     """Refused before the chain: no stage ran."""
     return {"decisions": [], "verdict": "reject", "reply": refusal, "failed_stages": [],
             "recipients": accepted, "headers": [], "outgoing": [], "timers": [],
-            "direction": None, "case": None, "triage": None, "stash": {}}
+            "direction": None, "direction_reason": "", "case": None, "triage": None, "stash": {}}
 
 
 def _intake_lines(report: dict[str, Any]) -> list[str]:
@@ -157,6 +163,8 @@ def _intake_lines(report: dict[str, Any]) -> list[str]:
 
 def _state_lines(report: dict[str, Any]) -> list[str]:
     lines = []
+    if report["direction"]:
+        lines.append(f"direction {report['direction']} ({report['direction_reason']})")
     if case := report["case"]:
         lines.append(f"case      {case['number']} ({case['status']}) customer {case['customer']}")
     if triage := report["triage"]:
@@ -196,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     raw = sys.stdin.buffer.read() if args.message == "-" else Path(args.message).read_bytes()
     report = asyncio.run(run_trial(settings, raw, mail_from=args.mail_from,
-                                   rcpt_to=args.rcpt_to, peer=args.peer))
+                                   rcpt_to=args.rcpt_to, peer=args.peer,
+                                   submission=args.submission))
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     else:
