@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import os
@@ -144,6 +145,8 @@ class SinkHandler:
     data_reply: str = "250 2.0.0 Ok"
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: this many messages are taken, then the connection dropped before the answer
+    vanish_after_data: int = 0
 
     async def handle_RCPT(self, server: AioSMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -158,6 +161,11 @@ class SinkHandler:
             with self.lock:
                 self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
                                               envelope.original_content or b""))
+        if self.vanish_after_data > 0:  # it has the message, but will never say so
+            self.vanish_after_data -= 1
+            assert server.transport is not None
+            server.transport.abort()  # type: ignore[attr-defined]
+            await asyncio.sleep(3600)  # cancelled with the session
         return self.data_reply
 
 

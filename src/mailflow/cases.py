@@ -115,13 +115,15 @@ def list_cases(tx: Transaction, status: str | None = None, limit: int = 50) -> l
     return [CaseRow(*r) for r in rows]
 
 
-def case_of_customer_message(tx: Transaction, message_id: str) -> str | None:
-    """The case a customer message with this Message-ID already belongs to."""
+def customer_message(tx: Transaction, message_id: str) -> tuple[str, str | None] | None:
+    """(case, state of that earlier message) for a customer Message-ID seen before;
+    state ``unknown``: the next hop vanished before saying whether it took it."""
     if not message_id:
         return None
-    rows = tx.execute("SELECT case_number FROM case_messages WHERE message_id = :message_id"
-                      " AND role = 'customer'", {"message_id": message_id})
-    return str(rows[0][0]) if rows else None
+    rows = tx.execute("SELECT c.case_number, m.state FROM case_messages c LEFT JOIN messages m"
+                      " ON m.queue_id = c.queue_id WHERE c.message_id = :message_id"
+                      " AND c.role = 'customer'", {"message_id": message_id})
+    return (str(rows[0][0]), rows[0][1]) if rows else None
 
 
 def case_of_references(tx: Transaction, ids: Sequence[str]) -> str | None:

@@ -299,7 +299,8 @@ async def _prepare_store(settings: Settings, schemas: Sequence[Schema]) -> None:
         abandoned = await store.recover()
         if abandoned:
             log.warning("recovered_in_flight", messages=abandoned,
-                        detail="their clients got no 250 and will send again")
+                        detail="their clients got no 250 and will send again: the retry"
+                        " joins the same case, marked X-Mailflow-Duplicate")
     finally:
         await store.close()
 

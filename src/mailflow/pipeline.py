@@ -160,11 +160,28 @@ class Pipeline:
         await self.store.write(self._accept_ops(ctx, state="pending", held=True))
         sent = await self._relay(ctx)
         if not any(result.ok for _, _, result in sent):
+            if any(result.unknown for _, _, result in sent):
+                return await self._unknown(ctx)
             await self._abort(ctx)
             # a temporary refusal, if any: the client retries, and the next hop may take it
             return _refused_outcome(min((r for _, _, r in sent), key=lambda r: r.permanent))
         await self._release(ctx, sent)
         return Outcome(f"250 2.0.0 Ok: queued as {ctx.queue_id}", "deliver")
+
+    async def _unknown(self, ctx: MessageContext) -> Outcome:
+        """The next hop vanished after the data: it may have the message. Nothing is sent
+        again now; the case, its assignee and its acknowledgement stand (the message is
+        recorded ``unknown``), and the client's retry, after this 4xx, is delivered as a
+        marked copy in the same case (the ``number`` stage's ``retry``)."""
+        queue_id = ctx.queue_id
+        log.warning("next_hop_outcome_unknown", queue_id=queue_id,
+                    case=ctx.case.number if ctx.case is not None else None)
+        await self._write_after_relay(queue_id, [
+            lambda tx: tx.set_message_state(queue_id, "unknown"),
+            lambda tx: tx.release_outbox(queue_id),
+            lambda tx: tx.release_timers(queue_id)])
+        return Outcome("451 4.4.2 Next hop: outcome unknown, try again later",
+                       "tempfail-downstream")
 
     async def _relay(self, ctx: MessageContext) -> list[Sent]:
         """Each copy (the company's with our headers, the others' without) and the next

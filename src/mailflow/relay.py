@@ -35,6 +35,8 @@ class DeliveryResult:
     code: int
     text: str
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: the next hop vanished after the message data, before its answer: it may have it
+    unknown: bool = False
 
     @property
     def ok(self) -> bool:
@@ -111,15 +113,18 @@ class SmtpRelay:
             return DeliveryResult(553, f"5.1.3 {exc}")
         # an internationalised address can only travel with SMTPUTF8 (RFC 6531)
         smtputf8 = smtputf8 or not (mail_from.isascii() and all(r.isascii() for r in rcpt_to))
+        progress: list[str] = []  # "data" once the message data is on its way
         try:
             # waiting for a free connection counts against the deadline too
             async with asyncio.timeout(self.settings.timeout), self._slots:
-                return await self._send_pooled(mail_from, rcpt_to, data, smtputf8, body8bit)
+                return await self._send_pooled(mail_from, rcpt_to, data, smtputf8, body8bit,
+                                               progress)
         except TimeoutError:
-            return DeliveryResult(451, "4.4.2 next hop timed out")
+            return DeliveryResult(451, "4.4.2 next hop timed out", unknown=bool(progress))
 
     async def _send_pooled(self, mail_from: str, rcpt_to: list[str], data: bytes,
-                           smtputf8: bool, body8bit: bool) -> DeliveryResult:
+                           smtputf8: bool, body8bit: bool, progress: list[str],
+                           ) -> DeliveryResult:
         reused = False
         client: aiosmtplib.SMTP | None
         count: int
@@ -139,7 +144,7 @@ class SmtpRelay:
                     return DeliveryResult(451, "4.4.1 next hop unavailable, try again later")
             try:
                 result = await self._transaction(client, mail_from, rcpt_to, data,
-                                                 smtputf8, body8bit)
+                                                 smtputf8, body8bit, progress)
             except asyncio.CancelledError:
                 client.close()  # cut off mid-transaction (deadline): never reuse it
                 raise
@@ -152,7 +157,11 @@ class SmtpRelay:
                 return DeliveryResult(451, "4.4.2 next hop closed the connection")
             except (aiosmtplib.SMTPException, OSError) as exc:
                 client.close()
-                log.warning("next_hop_error", next_hop=str(self.hop), error=str(exc))
+                log.warning("next_hop_error", next_hop=str(self.hop), error=str(exc),
+                            after_data=bool(progress))
+                if progress:  # never sent again here: the next hop may well have it
+                    return DeliveryResult(451, "4.4.2 next hop vanished after the message"
+                                          " data", unknown=True)
                 return DeliveryResult(451, "4.4.2 lost the next hop during the transaction")
             count += 1
             if client.is_connected and count < self.settings.max_messages_per_connection:
@@ -163,7 +172,8 @@ class SmtpRelay:
         return DeliveryResult(451, "4.4.1 next hop unavailable")  # pragma: no cover
 
     async def _transaction(self, client: aiosmtplib.SMTP, mail_from: str, rcpt_to: list[str],
-                           data: bytes, smtputf8: bool, body8bit: bool) -> DeliveryResult:
+                           data: bytes, smtputf8: bool, body8bit: bool,
+                           progress: list[str]) -> DeliveryResult:
         options: list[str] = []
         # aiosmtplib encodes addresses as ASCII unless told otherwise
         encoding = "utf-8" if smtputf8 else "ascii"
@@ -192,6 +202,7 @@ class SmtpRelay:
             # all refused: the "best" answer wins, so one temporary refusal means retry
             code, text = min(refused.values(), key=lambda r: r[0] >= 500)
             return DeliveryResult(code, text)
+        progress.append("data")
         try:
             response = await client.data(data)
         except aiosmtplib.SMTPDataError as exc:

@@ -39,10 +39,16 @@ class CaseStatus(enum.StrEnum):
     COPY = "copy"  # the same Message-ID seen before
     RESEND = "resend"  # the same text from the same sender, within the resend window
     REPLY = "reply"  # one of ours answering the case (set by the ``replies`` stage)
+    RETRY = "retry"  # the client's retry of a message the next hop may already have
+
+    @property
+    def is_retry(self) -> bool:
+        """A copy that must be delivered all the same: the first may never have arrived."""
+        return self is CaseStatus.RETRY
 
     @property
     def is_duplicate(self) -> bool:
-        return self in (CaseStatus.COPY, CaseStatus.RESEND)
+        return self in (CaseStatus.COPY, CaseStatus.RESEND, CaseStatus.RETRY)
 
     @property
     def is_followup(self) -> bool:

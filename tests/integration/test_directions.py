@@ -189,3 +189,29 @@ def test_a_forged_agent_from_outside_is_customer_mail(tmp_path: Path, daemon_fac
     (got,) = sink.wait_for(1)
     assert parse_email(got.data)["X-Mailflow-Case"]
     assert query(outsider, "SELECT role FROM case_messages") == [("customer",)]
+
+
+def test_a_next_hop_vanishing_after_the_data(mf: Daemon, sink: Sink) -> None:
+    """It may have the message: 4xx, nothing sent again; the client's retry is delivered,
+    marked, in the same case, to the same assignee, and the case gets one ack."""
+    original = mail("Claire <claire@client.test>", "sav@example.com", "Ma commande",
+                    "vanish-1@client.test")
+    sink.handler.vanish_after_data = 1
+    code, text = mf.send(original, mail_from="claire@client.test")
+    assert code == 451 and text.startswith(b"4.4.2"), text
+    (first,) = sink.wait_for(1)
+    case = parse_email(first.data)["X-Mailflow-Case"]
+    code, text = mf.send(original, mail_from="claire@client.test")  # the client retries
+    assert code == 250, text
+    mf.settle()
+    copies = relayed(sink)
+    assert len(copies) == 2
+    retry = parse_email(copies[1].data)
+    assert retry["X-Mailflow-Case"] == case and retry["X-Mailflow-Duplicate"] == case
+    assert copies[1].rcpt_tos == first.rcpt_tos  # the same assignee
+    (ack,) = acks(sink)
+    assert ack_case(parse_email(ack.data)) == case
+    assert query(mf, "SELECT number FROM cases") == [(case,)]
+    assert query(mf, "SELECT state FROM messages ORDER BY received_at") == [
+        ("unknown",), ("delivered",)]
+

@@ -44,6 +44,7 @@ from harness import (
 from loadgen import LoadGen, analyse, copies, make_mails, parse_copy, report
 
 from conftest import Daemon, Sink
+from mailflow.cases import ANY_NUMBER
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -127,6 +128,11 @@ def outbox_rows(db: Path) -> list[tuple[Any, ...]]:
 #: A copy the next hop took this long before a kill may have had no time to be recorded
 #: (its 250 to the client, or its outbox row marked sent): the crash window.
 CRASH_WINDOW = 2.0
+
+
+def case_in(subject: str) -> str | None:
+    found = ANY_NUMBER.search(subject)
+    return found.group(0) if found else None
 
 
 def in_crash_window(arrival: float, kills: list[float]) -> bool:
@@ -213,12 +219,18 @@ def test_kill_9_under_load_loses_nothing_and_sends_each_ack_once(
     queue_ids = Counter(c.queue_id for cs in by_mid.values() for c in cs)
     assert [q for q, n in queue_ids.items() if n > 1] == []
     assert unexplained == []
+    # and each such second copy is marked: the retry joined the first's case
+    unmarked = [m.message_id for m, _ in extra
+                if not any("x-mailflow-duplicate" in c.headers for c in by_mid[m.message_id])]
+    assert unmarked == []
     # every ack owed was sent, for a case the next hop has a copy of
     missing = [m.message_id for m in accepted if m.message_id not in acks]
     assert missing == []
     for m in accepted:
         cases = {c.headers.get("x-mailflow-case") for c in by_mid[m.message_id]}
-        assert {a.headers.get("x-mailflow-case") for a in acks[m.message_id]} <= cases
+        # an ack names its case in the Subject only: our headers stay inside the company
+        assert all("x-mailflow-case" not in a.headers for a in acks[m.message_id])
+        assert {case_in(a.headers.get("subject", "")) for a in acks[m.message_id]} <= cases
     for cs in acks_again:  # the same outbox row again, after a kill caught it in flight
         assert len({c.message_id for c in cs}) == 1, [c.message_id for c in cs]
         assert in_crash_window(arrival[id(cs[0])], kills)

@@ -159,8 +159,24 @@ async def test_a_plugin_schema_is_versioned_on_its_own_and_forgets_its_rows(db: 
         await s.write([lambda tx: pending(tx, "Q1"), lambda tx: pending(tx, "Q2"),
                        lambda tx: tx.execute("INSERT INTO vip_notes (queue_id, body, at)"
                                              " VALUES ('Q1', x'00ff', 1.5), ('Q2', NULL, 2)")])
-        assert await s.recover() == 2  # both pending: abandoned, and forgotten by the owner
-        assert await rows(s, "SELECT count(*) FROM vip_notes") == [(0,)]
+        await s.write([lambda tx: tx.abandon_message("Q1"), lambda tx: tx.abandon_message("Q2")])
+        assert await rows(s, "SELECT count(*) FROM vip_notes") == [(0,)]  # forgotten by it
+    finally:
+        await s.close()
+
+
+async def test_recovery_keeps_what_the_next_hop_may_have(db: Path) -> None:
+    """Killed between commit and the next hop's answer: the message is kept as
+    ``unknown`` and what it owes is released (its ack goes out once)."""
+    s = SqliteStore(str(db))
+    await s.open(builtin_schemas())
+    try:
+        await s.write([lambda tx: pending(tx, "Q1"),
+                       lambda tx: tx.queue_outbox(mail("ack"), message="Q1", held=True)])
+        assert await s.recover() == 1
+        assert await rows(s, "SELECT state FROM messages") == [("unknown",)]
+        assert await rows(s, "SELECT state FROM outbox") == [("ready",)]
+        assert await s.recover() == 0  # once
     finally:
         await s.close()
 

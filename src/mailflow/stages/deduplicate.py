@@ -7,6 +7,10 @@ its window, new Message-ID). This stage marks the copy with
 ``X-Mailflow-Duplicate: <case>`` and, per ``action``, still delivers it or
 discards it. A discarded copy is logged, counted, and its record kept.
 (One transaction to several local addresses is one message: one case.)
+A client's retry of a message the next hop may already have (it vanished
+after the data, or mailflow was killed before its answer) is marked too but
+always delivered, even with ``action: discard``: the first copy may never
+have arrived.
 
 Configuration (rules section ``deduplicate``)::
 
@@ -56,7 +60,7 @@ class DeduplicateStage(Stage[DeduplicateOptions]):
         log.info("duplicate", queue_id=ctx.queue_id, case=case, kind=kind, action=self.action,
                  message_id=ctx.message.message_id)
         ctx.note(duplicate_of=case, kind=kind, action=self.action)
-        if self.action == "discard":
+        if self.action == "discard" and not ctx.case.status.is_retry:
             ctx.set_verdict(Verdict.DISCARD, f"{kind} of a message in case {case}")
 
 

@@ -209,9 +209,11 @@ class NumberStage(Stage[NumberOptions]):
               since: float) -> tuple[CaseStatus, str | None, bool, str | None]:
         """(status, case, closed, route) from the store; all reads in one snapshot."""
         message = ctx.message
-        copy_of = cases.case_of_customer_message(tx, message.message_id)
-        if copy_of:
-            return CaseStatus.COPY, copy_of, False, None
+        seen = cases.customer_message(tx, message.message_id)
+        if seen:
+            case, state = seen
+            # the earlier copy may never have arrived: this one is delivered all the same
+            return CaseStatus.RETRY if state == "unknown" else CaseStatus.COPY, case, False, None
         ids = [*cases.message_ids(message.get("References")),
                *cases.message_ids(message.get("In-Reply-To"))]
         number = cases.case_of_references(tx, ids) if ids else None

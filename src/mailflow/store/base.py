@@ -225,8 +225,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def recover(self) -> int:
-        """At start, with no process of this daemon running: abandon what was in flight
-        (pending messages, leases). Returns how many messages were abandoned."""
+        """At start, with no process of this daemon running: free the leases, and mark
+        the messages caught between commit and the next hop's answer ``unknown`` (the
+        next hop may have them: what they owe is released, and the client's retry joins
+        their case as a marked copy). Returns how many messages were in flight."""
 
     @abc.abstractmethod
     async def claim_timers(self, owner: str, now: float, limit: int,

@@ -317,7 +317,12 @@ class SqliteStore(Store):
                        " WHERE lease_until IS NOT NULL AND state = 'active'")
             rows = tx.execute("SELECT queue_id FROM messages WHERE state = 'pending'")
             for (queue_id,) in rows:
-                tx.abandon_message(queue_id)
+                # killed between committing and hearing the next hop: it may have the
+                # message. The case and what it owes stand; the client's retry is
+                # delivered as a marked copy in the same case (see ``unknown``)
+                tx.set_message_state(queue_id, "unknown")
+                tx.release_outbox(queue_id)
+                tx.release_timers(queue_id)
             return len(rows)
         return await self.run_write(recover)
 
