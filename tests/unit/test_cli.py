@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -96,6 +97,8 @@ def test_check_accepts_the_shipped_rules(tmp_path: Path,
     assert "chain: number, deduplicate, prioritise, route, acknowledge" in out
     assert ("service mailboxes: contact@example.com, devis@example.com, facturation@example.com,"
             " juridique@example.com, sav@example.com, support@example.com") in out
+    agents = re.search(r"^agents: (\d+) known", out, re.MULTILINE)
+    assert agents is not None and int(agents.group(1)) >= 6  # the teams' members at least
 
 
 def test_check_reports_a_problem_at_its_position(tmp_path: Path,

@@ -18,9 +18,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"rules OK: {Path(settings.rules).resolve()} "
           f"({len(runtime.rules.local_domains)} local domain(s))")
     print(f"chain: {', '.join(runtime.chain.names) or '(empty)'}")
-    mailboxes = sorted({m for stage in runtime.chain.stages
-                        for m in getattr(stage, "service_mailboxes", ())})
-    print(f"service mailboxes: {', '.join(mailboxes) or '(none: no route stage)'}")
+    scope = runtime.chain.scope
+    print("service mailboxes: " + (", ".join(sorted(scope.service_mailboxes)) or
+                                   "(none declared: all mail for the local domains is"
+                                   " treated as customer mail)"))
+    print(f"agents: {len(scope.agents)} known (their replies are recorded on the cases)")
     plugins = sorted(name for name, _ in runtime.pm.list_name_plugin())
     print(f"plugins: {', '.join(plugins)}")
     return 0
