@@ -59,3 +59,15 @@ async def test_by_the_number_in_the_subject_or_not_at_all(tmp_path: Path) -> Non
             ctx = make_context(answer(b"", subject), store=store, direction=Direction.REPLY)
             decision = await run_stage(stage, ctx)
             assert ctx.case is None and ctx.writes == [], decision.notes
+
+
+async def test_a_case_forwarded_to_a_colleague_is_not_an_answer(tmp_path: Path) -> None:
+    async with temporary_store(tmp_path) as store:
+        await open_case(store)
+        forward = answer(b"In-Reply-To: <q-1@client.test>\r\n").replace(
+            b"To: claire@client.test", b"To: jean@example.com")
+        ctx = make_context(forward, store=store, direction=Direction.REPLY)
+        decision = await run_stage(make_stage(RepliesStage), ctx)
+        assert ctx.case is None and ctx.writes == []
+        assert "not addressed to claire@client.test" in decision.notes["because"]
+

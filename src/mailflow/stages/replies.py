@@ -4,7 +4,9 @@ Runs for mail whose direction is ``reply`` only (see :mod:`mailflow.direction`:
 an agent or team the rules know, writing from a trusted network or the
 submission listener, not automatically). The reply joins its case by
 ``In-Reply-To``/``References`` (the customer's message, our acknowledgement)
-or by a case number in its Subject; it is recorded on the case (who, when:
+or by a case number in its Subject and, addressed to that case's customer
+(an agent forwarding the case to a colleague is not answering it), it is
+recorded on the case (who, when:
 ``mailflow cases show`` lists it, and the case's first response time comes
 from it). A reply that matches no case is relayed untouched, counted, and
 opens nothing. Replies get no routing and no acknowledgement, and leave
@@ -16,7 +18,8 @@ Configuration (rules section ``replies``, optional)::
       tag_subject: false   # true: put [case number] in front of the Subject, so the
                            # customer's answer joins the case (rewriting breaks DKIM)
 
-Metrics: ``mailflow_replies_total{outcome}`` (``joined``, ``no_case``).
+Metrics: ``mailflow_replies_total{outcome}`` (``joined``, ``no_case``,
+``not_to_customer``).
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ class RepliesStage(Stage[RepliesOptions]):
             ctx.note(case=None, because="no case referenced (relayed untouched)")
             return
         number, customer = found
+        if customer not in {r.lower() for r in ctx.message.envelope.rcpt_to}:
+            # an agent forwarding the case to a colleague is not answering the customer
+            self.counter.labels(outcome="not_to_customer").inc()
+            ctx.note(case=None, because=f"not addressed to {customer}, the customer of {number}")
+            return
         agent = ctx.author or ctx.message.envelope.mail_from.lower()
         ctx.case = CaseInfo(number=number, status=CaseStatus.REPLY, customer=customer)
         ctx.write(partial(cases.add_case_message, number=number,
