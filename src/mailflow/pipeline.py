@@ -54,8 +54,10 @@ class Outcome:
     verdict: str
 
 
-def _refused_outcome(result: DeliveryResult) -> Outcome:
-    """The client's reply when the next hop took no copy at all."""
+def _refused_outcome(sent: list[Sent]) -> Outcome:
+    """The client's reply when the next hop took no copy at all: a temporary refusal if
+    there is one (the client retries, and the next hop may take it then)."""
+    result = min((r for _, _, r in sent), key=lambda r: r.permanent)
     if result.permanent:
         return Outcome(f"{result.code} {result.text}", "rejected-downstream")
     status = wire.enhanced_status(result.text, "4.4.0")
@@ -145,9 +147,9 @@ class Pipeline:
         what the next hop refused of it (to retry, or to report to the sender)."""
         groups = wire.passed_groups(ctx.message.raw, list(ctx.message.envelope.rcpt_to),
                                     self._chain_of().scope.is_inside)
-        sent = [(rcpts, data, await self._send(ctx, rcpts, data)) for rcpts, data in groups]
+        sent = await self._send_each(ctx, groups)
         if not any(result.ok for _, _, result in sent):
-            return _refused_outcome(min((r for _, _, r in sent), key=lambda r: r.permanent))
+            return _refused_outcome(sent)
         refusals = self._refusal_ops(ctx, sent)
         if refusals:
             await self._write_after_relay(ctx.queue_id, refusals)
@@ -163,8 +165,7 @@ class Pipeline:
             if any(result.unknown for _, _, result in sent):
                 return await self._unknown(ctx)
             await self._abort(ctx)
-            # a temporary refusal, if any: the client retries, and the next hop may take it
-            return _refused_outcome(min((r for _, _, r in sent), key=lambda r: r.permanent))
+            return _refused_outcome(sent)
         await self._release(ctx, sent)
         return Outcome(f"250 2.0.0 Ok: queued as {ctx.queue_id}", "deliver")
 
@@ -189,10 +190,15 @@ class Pipeline:
         try:
             groups = wire.relayed_groups(ctx, self.settings.smtp.hostname,
                                          self._chain_of().scope.is_inside)
-            return [(rcpts, data, await self._send(ctx, rcpts, data)) for rcpts, data in groups]
+            return await self._send_each(ctx, groups)
         except Exception:
             await self._abort(ctx)  # a bug must not leave rows held until the sweep
             raise
+
+    async def _send_each(self, ctx: MessageContext,
+                         groups: list[tuple[list[str], bytes]]) -> list[Sent]:
+        """Each copy in its own transaction to the next hop, with its answer."""
+        return [(rcpts, data, await self._send(ctx, rcpts, data)) for rcpts, data in groups]
 
     async def _send(self, ctx: MessageContext, recipients: list[str],
                     data: bytes) -> DeliveryResult:
