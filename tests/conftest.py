@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: the test data beside the project (../shared: corpus, realmail), present in CI
 SHARED = Path(os.environ.get("MAILFLOW_SHARED", REPO.parent / "shared"))
 CORPUS = Path(os.environ.get("MAILFLOW_CORPUS", SHARED / "corpus"))
+REALMAIL = SHARED / "realmail"
 #: the suites over ../shared: not collected in a clone of the project alone
 SHARED_SUITES = (
     "unit/test_message_corpus.py",
@@ -41,13 +42,17 @@ SHARED_SUITES = (
     "integration/test_triage_corpus.py",
     "reliability/test_shared_corpus.py",
 )
-collect_ignore = [] if CORPUS.is_dir() else list(SHARED_SUITES)
+REALMAIL_SUITES = ("reliability/test_realmail.py",)
+collect_ignore = ([] if CORPUS.is_dir() else list(SHARED_SUITES)) + (
+    [] if REALMAIL.is_dir() else list(REALMAIL_SUITES))
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
-    if CORPUS.is_dir():
-        return None
-    return f"no {CORPUS}: not collected: {', '.join(SHARED_SUITES)}"
+    missing = [f"no {CORPUS}: not collected: {', '.join(SHARED_SUITES)}"] * (
+        not CORPUS.is_dir())
+    missing += [f"no {REALMAIL}: not collected: {', '.join(REALMAIL_SUITES)}"] * (
+        not REALMAIL.is_dir())
+    return "\n".join(missing) or None
 RULES = REPO / "rules"
 FULL_CHAIN = "chain: [number, deduplicate, prioritise, route, acknowledge, replies]\n"
 RELAY_ONLY_CHAIN = "chain: [headers]\nheaders:\n  add:\n    X-Mailflow-Gateway: mailflow\n"

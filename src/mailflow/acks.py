@@ -40,15 +40,18 @@ SCHEMA = Schema("acknowledge", (
 
 
 def record_ack(tx: Transaction, *, case: str, address: str, message_id: str, queue_id: str,
-               promised_at: float | None, sent_at: float) -> None:
+               promised_at: float | None, sent_at: float, language: str | None = None) -> None:
     tx.execute("INSERT INTO acks (case_number, address, message_id, queue_id, sent_at)"
                " VALUES (:case, :address, :message_id, :queue_id, :sent_at)",
                {"case": case, "address": address, "message_id": message_id,
                 "queue_id": queue_id, "sent_at": sent_at})
     cases.add_case_message(tx, number=case, message_id=message_id, role="ack", sender=address,
                            queue_id=queue_id)
-    if promised_at is not None:
-        cases.update_case(tx, case, promised_at=promised_at)
+    # what the customer was told, and in which language: `mailflow cases show` says it
+    told = {key: value for key, value in (("promised_at", promised_at), ("language", language))
+            if value is not None}
+    if told:
+        cases.update_case(tx, case, **told)
 
 
 def acks_for_case(tx: Transaction, case: str) -> int:

@@ -1,7 +1,8 @@
 """When a robot must not answer: RFC 3834, RFC 5230, and the lessons of RT, Znuny,
 Zammad and FreeScout. Used by every stage that writes to a sender by itself.
 
-``why_not(message, ...)`` returns the reason to stay silent, or None.
+``why_not(message, ...)`` returns the reason to stay silent, or None. The tables
+of what real robots look like are in ``mailflow.robots``.
 """
 
 from __future__ import annotations
@@ -10,34 +11,24 @@ import re
 from collections.abc import Collection
 
 from mailflow.message import Message
+from mailflow.robots import RobotDetector
 
 LOOP_HEADER = "X-Mailflow-Loop"
 
 _COMMENT = re.compile(r"\([^()]*\)")
 _BULK_PRECEDENCE = {"bulk", "list", "junk", "auto_reply"}
 _SUPPRESS_TOKENS = {"all", "oof", "autoreply"}
-_ROBOT_HEADERS = ("x-autoreply", "x-autorespond", "x-autoresponder", "x-loop", "x-no-loop",
-                  LOOP_HEADER.lower())
-_ROBOT_LOCAL_PARTS = {"mailer-daemon", "postmaster", "abuse", "root", "noreply", "no-reply",
-                      "donotreply", "do-not-reply", "ne-pas-repondre", "nepasrepondre",
-                      "ne_pas_repondre", "no_reply"}
-#: ``noreply-notifications@``, ``no-reply+42@``, ``mailer-daemon.mx1@``: robots with a suffix.
-_ROBOT_PREFIX = re.compile(r"^(?:mailer-daemon|no-?reply|no_reply|do-?not-?reply"
-                           r"|ne[-_]?pas[-_]?repondre)[-+._]")
+#: the shipped tables, for callers without rules of their own (direction, prioritise)
+SHIPPED = RobotDetector()
 
 
-def robot_sender(address: str) -> str | None:
+def robot_sender(address: str, robots: RobotDetector = SHIPPED) -> str | None:
     """Why ``address`` is a robot's, judging by its local part, or None."""
-    local = address.rpartition("@")[0].lower() if "@" in address else address.lower()
-    if local in _ROBOT_LOCAL_PARTS or _ROBOT_PREFIX.match(local):
-        return f"robot sender ({local})"
-    if local.startswith("owner-") or local.endswith("-request"):
-        return "mailing-list sender"
-    return None
+    return robots.sender(address)
 
 
-def robot_headers(message: Message) -> str | None:
-    """Why the headers say a robot or a list sent this, or None."""
+def rfc3834_headers(message: Message) -> str | None:
+    """Why the standard headers say a robot or a list sent this, or None."""
     auto = _COMMENT.sub("", message.get("Auto-Submitted")).strip().lower()
     if auto and auto != "no":
         return f"Auto-Submitted: {auto}"
@@ -49,29 +40,41 @@ def robot_headers(message: Message) -> str | None:
         lower = header.name.lower()
         if lower.startswith("list-") or lower == "mailing-list":
             return f"mailing list ({header.name})"
-        if lower in _ROBOT_HEADERS:
+        if lower == LOOP_HEADER.lower():
             return f"auto-reply marker ({header.name})"
         if lower == "x-auto-response-suppress":
             tokens = {t.strip().lower() for t in re.split(r"[,\s]+", header.value) if t}
             if tokens & _SUPPRESS_TOKENS:
                 return f"X-Auto-Response-Suppress: {header.value}"
-    if message.content_type == "multipart/report":
-        return "delivery or read report (multipart/report)"
     return None
 
 
+def robot_headers(message: Message, robots: RobotDetector = SHIPPED) -> str | None:
+    """Why the headers or the content type say a robot, a list or a helpdesk sent
+    this, or None."""
+    return (rfc3834_headers(message) or robots.headers(message)
+            or robots.content(message))
+
+
+def robot_message(message: Message, robots: RobotDetector = SHIPPED) -> str | None:
+    """Why the message itself (headers, content, From, Subject) says a robot wrote it,
+    whoever the envelope names."""
+    return robot_headers(message, robots) or robots.author(message) or robots.subject(
+        message.subject)
+
+
 def why_not(message: Message, recipient: str, own_addresses: Collection[str],
-            local_domains: Collection[str]) -> str | None:
+            local_domains: Collection[str], robots: RobotDetector = SHIPPED) -> str | None:
     """The reason not to write to ``recipient`` about ``message``, or None."""
     if not message.envelope.mail_from:
         return "null sender"
-    reason = robot_headers(message)
+    reason = robot_message(message, robots)
     if reason:
         return reason
     if not recipient or "@" not in recipient:
         return "no usable address"
     lowered = recipient.lower()
-    reason = robot_sender(lowered) or robot_sender(message.envelope.mail_from)
+    reason = robots.sender(lowered) or robots.sender(message.envelope.mail_from)
     if reason:
         return reason
     if lowered in own_addresses or lowered.rpartition("@")[2] in local_domains:

@@ -3,16 +3,24 @@
 A promise is either *sliding* (N business hours after receipt) or *scheduled*
 (the next business day at a fixed time, e.g. 12:00). Holidays come from the
 ``holidays`` package by country (and subdivision), plus explicit dates.
+
+The promise is written in the customer's language with that language's own
+CLDR patterns (Babel): "mercredi 3 décembre 2026 à 12:00", "Wednesday,
+December 3, 2026 at 12:00 PM". A customer writing in another language than
+the calendar's own (FR → fr) may live in another zone, so the zone is added
+for them: "… at 12:00 PM (Central European Standard Time, GMT+01:00)".
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 import holidays
+from babel import Locale, UnknownLocaleError
+from babel.core import get_global
 from babel.dates import format_datetime
 from pydantic import Field, field_validator, model_validator
 
@@ -20,7 +28,50 @@ from mailflow.config import ClockTime, Model, TimeRange, TimeZoneName
 from mailflow.config.types import parse_clock_time, parse_time_range
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_FORMATS = {"fr": "EEEE d MMMM y 'à' HH:mm", "en": "EEEE d MMMM y 'at' HH:mm"}
+FALLBACK_LANGUAGE = "en"
+#: CLDR's "atTime" glue of a full date and a time ({1} the date, {0} the time), which
+#: Babel does not ship; a language not listed uses its locale's full date-time pattern.
+_AT_TIME = {"en": "{1} 'at' {0}", "fr": "{1} 'à' {0}", "de": "{1} 'um' {0}",
+            "nl": "{1} 'om' {0}", "es": "{1}, {0}", "it": "{1} {0}", "pt": "{1} 'às' {0}",
+            "ca": "{1} 'a' 'les' {0}"}
+#: after the time, for a customer who may be elsewhere: the zone's name for that date
+#: (summer time included) and its offset, the one thing any reader can compute with
+_ZONE = " (zzzz, OOOO)"
+_SAMPLE = dt.datetime(2026, 7, 1, 12, 0, tzinfo=dt.UTC)
+
+
+@lru_cache(maxsize=256)
+def locale_for(language: str) -> Locale | None:
+    """Babel's locale for a language tag (``fr``, ``en_GB``, ``pt-BR``), None if unknown;
+    parsed once per tag, since CLDR data loads on first use."""
+    try:
+        return Locale.parse(language.replace("-", "_"))
+    except (UnknownLocaleError, ValueError, TypeError):
+        return None
+
+
+def _locale(value: str) -> str:
+    if locale_for(value) is None:
+        raise ValueError(f"unknown language '{value}' (e.g. fr, en, en_GB)")
+    return value
+
+
+def _pattern(language: str, pattern: str) -> str:
+    locale = locale_for(language)
+    try:
+        format_datetime(_SAMPLE, pattern, locale=locale)
+    except (ValueError, KeyError, AttributeError) as exc:
+        raise ValueError(f"date pattern for '{language}': {exc}") from None
+    return pattern
+
+
+def default_pattern(locale: Locale, with_zone: bool) -> str:
+    """The locale's full date and short time, joined as its language joins them."""
+    date = str(locale.date_formats["full"].pattern)
+    time = str(locale.time_formats["short"].pattern)
+    glue = _AT_TIME.get(str(locale.language)) or str(locale.datetime_formats["full"])
+    text = glue.replace("{1}", date).replace("{0}", time)
+    return text + _ZONE if with_zone else text
 
 
 def _office_hours() -> dict[str, tuple[str, ...]]:
@@ -35,6 +86,15 @@ class CalendarOptions(Model):
     subdivision: str | None = None
     extra_holidays: tuple[dt.date, ...] = ()
     hours: dict[str, tuple[TimeRange, ...]] = Field(default_factory=lambda: _office_hours())
+    #: the calendar's own language, whose customers need no zone; unset: the main
+    #: language of ``country`` (or of the time zone's country)
+    language: str | None = None
+    #: when the promise names the zone: ``foreign`` (the customer's language is not
+    #: the calendar's), ``always`` or ``never``
+    show_zone: Literal["foreign", "always", "never"] = "foreign"
+    #: a CLDR date pattern per language, used as written (zone included only if it
+    #: has one: ``zzzz``, ``VVVV``, ``OOOO``), e.g. ``{en: "EEEE d MMMM y 'at' HH:mm"}``
+    formats: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("hours")
     @classmethod
@@ -43,6 +103,17 @@ class CalendarOptions(Model):
             if day not in WEEKDAYS:
                 raise ValueError(f"'{day}' is not a weekday ({', '.join(WEEKDAYS)})")
         return value
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        return None if value is None else _locale(value)
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, value: dict[str, str]) -> dict[str, str]:
+        return {_locale(language): _pattern(language, pattern)
+                for language, pattern in value.items()}
 
     @model_validator(mode="after")
     def _country(self) -> CalendarOptions:
@@ -78,6 +149,7 @@ class BusinessCalendar:
         self.options = options
         self.zone = ZoneInfo(options.timezone)
         self._ranges: dict[int, list[tuple[dt.time, dt.time]]] = {}
+        self._styles: dict[str, tuple[Locale, str]] = {}
         for day, items in options.hours.items():
             self._ranges[WEEKDAYS.index(day)] = sorted(parse_time_range(i) for i in items)
 
@@ -131,8 +203,32 @@ class BusinessCalendar:
         assert policy.next_business_day_at is not None
         return self.next_business_day_at(received, parse_clock_time(policy.next_business_day_at))
 
+    @cached_property
+    def language(self) -> str | None:
+        """The calendar's own language: configured, else its country's (FR → fr)."""
+        o = self.options
+        territory = o.country or get_global("zone_territories").get(o.timezone)
+        locale = (locale_for(o.language) if o.language
+                  else locale_for(f"und_{territory}") if territory else None)
+        return str(locale.language) if locale is not None else None
+
+    def _style(self, language: str) -> tuple[Locale, str]:
+        """(locale, pattern) for a language, worked out once per calendar."""
+        style = self._styles.get(language)
+        if style is None:
+            locale = locale_for(language) or locale_for(FALLBACK_LANGUAGE)
+            assert locale is not None
+            pattern = self.options.formats.get(language)
+            if pattern is None:
+                show = self.options.show_zone
+                foreign = self.language is None or locale.language != self.language
+                pattern = default_pattern(locale, show == "always"
+                                          or (show == "foreign" and foreign))
+            style = self._styles[language] = (locale, pattern)
+        return style
+
     def format(self, when: dt.datetime, language: str) -> str:
-        """"Vendredi 27 novembre 2026 à 12:00" / "Friday 27 November 2026 at 12:00"."""
-        lang = language if language in _FORMATS else "en"
-        text = format_datetime(when.astimezone(self.zone), _FORMATS[lang], locale=lang)
-        return text[:1].upper() + text[1:]
+        """``when`` in the team's zone, as the customer's language writes it: "mercredi
+        3 décembre 2026 à 12:00"; with the zone for a customer of another language."""
+        locale, pattern = self._style(language)
+        return str(format_datetime(when.astimezone(self.zone), pattern, locale=locale))

@@ -16,15 +16,13 @@ from typing import Any
 
 from stdnum import damm
 
+from mailflow.message import headers
 from mailflow.store import Transaction
 from mailflow.store.schema import Schema
 
-_MSGID = re.compile(r"<([^<>\s]+)>")
-
-
-def message_ids(value: str) -> list[str]:
-    """Message-IDs (without brackets) in an In-Reply-To or References value."""
-    return _MSGID.findall(value)
+#: Message-IDs (without brackets) in an In-Reply-To or References value; a message's own
+#: are ``Message.message_ids(name)``, taken from its original bytes
+message_ids = headers.message_ids
 
 
 # ---------------------------------------------------------------------------
@@ -92,6 +90,7 @@ class CaseRow:
     assignee: str | None
     language: str | None
     created_at: float
+    promised_at: float | None = None  # the answer time the acknowledgement promised
 
     @property
     def open(self) -> bool:
@@ -99,7 +98,7 @@ class CaseRow:
 
 
 _CASE_COLUMNS = ("number, status, customer, subject, mailbox, route, priority, assignee,"
-                 " language, created_at")
+                 " language, created_at, promised_at")
 
 
 def get_case(tx: Transaction, number: str) -> CaseRow | None:

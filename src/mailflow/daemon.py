@@ -1,10 +1,12 @@
 """The running daemon: store, next hop, outbox, SMTP server, signals, systemd.
 
 SIGHUP reloads configuration and rules atomically (a bad reload keeps the
-running configuration and logs why). SIGTERM stops accepting, lets the
-messages in flight finish, then exits. With ``workers: N`` the listening
-socket is shared by N processes (pre-forked), each with its own event loop,
-over one store.
+running configuration and logs why). SIGTERM stops accepting, tells every
+session ``421 4.3.2`` (see :mod:`mailflow.smtp_sessions`), lets the messages
+in flight finish, then exits. With ``workers: N`` the listening socket is
+shared by N processes (pre-forked), each with its own event loop, over one
+store. A listener that cannot be opened stops the start with one line naming
+its address, never a traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import functools
 import os
 import signal
 import socket
-import ssl
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,8 +29,9 @@ from prometheus_client import CollectorRegistry
 
 from mailflow import sdnotify
 from mailflow.clock import SYSTEM_CLOCK, Clock
-from mailflow.config import ConfigError, Settings, load_settings, parse_host_port
+from mailflow.config import ConfigError, Settings, load_settings
 from mailflow.host import DaemonHost
+from mailflow.listening import bind_socket, listen_error, tls_context
 from mailflow.metrics import (
     MetricFactory,
     Metrics,
@@ -43,40 +45,14 @@ from mailflow.plugins import call_one
 from mailflow.relay import NextHopClient, next_hop_client
 from mailflow.runtime import Runtime, load_runtime
 from mailflow.session import SessionInfo
-from mailflow.smtp import Handler, MailflowSMTP, SessionLimits
+from mailflow.smtp import Handler, MailflowSMTP
+from mailflow.smtp_sessions import SessionLimits
 from mailflow.store import Store, StoreUnavailable, open_store
 from mailflow.store.schema import Schema
 
 log = structlog.get_logger("mailflow.daemon")
 
 SHUTDOWN_GRACE = 30.0  # seconds for messages in flight to finish after SIGTERM
-
-
-def bind_socket(settings: Settings, reuse_port: bool = False,
-                listen: str | None = None) -> socket.socket:
-    """The listening socket (``listen``, else the main one), bound before any worker starts."""
-    host, port = parse_host_port(listen or settings.listen)
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    sock.bind(address)
-    sock.listen(settings.smtp.backlog)
-    sock.setblocking(False)
-    return sock
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    smtp = settings.smtp
-    if not smtp.tls_cert:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(smtp.tls_cert, smtp.tls_key or None)
-    return context
 
 
 class Application:
@@ -227,10 +203,15 @@ class Application:
     async def stop(self, servers: list[asyncio.Server]) -> None:
         sdnotify.notify("STOPPING=1")
         for server in servers:
-            server.close()  # no new connections; sessions in progress go on
+            server.close()  # no new connections
+        # idle sessions and half-sent messages hear 421 now; a message whose DATA ended
+        # is finished, and its client hears the reply before the 421
+        self.limits.shut_down()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SHUTDOWN_GRACE):
                 await self.handler.idle.wait()
+        await self.limits.closed()  # the last replies' clients may still QUIT
+        self.limits.shut_down(now=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -330,7 +311,8 @@ def run(config: str | None, overrides: dict[str, Any]) -> int:
 
     asyncio.run(_prepare_store(settings, runtime.schemas))  # once, before workers race for it
     sock = bind_socket(settings)
-    submission = (bind_socket(settings, listen=settings.submission_listen)
+    submission = (bind_socket(settings, listen=settings.submission_listen,
+                              purpose="submission")
                   if settings.submission_listen else None)
     metrics_address = settings.metrics_address
     children: list[int] = []
@@ -343,19 +325,26 @@ def run(config: str | None, overrides: dict[str, Any]) -> int:
             break
         children.append(pid)
 
-    app = Application(settings, reread, worker=worker)
-    http = None
-    if worker == 0 and metrics_address:
-        http = serve_http(metrics_address, exposition_registry(app.registry), app.health)
-
-    def ready() -> None:
-        if worker == 0:
-            log.info("ready", workers=settings.workers, summary=describe_startup(settings))
-
     def forward(signum: int) -> None:
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
+
+    app = Application(settings, reread, worker=worker)
+    http = None
+    if worker == 0 and metrics_address:
+        try:
+            http = serve_http(metrics_address, exposition_registry(app.registry), app.health)
+        except OSError as exc:  # the workers forked already: they must not serve on alone
+            forward(signal.SIGTERM)
+            for pid in children:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            raise listen_error(*metrics_address, exc, "metrics") from None
+
+    def ready() -> None:
+        if worker == 0:
+            log.info("ready", workers=settings.workers, summary=describe_startup(settings))
 
     if children:
         app.forward_signal = forward

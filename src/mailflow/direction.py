@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from mailflow.autoreply import robot_headers, robot_sender
+from mailflow.autoreply import robot_message, robot_sender
 from mailflow.message import Message
 from mailflow.values import Direction
 
@@ -146,7 +146,7 @@ def decide(message: Message, scope: Scope, source: Source) -> Judgement:
     if source.agents_write_from_here and envelope.mail_from:
         author = _reply_author(message, scope)
         if author is not None:
-            automatic = robot_headers(message) or robot_sender(envelope.mail_from)
+            automatic = robot_message(message) or robot_sender(envelope.mail_from)
             if not automatic:
                 agent, team = author
                 return Judgement(Direction.REPLY, f"from {agent} (team {team})", agent, team)

@@ -18,6 +18,7 @@ import structlog
 from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.config import OutboxSettings
 from mailflow.leased_queue import LeasedQueue
+from mailflow.message.compose import utf8_headers
 from mailflow.metrics import Metrics
 from mailflow.relay import NextHopClient
 from mailflow.store import OutboxRow, Store, StoreUnavailable
@@ -32,6 +33,14 @@ STALE_PENDING_SECONDS = 900.0
 def backoff(attempts: int, settings: OutboxSettings) -> float:
     """Seconds to wait after ``attempts`` failed tries: doubling, capped."""
     return float(min(settings.backoff_max, settings.backoff_initial * 2 ** max(0, attempts - 1)))
+
+
+def needs_smtputf8(row: OutboxRow) -> bool:
+    """A non-ASCII recipient, or mail we wrote with UTF-8 headers (an ack answering a
+    non-ASCII Message-ID): RFC 6531/6532. A customer's message retried (``relay``) keeps
+    its bytes, whose 8-bit headers are as often legacy charsets as UTF-8."""
+    return not all(r.isascii() for r in row.rcpt_to) or (
+        row.kind != "relay" and utf8_headers(row.data))
 
 
 class OutboxWorker:
@@ -93,7 +102,7 @@ class OutboxWorker:
 
     async def _send(self, row: OutboxRow) -> None:
         result = await self.client.send(row.mail_from, list(row.rcpt_to), row.data,
-                                        smtputf8=not all(r.isascii() for r in row.rcpt_to),
+                                        smtputf8=needs_smtputf8(row),
                                         body8bit=not row.data.isascii())
         if result.ok:
             await self._record_sent(row)

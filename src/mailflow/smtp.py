@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, AnyStr
 
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException, syntax
@@ -25,6 +24,8 @@ from mailflow.message import Envelope as MailEnvelope
 from mailflow.plugins import call_each
 from mailflow.relay import check_address
 from mailflow.session import SessionInfo, SmtpReply
+from mailflow.smtp_paths import parse_path
+from mailflow.smtp_sessions import LAST_WORD, SHUTTING_DOWN, SessionLimits
 
 if TYPE_CHECKING:
     import pluggy
@@ -39,6 +40,9 @@ log = structlog.get_logger("mailflow.smtp")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 HOOK_TIMEOUT = 10.0  # seconds an SMTP-stage hook may take before the command is tempfailed
 TIMEOUT_GRACE = 1.0  # seconds a session closed for idleness has to go before it is aborted
+#: what aiosmtpd 1.4.6 answers to a message over the limit, declared (SIZE=) or sent
+_TOO_BIG = frozenset({"552 Error: message size exceeds fixed maximum message size",
+                      "552 Error: Too much mail data"})
 
 
 def unsendable(address: str) -> bool:
@@ -68,43 +72,9 @@ def envelope_from_session(mail_from: str | None, rcpt_to: Sequence[str],
                         mail_options=tuple(mail_options), peer=peer, helo=helo)
 
 
-class SessionLimits:
-    """Counts open sessions, in all and per client address."""
-
-    def __init__(self, total: int, per_client: int,
-                 on_change: Callable[[int], None] | None = None,
-                 unlimited: Callable[[str], bool] = lambda _client: False) -> None:
-        self.total = total
-        self.per_client = per_client
-        self.on_change = on_change
-        #: clients the per-client cap does not apply to: the trusted networks, where
-        #: Postfix opens its many sessions from (its smtpd_client_event_limit_exceptions)
-        self.unlimited = unlimited
-        self.open = 0
-        self.by_client: Counter[str] = Counter()
-
-    def admit(self, client: str) -> str | None:
-        if self.open >= self.total:
-            return "421 4.7.0 Too many connections, try again later"
-        if self.by_client[client] >= self.per_client and not self.unlimited(client):
-            return "421 4.7.0 Too many connections from your address, try again later"
-        self.open += 1
-        self.by_client[client] += 1
-        if self.on_change:
-            self.on_change(self.open)
-        return None
-
-    def release(self, client: str) -> None:
-        self.open -= 1
-        self.by_client[client] -= 1
-        if self.on_change:
-            self.on_change(self.open)
-        if self.by_client[client] <= 0:
-            del self.by_client[client]
-
-
 class MailflowSMTP(SMTP):
-    """aiosmtpd's protocol with session caps and a configurable line length."""
+    """aiosmtpd's protocol with session caps, a configurable line length, enhanced status
+    codes where aiosmtpd gives none, and a 421 for each session cut by a shutdown."""
 
     def __init__(self, handler: Handler, settings: Settings, limits: SessionLimits,
                  tls_context: ssl.SSLContext | None, submission: bool = False) -> None:
@@ -126,11 +96,70 @@ class MailflowSMTP(SMTP):
         )
         self._limits = limits
         self._admitted: str | None = None
+        self._processing = False  # the client's DATA has ended: the message is ours
+        self._closing = False  # shutting down: close once the message's reply is sent
+        #: RFC 1870 wants the limit in the reply; RFC 3463 5.3.4 "message too big"
+        self._too_big = (f"552 5.3.4 Message size exceeds fixed limit"
+                         f" ({smtp.max_message_size} bytes)")
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """Envelope addresses byte for byte (aiosmtpd would decode them as headers)."""
+        return parse_path(arg, self.local_part_limit)
 
     def _create_session(self) -> Session:
         session = super()._create_session()
         session.mailflow_submission = self.submission  # type: ignore[attr-defined]
         return session
+
+    async def push(self, status: AnyStr) -> None:
+        if status in _TOO_BIG:
+            log.info("message_too_big", peer=self._admitted, limit=self.data_size_limit)
+            await super().push(self._too_big)
+        else:
+            await super().push(status)
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        if command == "DATA":  # the final dot was read: a shutdown now waits for the reply
+            self._processing = True
+        return await super()._call_handler_hook(command, *args)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._processing = False
+        if self._closing:
+            self._last_word()
+
+    # -- shutdown ----------------------------------------------------------------
+
+    def shut_down(self, now: bool = False) -> None:
+        """The daemon stops: 421 and close, unless the message is being processed
+        (and not ``now``): then after its reply."""
+        if self._processing and not now:
+            self._closing = True
+        else:
+            self._goodbye()
+
+    def _last_word(self) -> None:
+        """After the reply to a message finished while stopping: QUIT gets its 221,
+        anything else 421, and silence 421 after LAST_WORD seconds."""
+        self._smtp_methods = {name: method if name == "QUIT" else self._refuse
+                              for name, method in self._smtp_methods.items()}
+        self.loop.call_later(LAST_WORD, self._goodbye)
+
+    async def _refuse(self, _arg: str | None) -> None:
+        self._goodbye()
+
+    def _goodbye(self) -> None:
+        transport = self.transport
+        if self._admitted is None or transport is None or transport.is_closing():
+            return
+        log.info("session_closed", peer=self._admitted, reason="shutting down")
+        self._writer.write(SHUTTING_DOWN.encode() + b"\r\n")
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.cancel()  # half-read DATA is dropped, never processed
+        transport.close()
 
     @syntax("XFORWARD attribute=value ...")
     async def smtp_XFORWARD(self, arg: str) -> None:
@@ -150,12 +179,14 @@ class MailflowSMTP(SMTP):
                 transport.close()
                 return
             self._admitted = client
+            self._limits.sessions.add(self)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._admitted is None:
             return  # refused at connect: aiosmtpd never started this session
         self._limits.release(self._admitted)
+        self._limits.sessions.discard(self)
         self._admitted = None
         super().connection_lost(error)
 

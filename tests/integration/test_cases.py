@@ -39,10 +39,12 @@ pytestmark = pytest.mark.slow  # starts the daemon: `pytest -m 'not slow'` leave
 CHAIN = "chain: [number, deduplicate, acknowledge]\n"
 CUSTOMER = "claire.martin@client.test"
 FORMAT = cases.NumberFormat(prefixes=("CASE", "SAV", "CTC", "DEV", "SUP"))
-FR_DATE = re.compile(r"(?:Lundi|Mardi|Mercredi|Jeudi|Vendredi|Samedi|Dimanche) \d{1,2} "
+# French writes day and month names in lower case; an English customer is told the zone
+FR_DATE = re.compile(r"(?:lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche) \d{1,2} "
                      r"[a-zéû]+ \d{4} à \d\d:\d\d")
-EN_DATE = re.compile(r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday) \d{1,2} "
-                     r"[A-Z][a-z]+ \d{4} at \d\d:\d\d")
+EN_DATE = re.compile(r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), "
+                     r"[A-Z][a-z]+ \d{1,2}, \d{4} at \d{1,2}:\d\d\u202f[AP]M "
+                     r"\(Central European (?:Standard|Summer) Time, GMT\+0[12]:00\)")
 
 
 # ---------------------------------------------------------------------------

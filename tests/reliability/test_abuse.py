@@ -186,8 +186,10 @@ class RobotHandler:
         elif self.mode == "in-reply-to":
             subject_out = "Automatic reply: " + subject
             extra = f"In-Reply-To: {received['Message-ID']}\r\n"
-        else:  # "fresh": nothing ties it to the case, and the text changes every time
+        elif self.mode == "subject-marker":  # an out-of-office reply known by its subject
             subject_out = f"Absence du bureau ({n})"
+        else:  # "fresh": nothing ties it to the case or marks a robot; the text changes
+            subject_out = f"Votre message ({n})"
         body = f"Je suis absent jusqu'au {n + 1} mars, réponse numéro {n}. Merci."
         try:
             with smtplib.SMTP("127.0.0.1", self.mailflow_port, timeout=30) as client:
@@ -220,6 +222,7 @@ def robot_factory() -> Iterator[Callable[[str, int], tuple[RobotHandler, int]]]:
 @pytest.mark.parametrize(("mode", "max_acks"), [
     ("same-subject", 1),  # the case number in the Subject: a follow-up, per case 1
     ("in-reply-to", 1),   # threaded to our acknowledgement: a follow-up
+    ("subject-marker", 1),  # "Absence du bureau": known as automatic, never answered
     ("fresh", 5),         # a new case every time: stopped by per address per day (5)
 ])
 def test_out_of_office_robot_loop_stops_within_the_limits(
@@ -245,7 +248,9 @@ def test_out_of_office_robot_loop_stops_within_the_limits(
     assert len(robot.messages) - len(acks) == 1 + robot.replies
     assert all(n <= 1 for n in acks_per_case(daemon).values())
     log = daemon.log
-    reason = {"fresh": "limit per address per day"}.get(mode, "follow-up on an existing case")
+    reason = {"fresh": "limit per address per day",
+              "subject-marker": "automatic-reply subject (absence du bureau)"}.get(
+        mode, "follow-up on an existing case")
     assert reason in log, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
 

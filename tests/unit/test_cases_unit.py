@@ -247,14 +247,15 @@ def test_calendar_options_are_checked() -> None:
 
 
 def test_format_in_french_and_english() -> None:
+    # more in test_promise_text.py: other languages, zones, midnight
     calendar = shipped_calendar()
     when = paris(2026, 11, 24, 12, 0)
-    assert calendar.format(when, "fr") == "Mardi 24 novembre 2026 à 12:00"
-    assert calendar.format(when, "en") == "Tuesday 24 November 2026 at 12:00"
-    assert calendar.format(when, "de") == "Tuesday 24 November 2026 at 12:00"  # unknown: en
+    assert calendar.format(when, "fr") == "mardi 24 novembre 2026 à 12:00"
+    assert calendar.format(when, "en") == ("Tuesday, November 24, 2026 at 12:00\u202fPM"
+                                           " (Central European Standard Time, GMT+01:00)")
     # shown in the team's time zone, whatever zone the value is in
     utc = dt.datetime(2026, 12, 28, 9, 0, tzinfo=dt.UTC)
-    assert calendar.format(utc, "fr") == "Lundi 28 décembre 2026 à 10:00"
+    assert calendar.format(utc, "fr") == "lundi 28 décembre 2026 à 10:00"
 
 
 # ---------------------------------------------------------------------------

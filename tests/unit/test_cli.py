@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -16,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from clirunner import cli_logging
+import clirunner
+from clirunner import cli_logging, run_cli
 from conftest import RULES
 from mailflow import __version__, cases, cli, intake
 from mailflow.store import open_store
@@ -76,6 +79,29 @@ def test_the_console_script_runs() -> None:
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["version"]) == 0
     assert capsys.readouterr().out == f"mailflow {__version__}\n"
+
+
+def test_dash_dash_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """What a newcomer types first: ``mailflow --version``, the installed version."""
+    assert clirunner.main("--version") == 0
+    assert capsys.readouterr().out == f"mailflow {importlib.metadata.version('mailflow')}\n"
+
+
+# argparse's own --version and --help swallow the failed write and exit 0
+@pytest.mark.parametrize("argv,code", [(["version"], cli.BROKEN_PIPE), (["--version"], 0),
+                                       (["cases", "--help"], 0)])
+def test_a_closed_pipe_ends_quietly(tmp_path: Path, argv: list[str], code: int) -> None:
+    """``mailflow ... | head``: the reader went away; no traceback, no BrokenPipe line
+    (cases, from a real store, in tests/integration/test_first_hour.py)."""
+    script = Path(sys.executable).with_name("mailflow")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will ever read: the first write fails, deterministically
+    try:
+        done = subprocess.run([str(script), *argv], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=60, check=False, cwd=tmp_path)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (code, "")
 
 
 def test_a_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -322,8 +348,19 @@ def test_cases_list_show_close_reopen(tmp_path: Path,
     assert capsys.readouterr().out == "SAV-20261123-00001-5 open\n"
 
 
+def empty_store(tmp_path: Path) -> None:
+    """The store a daemon creates on its first start, before any mail."""
+    async def create() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'state' / 'mailflow.sqlite3'}")
+        await store.open()
+        await store.close()
+
+    asyncio.run(create())
+
+
 def test_cases_need_a_known_number(tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
+    empty_store(tmp_path)
     assert cli.main(["cases", "show", *state(tmp_path)]) == 2
     assert "give a case number" in capsys.readouterr().err
     assert cli.main(["cases", "close", "SAV-0", *state(tmp_path)]) == 1
@@ -334,6 +371,8 @@ def test_cases_need_a_known_number(tmp_path: Path,
 
 
 def test_agents_list_and_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty_store(tmp_path)
+    capsys.readouterr()  # the store's own log lines
     args = ["--rules", str(RULES), *state(tmp_path)]
     assert cli.main(["agents", "list", *args]) == 0
     listed = dict(line.split() for line in capsys.readouterr().out.splitlines())
@@ -344,11 +383,34 @@ def test_agents_list_and_set(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "bruno                away" in capsys.readouterr().out.splitlines()
 
 
+def test_agents_set_takes_a_name_or_the_full_address(tmp_path: Path) -> None:
+    empty_store(tmp_path)
+    args = ["--rules", str(RULES), *state(tmp_path)]
+    # a member named in the rules (bruno.petit@example.com is `name: bruno`)
+    done = run_cli("agents", "set", "Bruno.Petit@Example.com", "away", *args, cwd=tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "bruno away\n", "")
+    # a member without a name goes by the local part; so does an account manager
+    assert run_cli("agents", "set", "david.simon@example.com", "away", *args,
+                   cwd=tmp_path).stdout == "david.simon away\n"
+    assert run_cli("agents", "set", "carole.martin@example.com", "away", *args,
+                   cwd=tmp_path).stdout == "carole.martin away\n"
+    listed = dict(line.split() for line in run_cli("agents", "list", *args,
+                                                   cwd=tmp_path).stdout.splitlines())
+    assert {name for name, status in listed.items() if status == "away"} == {
+        "bruno", "david.simon", "carole.martin"}
+    # the right local part at the wrong address is nobody routing knows
+    done = run_cli("agents", "set", "bruno@example.com", "away", *args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no agent with the address 'bruno@example.com' in the route rules" in done.stderr
+    assert "bruno" in done.stderr.partition("known:")[2]
+
+
 def test_agents_set_refuses_an_unknown_name(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
+    empty_store(tmp_path)
     args = ["--rules", str(RULES), *state(tmp_path)]
     assert cli.main(["agents", "set", "brunoo", "away", *args]) == 2
     err = capsys.readouterr().err
     assert "no agent named 'brunoo'" in err and "bruno" in err
     assert cli.main(["agents", "set", "bruno", *args]) == 2
-    assert "mailflow agents set NAME away|present" in capsys.readouterr().err
+    assert "mailflow agents set NAME|ADDRESS away|present" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ from mailflow.config import (
     load_settings,
     parse_host_port,
 )
+from mailflow.config import settings as settings_module
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path: Path, text: str, name: str = "mailflow.yaml") -> Path:
@@ -32,13 +36,16 @@ def problems(path: Path | None, overrides: dict[str, object] | None = None) -> l
 # -- defaults and overrides ---------------------------------------------------
 
 
-def test_defaults_without_a_file() -> None:
+def test_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(settings_module, "project_checkout", lambda: None)  # installed, no checkout
+    monkeypatch.chdir(tmp_path)
     s = load_settings(None)
     assert s.source == "<defaults>"
     assert s.listen_address == ("127.0.0.1", 2525)
     assert s.next_hop is None
-    assert s.effective_next_hop == NextHop(kind="maildir", path="var/maildir")
-    assert s.store_url == f"sqlite:///{(Path('var') / 'mailflow.sqlite3').resolve()}"
+    assert s.effective_next_hop == NextHop(kind="maildir", path=str(tmp_path / "var/maildir"))
+    assert s.store_url == f"sqlite:///{tmp_path / 'var' / 'mailflow.sqlite3'}"
+    assert s.rules == str(tmp_path / "rules")
     assert s.metrics_address is None
     assert s.workers == 1
     assert s.smtp.max_line_length == 65536
@@ -95,15 +102,59 @@ relay:
     assert s.relay.timeout == 5
 
 
-def test_overrides_win_over_the_file_and_none_is_ignored(tmp_path: Path) -> None:
+def test_overrides_win_over_the_file_and_none_is_ignored(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, "listen: 127.0.0.1:2600\nworkers: 2\nrules: ./from-file\n")
+    monkeypatch.chdir(tmp_path / "..")
     s = load_settings(path, {"listen": "127.0.0.1:2700", "workers": None,
                              "next_hop": "maildir:/tmp/md", "store": "sqlite:///x.db"})
     assert s.listen == "127.0.0.1:2700"
     assert s.workers == 2
-    assert s.rules == "./from-file"
+    assert s.rules == str(tmp_path / "from-file")
     assert s.effective_next_hop == NextHop(kind="maildir", path="/tmp/md")
-    assert s.store_url == "sqlite:///x.db"
+    # relative on the command line: to the current folder
+    assert s.store_url == f"sqlite:///{tmp_path.parent / 'x.db'}"
+
+
+# -- relative paths -----------------------------------------------------------------
+
+
+def test_paths_in_a_file_are_relative_to_its_folder(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    path = write(conf, "state_dir: state\nrules: ../rules\nnext_hop: maildir:mail\n"
+                       "plugin_dirs: [plugins, /opt/plugins]\n"
+                       "smtp:\n  tls_cert: tls/cert.pem\n  tls_key: /etc/ssl/key.pem\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    s = load_settings(Path("../etc/mailflow.yaml"))
+    assert s.source == str(path)  # named in full in every message
+    assert s.state_dir == str(conf / "state")
+    assert s.store_url == f"sqlite:///{conf / 'state' / 'mailflow.sqlite3'}"
+    assert s.rules == str(tmp_path / "rules")
+    assert s.next_hop == NextHop(kind="maildir", path=str(conf / "mail"))
+    assert s.plugin_dirs == (str(conf / "plugins"), "/opt/plugins")
+    assert (s.smtp.tls_cert, s.smtp.tls_key) == (str(conf / "tls/cert.pem"), "/etc/ssl/key.pem")
+    # what the file leaves out is next to it too; the command line's is the current folder's
+    s = load_settings(write(conf, "store: sqlite:///db/x.sqlite3?busy_timeout=2\n", "b.yaml"),
+                      {"state_dir": "here"})
+    assert s.rules == str(conf / "rules")
+    assert s.store_url == f"sqlite:///{conf / 'db/x.sqlite3'}?busy_timeout=2"
+    assert s.state_dir == str(elsewhere / "here")
+
+
+def test_defaults_are_the_checkout_s_from_any_folder(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installed in editable mode (as ``make run`` does), the defaults' var/ and rules/
+    are the checkout's whatever the current folder, so the CLI finds the demo's store."""
+    checkout = settings_module.project_checkout()
+    assert checkout == REPO  # `pip install -e .`, as the Makefile does
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(None)
+    assert (s.state_dir, s.rules) == (str(checkout / "var"), str(checkout / "rules"))
+    assert s.effective_next_hop.path == str(checkout / "var" / "maildir")
 
 
 def test_settings_are_frozen() -> None:
@@ -159,18 +210,14 @@ def test_bad_listen_port(tmp_path: Path) -> None:
     ("smtp:\n  hostname: mx\n bad: indent\n", "3:2", ""),
     ("\tworkers: 1\n", "1:1", "found character '\\t' that cannot start any token"),
     ("workers: 1\nworkers: 2\n", "2:1", 'found duplicate key "workers"'),
-    ("listen: '127.0.0.1:2525\n", "", "found unexpected end of stream"),
+    ("listen: '127.0.0.1:2525\n", "1:9", "found unexpected end of stream"),
 ])
 def test_yaml_syntax_errors_carry_line_and_column(tmp_path: Path, text: str, where: str,
                                                   what: str) -> None:
     path = write(tmp_path, text)
     (only,) = problems(path)
-    if where:
-        assert only.startswith(f"{path}:{where}: YAML syntax error: "), only
-    else:
-        assert only.startswith(f"{path}:") and ": YAML syntax error: " in only
-        assert only.split(":")[1].isdigit() and only.split(":")[2].isdigit(), only
-    assert what in only
+    assert only.startswith(f"{path}:{where}: "), only
+    assert f" — YAML: {what}" in only, only  # the plain words first, then the parser's
 
 
 def test_not_a_mapping(tmp_path: Path) -> None:
@@ -268,3 +315,35 @@ def test_deadline_boundary() -> None:
     (message,) = too_long.check_deadlines()
     assert "chain_timeout (180s) + relay.timeout (60s)" in message
     assert "smtp.idle_timeout (300s)" in message
+
+
+@pytest.mark.parametrize("direct_url", [
+    None,  # installed from an index: no direct_url.json
+    '{"url": "file:///opt/src/mailflow", "dir_info": {}}',  # a wheel built from a folder
+    '{"url": "https://example.test/mailflow.tar.gz", "archive_info": {}}',
+    "not JSON",
+])
+def test_no_checkout_unless_installed_editable(direct_url: str | None,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    class Distribution:
+        def read_text(self, name: str) -> str | None:
+            assert name == "direct_url.json"
+            return direct_url
+
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: Distribution())
+    assert settings_module.project_checkout() is None
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(None).rules == str(tmp_path / "rules")  # the current folder's
+
+
+def test_an_editable_install_without_rules_is_no_checkout(monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    class Distribution:
+        def read_text(self, name: str) -> str:
+            return f'{{"url": "{tmp_path.as_uri()}", "dir_info": {{"editable": true}}}}'
+
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: Distribution())
+    assert settings_module.project_checkout() is None
+    (tmp_path / "rules").mkdir()
+    assert settings_module.project_checkout() == tmp_path

@@ -128,6 +128,7 @@ def render_default(value: Any) -> str:
 def settings_table() -> dict[str, str]:
     """Rows of the settings table in configuration.md: key → default cell."""
     text = CONFIGURATION.read_text(encoding="utf-8")
+    text = text.partition("\n## Settings\n")[2].partition("\n## ")[0]  # not other tables
     rows = re.findall(r"^\| `([a-z_][a-z0-9_.]*)` \| ([^|]*?) \|", text, re.MULTILINE)
     return {key: cell for key, cell in rows if not key.startswith("mailflow_")
             and not key.startswith("--")}

@@ -8,14 +8,18 @@ before anything imports prometheus_client.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import importlib.metadata
+import os
 import sys
 from collections.abc import Callable
 
 from mailflow import __version__
-from mailflow.cli.options import add_common
+from mailflow.cli.options import CliError, add_common
 from mailflow.config import ConfigError
 from mailflow.logs import configure
+from mailflow.store import StoreUnavailable
 
 DESCRIPTION = "``mailflow serve | check | try | cases | agents | version``."
 #: the module of each command, in this package
@@ -23,6 +27,16 @@ COMMANDS = {"serve": "serve", "check": "check", "try": "try_message", "cases": "
             "agents": "agents"}
 #: commands whose output is the answer: their logs stay quiet unless asked
 QUIET = frozenset({"check", "try", "cases", "agents"})
+#: the exit status of a process killed by SIGPIPE, as a shell reports it
+BROKEN_PIPE = 128 + 13
+
+
+def version() -> str:
+    """The installed distribution's version (the source's when not installed)."""
+    try:
+        return importlib.metadata.version("mailflow")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
 
 
 def _add_try(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,12 +67,14 @@ def _add_agents(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     agents = sub.add_parser("agents", help="set who is present to take mail")
     add_common(agents)
     agents.add_argument("action", choices=["list", "set"])
-    agents.add_argument("name", nargs="?", help="agent name (set)")
+    agents.add_argument("name", nargs="?", metavar="NAME|ADDRESS",
+                        help="agent, by name or full address (set)")
     agents.add_argument("status", nargs="?", choices=["away", "present"], help="(set)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailflow", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"mailflow {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_common(sub.add_parser("serve", help="run the SMTP daemon"))
     add_common(sub.add_parser("check", help="validate configuration, rules and plugins"))
@@ -77,10 +93,33 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The ``mailflow`` command; returns the exit status."""
+    """The ``mailflow`` command; returns the exit status.
+
+    A reader that stops early (``mailflow cases list | head``) ends the command
+    quietly, as it would end ``cat``: no traceback, exit status 141.
+    """
+    try:
+        try:
+            return _main(argv)
+        finally:  # argparse's --help and --version too (SystemExit)
+            sys.stdout.flush()  # the last buffered lines fail here, not at interpreter exit
+    except BrokenPipeError:
+        _silence_stdout()
+        return BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: Python's final flush would otherwise fail again."""
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor (captured output)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "version":
-        print(f"mailflow {__version__}")
+        print(f"mailflow {version()}")
         return 0
     configure(getattr(args, "log_level", None)
               or ("warning" if args.command in QUIET else "info"))
@@ -91,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         print(f"mailflow: {len(exc.problems)} configuration error(s)", file=sys.stderr)
         return 2
+    except CliError as exc:
+        print(f"mailflow {args.command}: {exc}", file=sys.stderr)
+        return exc.code
+    except StoreUnavailable as exc:
+        print(f"mailflow {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        raise  # an OSError, but not one to report: see main
     except OSError as exc:
         print(f"mailflow: {exc}", file=sys.stderr)
         return 1

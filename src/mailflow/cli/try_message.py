@@ -17,11 +17,10 @@ from dataclasses import asdict, replace
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from mailflow import direction, intake
 from mailflow.chain import describe
-from mailflow.cli.options import settings_from
+from mailflow.cli.options import settings_from, sqlite_path
 from mailflow.config import Settings
 from mailflow.context import MessageContext
 from mailflow.message import Envelope, Message
@@ -52,8 +51,8 @@ def envelope_for(message: Message | None, mail_from: str | None, rcpt_to: list[s
 
 def _missing_sqlite(url: str) -> bool:
     """A SQLite store that does not exist yet (nothing received so far)."""
-    return url.startswith("sqlite:///") and not Path(
-        unquote(url.removeprefix("sqlite:///").partition("?")[0])).exists()
+    path = sqlite_path(url)
+    return path is not None and not path.exists()
 
 
 async def _run_chain(runtime: Runtime, settings: Settings, ctx: MessageContext) -> None:
@@ -192,12 +191,40 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"verdict   {report['verdict']}" + (f"  reply: {report['reply']}"
                                                      if report["reply"] else ""))
     lines.extend(_state_lines(report))
-    lines.append(f"deliver   to {', '.join(report['recipients'])}")
-    lines.extend(f"header    {h['name']}: {h['value']}" for h in report["headers"])
-    lines.extend(f"outbox    {m['kind']} to {', '.join(m['rcpt_to'])} ({m['bytes']} bytes)"
-                 for m in report["outgoing"])
-    lines.extend(f"timer     {t['kind']} {t['key']} due {t['due']}" for t in report["timers"])
+    lines.extend(outcome_lines(report))
     return "\n".join(lines)
+
+
+#: what the client hears when the chain gives no reply of its own (as the pipeline says)
+DEFAULT_REPLIES = {"reject": "550 5.7.1 Message refused by policy",
+                   "tempfail": "451 4.3.0 Try again later"}
+
+
+def outcome_lines(report: dict[str, Any]) -> list[str]:
+    """What the verdict means for the client and the recipients, and what is queued."""
+    verdict = report["verdict"]
+    reply = report["reply"] or DEFAULT_REPLIES.get(verdict, "")
+    refused = verdict in ("reject", "tempfail")
+    if verdict == "tempfail":
+        said = [f'outcome   the client would get "{reply}" and retry later; nothing delivered']
+    elif verdict == "reject":
+        said = [f'outcome   the client would get "{reply}" and not retry; nothing delivered']
+    elif verdict == "discard":
+        said = ["outcome   the client would get 250 and the message is dropped;"
+                " nothing delivered"]
+    elif verdict == "quarantine":
+        said = ["outcome   the client would get 250 and the message is kept in the store's"
+                " quarantine; nothing delivered"]
+    else:
+        said = [f"deliver   to {', '.join(report['recipients'])}"]
+        said.extend(f"header    {h['name']}: {h['value']}" for h in report["headers"])
+    # a refused message commits nothing the chain asked for: its mail and timers are dropped
+    unless = "  (not queued: the message is refused)" if refused else ""
+    said.extend(f"outbox    {m['kind']} to {', '.join(m['rcpt_to'])} ({m['bytes']} bytes)"
+                f"{unless}" for m in report["outgoing"])
+    said.extend(f"timer     {t['kind']} {t['key']} due {t['due']}{unless}"
+                for t in report["timers"])
+    return said
 
 
 def run(args: argparse.Namespace) -> int:

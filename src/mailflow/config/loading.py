@@ -18,6 +18,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from mailflow.config.yaml_errors import explain
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -29,8 +31,10 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        if self.line:
+        if self.line and self.column:
             return f"{self.file}:{self.line}:{self.column}: {self.message}"
+        if self.line:  # a template's syntax error: Jinja knows the line only
+            return f"{self.file}:{self.line}: {self.message}"
         return f"{self.file}: {self.message}"
 
 
@@ -56,10 +60,8 @@ def load_yaml(path: Path) -> Any:
     try:
         return yaml.load(text)
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
-        what = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError([Problem(str(path), line, col, f"YAML syntax error: {what}")]) from None
+        said = explain(exc, text)
+        raise ConfigError([Problem(str(path), said.line, said.column, said.message)]) from None
     except YAMLError as exc:
         raise ConfigError([Problem(str(path), 0, 0, f"YAML error: {exc}")]) from None
 

@@ -1,17 +1,26 @@
 """The daemon's own settings: one YAML file, validated into frozen models.
 
 With no file at all, the embedded defaults run a demo: 127.0.0.1:2525,
-SQLite and a Maildir under ``./var/``, the shipped ``rules/``.
+SQLite and a Maildir under ``var/``, the shipped ``rules/``.
+
+Every path comes out absolute, so each command of the CLI finds the same
+store and rules from any folder: a relative path in the file is relative to
+the file's folder, one on the command line to the current folder, and the
+defaults without a file to the project checkout mailflow is installed from
+in editable mode (what ``make run`` serves), else to the current folder.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import ipaddress
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from pydantic import Field, field_validator
 from ruamel.yaml.comments import CommentedMap
@@ -195,14 +204,71 @@ class Settings(Model):
 OVERRIDES = ("listen", "next_hop", "state_dir", "store", "rules", "metrics", "workers")
 
 
+def project_checkout() -> Path | None:
+    """The folder mailflow is installed from in editable mode (``pip install -e``, as
+    ``make run`` does; PEP 610's ``direct_url.json`` says so), if it has a rules folder."""
+    try:
+        text = importlib.metadata.distribution("mailflow").read_text("direct_url.json")
+        info = json.loads(text or "{}")
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return None
+    url = info.get("url", "") if isinstance(info, dict) else ""
+    if not (isinstance(info.get("dir_info"), dict) and info["dir_info"].get("editable")
+            and isinstance(url, str) and url.startswith("file://")):
+        return None
+    folder = Path(url2pathname(urlsplit(url).path))
+    return folder if (folder / DEFAULT_RULES_DIR).is_dir() else None
+
+
+def defaults_home() -> Path:
+    """Where the defaults' ``var/`` and ``rules/`` are, without a configuration file."""
+    return project_checkout() or Path.cwd()
+
+
+def _anchored(value: str, base: Path) -> str:
+    """``value`` made absolute against ``base`` (left alone when already absolute)."""
+    return os.path.normpath(os.path.join(base, value)) if value else value
+
+
+def _anchored_store(url: str | None, base: Path) -> str | None:
+    if url is None or url.startswith("sqlite:////"):
+        return url
+    path, mark, query = url.removeprefix("sqlite:///").partition("?")
+    return f"sqlite:///{_anchored(path, base)}{mark}{query}" if path else url
+
+
+def _anchor_paths(settings: Settings, file_base: Path, overridden: set[str]) -> Settings:
+    """Every relative path made absolute: against the current folder for the command
+    line's, against ``file_base`` (the file's folder, or the defaults' home) otherwise."""
+
+    def base(key: str) -> Path:
+        return Path.cwd() if key in overridden else file_base
+
+    hop = settings.next_hop
+    if hop is not None and hop.kind == "maildir":
+        hop = hop.model_copy(update={"path": _anchored(hop.path, base("next_hop"))})
+    smtp = settings.smtp.model_copy(update={
+        key: _anchored(value, file_base) for key in ("tls_cert", "tls_key")
+        if isinstance(value := getattr(settings.smtp, key), str)})
+    return settings.model_copy(update={
+        "state_dir": _anchored(settings.state_dir, base("state_dir")),
+        "rules": _anchored(settings.rules, base("rules")),
+        "store": _anchored_store(settings.store, base("store")),
+        "plugin_dirs": tuple(_anchored(d, file_base) for d in settings.plugin_dirs),
+        "next_hop": hop, "smtp": smtp,
+    })
+
+
 def load_settings(path: str | os.PathLike[str] | None,
                   overrides: Mapping[str, Any] | None = None) -> Settings:
-    """Read the config file (if any), apply command-line overrides, validate."""
+    """Read the config file (if any), apply command-line overrides, validate; every
+    path in the result is absolute (see the module's docstring)."""
     data: dict[str, Any] = {}
     tree: Any = None
     source = "<defaults>"
     if path is not None:
-        source = str(path)
+        path = os.path.abspath(path)  # named in full in every message
+        source = path
         tree = load_yaml(Path(path))
         if tree is None:
             tree = CommentedMap()
@@ -214,9 +280,8 @@ def load_settings(path: str | os.PathLike[str] | None,
     if "source" in data:
         line, col = position(tree, ("source",))
         raise ConfigError([Problem(source, line, col, "unknown setting 'source'")])
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            data[key] = value
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    data.update(given)
     data["source"] = source
     settings = validate(Settings, data, source, tree)
     problems = settings.check_deadlines()
@@ -224,7 +289,8 @@ def load_settings(path: str | os.PathLike[str] | None,
         line, col = _first_position(tree, (("chain_timeout",), ("relay", "timeout"),
                                            ("smtp", "idle_timeout")))
         raise ConfigError([Problem(source, line, col, p) for p in problems])
-    return settings
+    file_base = Path(path).parent if path is not None else defaults_home()
+    return _anchor_paths(settings, file_base, set(given))
 
 
 def _first_position(tree: Any, paths: Sequence[Sequence[str]]) -> tuple[int, int]:

@@ -54,16 +54,9 @@ def decode_charset(data: bytes, charset: str | None, where: str, defects: list[s
             used = "windows-1252" if fell_back else "UTF-8"
             note(defects, f"{where}: 8-bit bytes in us-ascii text decoded as {used}")
         return text
-    if codec == "iso8859-1":
-        # What senders label latin-1 is in practice windows-1252 (as browsers assume).
-        try:
-            return data.decode("cp1252")
-        except UnicodeDecodeError:
-            return data.decode("latin-1")
-    try:
-        return data.decode(codec)
-    except Exception:  # UnicodeDecodeError, or UnicodeError from codecs like 'undefined'
-        pass
+    declared = _as_declared(data, codec)
+    if declared is not None:
+        return declared
     note(defects, f"{where}: text is not valid {short_repr(charset)}")
     if codec != "utf-8":
         try:
@@ -75,6 +68,29 @@ def decode_charset(data: bytes, charset: str | None, where: str, defects: list[s
         except Exception:
             pass
     return data.decode("cp1252", "replace")
+
+
+def decode_strict(data: bytes, charset: str) -> str | None:
+    """``data`` in its declared charset, or None if Python does not know the charset or
+    the bytes are not of it: for text shown to a person, where a guess would show."""
+    codec = _codec(charset) if len(charset) <= _MAX_CHARSET_LEN else None
+    if codec is None:
+        return None
+    return _as_declared(data, codec)
+
+
+def _as_declared(data: bytes, codec: str) -> str | None:
+    """``data`` in a codec Python knows, or None if the bytes are not of it."""
+    if codec == "iso8859-1":
+        # What senders label latin-1 is in practice windows-1252 (as browsers assume).
+        try:
+            return data.decode("cp1252")
+        except UnicodeDecodeError:
+            return data.decode("latin-1")
+    try:
+        return data.decode(codec)
+    except Exception:  # UnicodeDecodeError, or UnicodeError from codecs like 'undefined'
+        return None
 
 
 def normalise_newlines(text: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from email.header import decode_header
 
-from mailflow.message.charsets import decode_8bit, decode_charset
+from mailflow.message.charsets import decode_8bit, decode_charset, decode_strict
 from mailflow.message.defects import note, short_repr
 
 _MAX_WORDS = 1000  # encoded words decoded per header; real ones have a few dozen
@@ -18,6 +18,11 @@ _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _ENCODED_WORD = re.compile(rb"=\?[^?\s]+\?[qQbB]\?[^?]*\?*\?=")
 
 _ANGLE = re.compile(r"<([^<>]*)>")
+_MSGID = re.compile(r"<([^<>\s]+)>")
+# The same encoded word in text already decoded from 8-bit (a display name).
+_ENCODED_WORD_TEXT = re.compile(r"=\?[^?\s]+\?[qQbB]\?[^?]*\?*\?=")
+# Control characters (C0 but tab, DEL, C1) have no place in a name shown to a person.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def split_headers(raw: bytes, defects: list[str]) -> tuple[list[tuple[int, int, int, int]], int]:
@@ -76,6 +81,45 @@ def unfolded_text(field: bytes) -> str:
 def strip_angles(value: str) -> str:
     m = _ANGLE.search(value)
     return (m.group(1) if m else value).strip()
+
+
+def message_ids(value: str) -> list[str]:
+    """Message-IDs (without brackets) in an In-Reply-To or References value."""
+    return _MSGID.findall(value)
+
+
+def decode_phrase(text: str) -> str | None:
+    """A display name with its RFC 2047 words decoded, or None if it cannot be decoded
+    cleanly: a broken word (bad base64, an unknown charset, bytes not of the charset),
+    a word left half-written, or control characters (CR, LF, NUL…), raw or encoded."""
+    pieces: list[str] = []
+    gaps: list[str] = []
+    pos = 0
+    for count, m in enumerate(_ENCODED_WORD_TEXT.finditer(text)):
+        if count == _MAX_WORDS:
+            return None
+        gap = text[pos : m.start()]
+        gaps.append(gap)
+        # Whitespace between two encoded words is not part of the text (RFC 2047 6.2).
+        if gap and not (pos and not gap.strip(" \t")):
+            pieces.append(gap)
+        try:
+            chunks = decode_header(m.group())
+        except Exception:  # HeaderParseError: bad base64
+            return None
+        for chunk, charset in chunks:
+            data = chunk.encode("latin-1", "replace") if isinstance(chunk, str) else chunk
+            decoded = decode_strict(data, charset) if charset else None
+            if decoded is None:
+                return None
+            pieces.append(decoded)
+        pos = m.end()
+    gaps.append(text[pos:])
+    pieces.append(text[pos:])
+    if any("=?" in gap or "?=" in gap for gap in gaps):
+        return None
+    name = "".join(pieces)
+    return None if _CONTROL.search(name) else name
 
 
 def decode_value(value: bytes, name: str, defects: list[str]) -> str:

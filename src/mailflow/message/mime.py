@@ -24,8 +24,9 @@ _KNOWN_CTES = frozenset(
 
 def body_text(
     mime_fields: list[bytes], body: bytes, defects: list[str], max_parts: int, max_depth: int
-) -> tuple[str, str]:
-    """The text of the body, and the top-level content type.
+) -> tuple[str, str, tuple[str, ...]]:
+    """The text of the body, the top-level content type, and the content types of a
+    top-level multipart's own parts (a bounce in ``multipart/mixed`` is known by them).
 
     Only the MIME header fields go to the stdlib parser with the body: the
     other headers are already split, and need not be parsed twice.
@@ -38,9 +39,12 @@ def body_text(
     except Exception as exc:  # e.g. RecursionError on absurd nesting
         note(defects, f"message: MIME not parsable ({type(exc).__name__}), raw body used")
         text, _ = decode_8bit(body)
-        return normalise_newlines(text).strip(), _content_type_of(mime_fields)
+        return normalise_newlines(text).strip(), _content_type_of(mime_fields), ()
     texts = _walk(root, defects, max_parts, max_depth)
-    return "\n\n".join(texts), content_type
+    parts: list[Any] = root.get_payload() if root.is_multipart() else []  # type: ignore[assignment]
+    part_types = tuple(p.get_content_type() for p in parts[:max_parts]
+                       if isinstance(p, _MimePart))
+    return "\n\n".join(texts), content_type, part_types
 
 
 class _Part(_MimePart):

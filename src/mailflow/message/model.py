@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from email.utils import getaddresses
+from email.utils import getaddresses, parseaddr
 
-from mailflow.message.headers import unfolded_text
+from mailflow.message.headers import decode_phrase, message_ids, unfolded_text
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Message:
     content_type: str  # top-level, lowercased, e.g. 'multipart/report'
     defects: list[str]  # human-readable notes of what was broken
     header_bytes_len: int  # offset in raw where the body starts, len(raw) if no body
+    part_types: tuple[str, ...] = ()  # content types of a top-level multipart's parts
 
     def get(self, name: str, default: str = "") -> str:
         """Decoded value of the first header called ``name`` (case-insensitive)."""
@@ -66,6 +68,29 @@ class Message:
         key = name.lower()
         return sum(1 for h in self.headers if h.name.lower() == key)
 
+    def message_ids(self, name: str) -> list[str]:
+        """Message-IDs (without brackets) of every ``name`` field (References, In-Reply-To),
+        exactly as written: from the original bytes, for decoding RFC 2047 would change an
+        id that only looks like an encoded word, and then it would match nothing."""
+        key = name.lower()
+        return [msgid for h in self.headers if h.name.lower() == key
+                for msgid in message_ids(unfolded_text(h.raw) if b":" in h.raw else h.value)]
+
+    def display_name(self, name: str) -> str | None:
+        """The decoded display name of the first ``name`` field (From, Reply-To): "" if
+        there is none, None if it cannot be decoded cleanly (see :func:`decode_phrase`).
+
+        Cut from the undecoded value, then decoded: a decoded name may hold commas,
+        quotes or brackets that would split or end the address, and so may a broken
+        encoded word (``=?utf-8?q?Dupont,_Jean?=``), which parseaddr would split."""
+        key = name.lower()
+        for h in self.headers:
+            if h.name.lower() == key:
+                source = unfolded_text(h.raw) if b":" in h.raw else h.value
+                decoded = decode_phrase(_phrase(source))
+                return None if decoded is None else decoded.strip()
+        return ""
+
     def addresses(self, name: str) -> list[str]:
         """Lowercased addr-specs from every ``name`` header (To, Cc, From, Reply-To...).
 
@@ -84,3 +109,21 @@ class Message:
                 continue
             out.extend(addr.strip().lower() for _, addr in pairs if addr.strip())
         return out
+
+
+_QUOTED_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+def _phrase(value: str) -> str:
+    """The display name of ``name <address>`` as written (quotes removed), in linear time."""
+    value = value.strip()
+    start = value.rfind("<")
+    if value.endswith(">") and start >= 0 and ">" not in value[start:-1]:
+        phrase = value[:start].strip()
+        if "<" not in phrase and ">" not in phrase:
+            return _QUOTED_STRING.sub(lambda m: _QUOTED_PAIR.sub(r"\1", m.group(1)), phrase)
+    try:
+        return parseaddr(value)[0].strip()  # "address (Name)", or something stranger
+    except Exception:  # a hostile header must not break a stage
+        return ""

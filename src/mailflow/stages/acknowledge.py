@@ -10,9 +10,10 @@ safely accepted, with a null envelope sender (configurable),
 Never sent (each suppression logged and counted with its reason): see
 ``mailflow.autoreply`` (RFC 3834: null sender, Auto-Submitted, Precedence,
 list headers, X-Auto-Response-Suppress, robot senders, our own addresses,
-reports), plus: a follow-up or a copy, an address whose acknowledgement
-bounced recently, and the limits (per case, per address per day, and a
-global circuit breaker per minute).
+reports; and ``mailflow.robots``: vendor and helpdesk headers, out-of-office
+subjects in the rules' languages, robots' addresses and names), plus: a
+follow-up or a copy, an address whose acknowledgement bounced recently, and the
+limits (per case, per address per day, and a global circuit breaker per minute).
 
 Templates are files in the rules folder rendered by Jinja2's sandbox: the
 first line is ``Subject: …``, then a blank line, then the body. Merge fields:
@@ -35,6 +36,7 @@ Configuration (rules section ``acknowledge``)::
       limits: {per_case: 1, per_address_per_day: 5, global_per_minute: 60}
       bounce_window_hours: 72
       check_sender_domain: false       # true: no ack unless the domain has MX or A records
+      robots: {languages: [fr, en, de], subjects: [], senders: [], headers: []}
       dns: {nameservers: [], timeout: 2}
 
 Metrics: ``mailflow_acks_total``, ``mailflow_acks_suppressed_total{reason}``.
@@ -48,22 +50,20 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime
 from email.message import EmailMessage
-from email.policy import SMTP, SMTPUTF8
-from email.utils import formataddr, formatdate, quote
+from email.utils import formataddr, formatdate
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import structlog
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import Field, field_validator
 
-from mailflow import acks, autoreply, cases
+from mailflow import acks, autoreply
 from mailflow.business_hours import BusinessCalendar, CalendarOptions, PromiseOptions
 from mailflow.config import Model
 from mailflow.dnscheck import DnsOptions, DomainChecker
 from mailflow.hookspecs import hookimpl
+from mailflow.message import compose
+from mailflow.robots import RobotDetector, RobotRules
 from mailflow.stage import (
     CaseInfo,
     Direction,
@@ -75,6 +75,7 @@ from mailflow.stage import (
 )
 from mailflow.store import Transaction
 from mailflow.store.schema import Schema
+from mailflow.templates import SAMPLE_CASE, load_templates, sample_context, template_environment
 
 log = structlog.get_logger("mailflow.stages.acknowledge")
 
@@ -120,6 +121,7 @@ class AcknowledgeOptions(StageOptions):
     check_sender_domain: bool = False
     dns: DnsOptions = DnsOptions()
     max_subject_chars: int = Field(120, ge=20)
+    robots: RobotRules = RobotRules()  # what else marks a robot: see mailflow.robots
 
     @field_validator("language_by_recipient")
     @classmethod
@@ -135,16 +137,22 @@ def detect_language(text: str, default: str) -> str:
     return best if scores[best] >= 2 and scores[best] > 1.5 * min(scores.values()) else default
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _one_line(value: str) -> str:
-    return " ".join(value.split())
+    """One line for a merge field or a header: control characters (CR, LF, NUL…) become
+    spaces, and every run of white space one space."""
+    return " ".join(_CONTROL.sub(" ", value).split())
 
 
-def _to_header(name: str, address: str) -> str:
-    """The To field; formataddr and email's Address refuse a non-ASCII local part, which
-    a UTF-8 header (RFC 6532, sent with SMTPUTF8) may carry."""
-    if address.isascii():
-        return formataddr((name, address))
-    return f'"{quote(name)}" <{address}>' if name else address
+def _to_header(name: str, address: str, *, utf8: bool) -> str:
+    """The To field: the address exactly as the customer gave it (parsing it as a header
+    would decode a local part that looks like an encoded word), with the name only if it
+    is one: not the address it fell back to, never a raw encoded word."""
+    if name.lower() == address.lower() or "=?" in name:
+        name = ""
+    return compose.address_field(name, address, utf8=utf8)
 
 
 class AcknowledgeStage(Stage[AcknowledgeOptions]):
@@ -155,24 +163,19 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
     def __init__(self, options: AcknowledgeOptions, env: StageEnv) -> None:
         super().__init__(options, env)
         self.calendar = BusinessCalendar(options.calendar)
-        self.jinja = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                                          keep_trailing_newline=True)
-        self.templates = {}
-        if options.default_language not in options.templates:
-            raise ValueError(f"no template for default_language '{options.default_language}'")
-        for language, name in options.templates.items():
-            path = env.rules.template_path(name)
-            try:
-                source = Path(path).read_text(encoding="utf-8")
-                self.templates[language] = self.jinja.from_string(source)
-            except OSError as exc:
-                raise ValueError(f"template '{name}': {exc.strerror}") from None
-            except TemplateError as exc:
-                raise ValueError(f"template '{name}': {exc}") from None
-        for priority in ("urgent", "high", "normal", "low"):
+        for priority in ("urgent", "high", "normal", "low"):  # the sample fields need them
             if priority not in options.promise:
                 raise ValueError(f"promise: no answer time for priority '{priority}'")
+        if options.default_language not in options.templates:
+            raise ValueError(f"no template for default_language '{options.default_language}'")
+        # rendered once now with fields made as for a real case: a typo fails the load
+        self.jinja = template_environment()
+        self.templates = load_templates(
+            env.rules, options.templates, where=(self.name, "templates"), env=self.jinja,
+            sample=lambda language: self.merge_fields(sample_context(env.clock), SAMPLE_CASE,
+                                                      language))
         self.own = {a.lower() for a in env.rules.own_addresses}
+        self.robots = RobotDetector(options.robots)
         self.domains = DomainChecker(options.dns) if options.check_sender_domain else None
         self.sent = env.metrics.counter("mailflow_acks_total", "Acknowledgements queued")
         self.suppressed = env.metrics.counter("mailflow_acks_suppressed_total",
@@ -209,7 +212,8 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
             return "duplicate"
         if case.status.is_followup:
             return "follow-up on an existing case"
-        return autoreply.why_not(ctx.message, customer, self.own, self.env.rules.local_domains)
+        return autoreply.why_not(ctx.message, customer, self.own, self.env.rules.local_domains,
+                                 self.robots)
 
     def _limit_reason(self, tx: Transaction, *, customer: str, case: str,
                       now: float) -> str | None:
@@ -264,14 +268,18 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
         subject = _one_line(ctx.message.subject)
         if len(subject) > self.options.max_subject_chars:
             subject = subject[: self.options.max_subject_chars - 1].rstrip() + "…"
-        return {
+        name = _one_line(info.customer_name)
+        fields = {
             "case": case, "customer": info.customer,
-            "customer_name": _one_line(info.customer_name),
+            # a case recorded with a raw encoded word as the name is greeted by address
+            "customer_name": info.customer if "=?" in name else name,
             "subject": subject, "received": self.calendar.format(received, language),
             "promised": self.calendar.format(promised, language),
             "route": info.route or "", "priority": priority,
             "mailbox": info.mailbox, "language": language,
         }
+        # no control character reaches a template, whatever a stage or plugin recorded
+        return {k: _CONTROL.sub(" ", v) if isinstance(v, str) else v for k, v in fields.items()}
 
     def render(self, language: str, fields: dict[str, Any]) -> tuple[str, str]:
         """(subject, body) from the template; the subject is forced onto one line."""
@@ -294,31 +302,36 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
         # never from an address taken from somebody else's envelope
         mailbox = (self.options.from_by_route.get(str(fields["route"]))
                    or str(fields["mailbox"] or f"postmaster@{host}"))
-        # an internationalised address can only be written in a UTF-8 header (RFC 6532);
-        # SMTP's policy raises on it, and the customer's message would be tempfailed
-        ack = EmailMessage(policy=SMTP if customer.isascii() else SMTPUTF8)
+        message = ctx.message
+        # to the address exactly as the envelope spelt it (the case keeps it lower-case)
+        sender = message.envelope.mail_from
+        address = sender if sender.lower() == customer else customer
+        # threading ids and addresses are written raw (see mailflow.message.compose)
+        thread = compose.thread_fields(message.message_id, message.message_ids("References"),
+                                       message.message_ids("In-Reply-To"))
+        # a non-ASCII address or id can only be written in a UTF-8 header (RFC 6532),
+        # which the outbox then sends with SMTPUTF8
+        utf8 = not address.isascii() or not all(value.isascii() for _, value in thread)
+        ack = EmailMessage(policy=compose.policy(utf8=utf8))
         ack["From"] = formataddr((self.from_name(language), mailbox))
-        ack["To"] = _to_header(fields["customer_name"], customer)
+        ack["To"] = _to_header(fields["customer_name"], address, utf8=utf8)
         ack["Subject"] = subject
         ack["Date"] = formatdate(ctx.clock.now(), localtime=True)
         ack["Message-ID"] = f"<{message_id}>"
-        original = ctx.message.message_id
-        if original:
-            ack["In-Reply-To"] = f"<{original}>"
-            refs = cases.message_ids(ctx.message.get("References"))
-            ack["References"] = " ".join(f"<{r}>" for r in [*refs[-10:], original])
+        for name, value in thread:
+            ack[name] = value
         ack["Auto-Submitted"] = "auto-replied"
         ack["X-Auto-Response-Suppress"] = "All"
         ack["Precedence"] = "bulk"
         ack[autoreply.LOOP_HEADER] = host  # our routing headers stay inside: no X-Mailflow-Case
         ack.set_content(body)
         data = ack.as_bytes()
-        ctx.queue_mail(OutgoingMail("ack", (customer,), data,
+        ctx.queue_mail(OutgoingMail("ack", (address,), data,
                                     mail_from=self.options.envelope_sender))
         queue_id = ctx.queue_id
         ctx.write(partial(acks.record_ack, case=case, address=customer, message_id=message_id,
                           queue_id=queue_id, promised_at=fields_promised(ctx),
-                          sent_at=ctx.clock.now()),
+                          sent_at=ctx.clock.now(), language=language),
                   undo=partial(acks.forget_acks, queue_id=queue_id))
         self.sent.inc()
         log.info("ack_queued", queue_id=queue_id, case=case, to=customer, language=language)

@@ -111,7 +111,6 @@ def customer_of(message: Message, form_senders: Iterable[str]) -> tuple[str, str
     """(address, name) of the person behind the message; a web form names them inside."""
     sender = message.envelope.mail_from.lower()
     from_addresses = message.addresses("From")
-    name = _display_name(message.get("From"))
     forms = set(form_senders)
     if forms and (sender in forms or (from_addresses and from_addresses[0] in forms)):
         match = _FORM_NAME.search(message.text)
@@ -123,14 +122,17 @@ def customer_of(message: Message, form_senders: Iterable[str]) -> tuple[str, str
         if match:
             return match.group(1).lower(), form_name
         return sender, form_name
-    return (sender or (from_addresses[0] if from_addresses else "")), name
+    customer = sender or (from_addresses[0] if from_addresses else "")
+    return customer, _display_name(message, customer)
 
 
-def _display_name(value: str) -> str:
-    from email.utils import parseaddr
-
-    name, _ = parseaddr(value)
-    return name.strip().strip('"')[:100]
+def _display_name(message: Message, customer: str) -> str:
+    """The From name to greet the customer by; their address when the name cannot be
+    decoded cleanly, so a greeting never shows ``=?UTF-8?B?…`` or a control character."""
+    name = message.display_name("From")
+    if name is None:
+        return message.envelope.mail_from or customer
+    return " ".join(name.split())[:100]
 
 
 class NumberStage(Stage[NumberOptions]):
@@ -214,8 +216,7 @@ class NumberStage(Stage[NumberOptions]):
             case, state = seen
             # the earlier copy may never have arrived: this one is delivered all the same
             return CaseStatus.RETRY if state == "unknown" else CaseStatus.COPY, case, False, None
-        ids = [*cases.message_ids(message.get("References")),
-               *cases.message_ids(message.get("In-Reply-To"))]
+        ids = [*message.message_ids("References"), *message.message_ids("In-Reply-To")]
         number = cases.case_of_references(tx, ids) if ids else None
         if number is None:
             number = self._from_subject(tx, ctx, customer)

@@ -86,8 +86,7 @@ class RepliesStage(Stage[RepliesOptions]):
     def _find(tx: Transaction, *, ctx: MessageContext) -> tuple[str, str] | None:
         """(case, customer) the reply answers, by its references, then its Subject."""
         message = ctx.message
-        ids = [*cases.message_ids(message.get("References")),
-               *cases.message_ids(message.get("In-Reply-To"))]
+        ids = [*message.message_ids("References"), *message.message_ids("In-Reply-To")]
         number = cases.case_of_references(tx, ids) if ids else None
         candidates = [number] if number else cases.first_match([message.subject],
                                                                cases.ANY_NUMBER)
