@@ -489,3 +489,18 @@ def is_ack(received: Received, msg: EmailMessage) -> bool:
     """An acknowledgement mailflow wrote (null sender, its own Message-ID)."""
     return received.mail_from in NULL_SENDERS and str(msg["Message-ID"]).startswith("<ack.")
 
+
+#: lines a suite measured (``report``), shown at the end of every run, even without -s
+REPORTED: list[str] = []
+
+
+def report(line: str) -> None:
+    print(line)
+    REPORTED.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if REPORTED:
+        terminalreporter.section("figures")
+        for line in REPORTED:
+            terminalreporter.write_line(line)

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from test_corpora import CLEAR_REPLY, crlf, relayed_copy, stuff
 
-from conftest import REALMAIL, Daemon, Sink, full_chain_rules, is_ack, parse_email
+from conftest import REALMAIL, Daemon, Sink, full_chain_rules, is_ack, parse_email, report
 from mailflow.message import Envelope, parse_message
 from mailflow.wire import normalize_newlines, strip_internal_headers
 from rawsmtp import RawClient
@@ -183,7 +183,7 @@ def test_realmail_figures(realmail_run: Run) -> None:
     human = [e for e in entries if e.expect == "human"]
     acked_auto = [e.file for e in auto if e.acks]
     missed = [e.file for e in human if not e.acks and not e.same_as]
-    print(f"\n[realmail] {len(entries)} messages in {realmail_run.seconds:.1f} s: "
+    report(f"[realmail] {len(entries)} messages in {realmail_run.seconds:.1f} s: "
           f"{sum(e.code == 250 for e in entries)} accepted, "
           f"{sum(e.relayed for e in entries)} relayed as received; "
           f"automatic acknowledged: {len(acked_auto)} of {len(auto)}; "
@@ -191,12 +191,12 @@ def test_realmail_figures(realmail_run: Run) -> None:
           f"unlabelled acknowledged: "
           f"{sum(bool(e.acks) for e in entries if e.expect is None)} of "
           f"{sum(e.expect is None for e in entries)}")
-    print("[realmail] suppressions by reason: " + ", ".join(
+    report("[realmail] suppressions by reason: " + ", ".join(
         f"{reason}: {n}" for reason, n in _reasons(realmail_run.log).most_common()))
     for name in acked_auto:
-        print(f"[realmail] automatic, acknowledged: {name}")
+        report(f"[realmail] automatic, acknowledged: {name}")
     for name in missed:
-        print(f"[realmail] a person's, not acknowledged: {name}")
+        report(f"[realmail] a person's, not acknowledged: {name}")
     assert not refused, refused
     assert not not_relayed, not_relayed
     for bad in ("Traceback", "message_failed", "smtp_session_error", "outbox_error"):
@@ -237,6 +237,6 @@ def test_acks_thread_raw(realmail_run: Run) -> None:
             assert written.strip() == b"<" + original.message_id.encode() + b">", (
                 entry.file, written)
             threaded += 1
-    print(f"\n[realmail] {threaded} acknowledgements, each In-Reply-To the customer's "
+    report(f"[realmail] {threaded} acknowledgements, each In-Reply-To the customer's "
           "Message-ID written raw")
     assert threaded > 200
