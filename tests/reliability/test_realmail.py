@@ -30,6 +30,7 @@ import pytest
 from test_corpora import CLEAR_REPLY, crlf, relayed_copy, stuff
 
 from conftest import REALMAIL, Daemon, Sink, full_chain_rules, is_ack, parse_email, report
+from mailflow.autoreply import robot_message
 from mailflow.message import Envelope, parse_message
 from mailflow.wire import normalize_newlines, strip_internal_headers
 from rawsmtp import RawClient
@@ -240,3 +241,27 @@ def test_acks_thread_raw(realmail_run: Run) -> None:
     report(f"[realmail] {threaded} acknowledgements, each In-Reply-To the customer's "
           "Message-ID written raw")
     assert threaded > 200
+
+
+def test_robots_known_by_the_message_itself() -> None:
+    """Whatever envelope a robot's message arrives with, its headers, content, From or
+    Subject give it away (the one exception is a Sieve test whose only sign is its
+    envelope sender); no person's message is taken for a robot's."""
+    index = json.loads((REALMAIL / "index.json").read_text(encoding="utf-8"))["messages"]
+    neutral = Envelope(mail_from="someone@client.test", rcpt_to=("sav@example.com",))
+    unknown, mistaken = [], []
+    for item in index:
+        if item.get("expect") is None:
+            continue
+        found = robot_message(parse_message((REALMAIL / item["file"]).read_bytes(), neutral))
+        if item["expect"] == "auto" and not found:
+            unknown.append(item["file"])
+        if item["expect"] == "human" and found:
+            mistaken.append((item["file"], found))
+    autos = sum(item.get("expect") == "auto" for item in index)
+    people = sum(item.get("expect") == "human" for item in index)
+    report(f"[realmail] automatic messages known by the message alone: "
+           f"{autos - len(unknown)} of {autos}; people taken for robots: "
+           f"{len(mistaken)} of {people}")
+    assert unknown == ["pigeonhole__vacation-No-reply-to-system-address.eml"]
+    assert mistaken == []
