@@ -40,6 +40,7 @@ SHARED_SUITES = (
     "integration/test_corpus_cases.py",
     "integration/test_corpus_relay.py",
     "integration/test_triage_corpus.py",
+    "integration/test_escalate_corpus.py",
     "reliability/test_shared_corpus.py",
 )
 REALMAIL_SUITES = ("reliability/test_realmail.py",)
@@ -54,7 +55,8 @@ def pytest_report_header(config: pytest.Config) -> str | None:
         not REALMAIL.is_dir())
     return "\n".join(missing) or None
 RULES = REPO / "rules"
-FULL_CHAIN = "chain: [number, deduplicate, prioritise, route, acknowledge, replies]\n"
+FULL_CHAIN = ("chain: [number, deduplicate, prioritise, route, sla, escalate, acknowledge,"
+              " replies]\n")
 RELAY_ONLY_CHAIN = "chain: [headers]\nheaders:\n  add:\n    X-Mailflow-Gateway: mailflow\n"
 
 
@@ -258,7 +260,9 @@ class Daemon:
     """``mailflow serve`` as a real subprocess, configured through a YAML file."""
 
     def __init__(self, tmp: Path, next_hop: str, config: dict[str, Any] | None = None,
-                 rules: Path | None = None) -> None:
+                 rules: Path | None = None, test_clock: float | None = None) -> None:
+        """``test_clock``: run on a fake time starting there (a file under ``tmp``,
+        moved with ``set_time``/``advance``), with ``--allow-test-clock``."""
         self.tmp = tmp
         self.port = free_port()
         self.metrics_port = free_port()
@@ -282,7 +286,13 @@ class Daemon:
             "relay": {"timeout": 10},
             "chain_timeout": 20,
             "outbox": {"poll_interval": 0.2, "backoff_initial": 0.5, "backoff_max": 2},
+            "scheduler": {"poll_interval": 0.2, "backoff_initial": 0.5, "backoff_max": 2},
         }
+        self.clock_path: Path | None = None
+        if test_clock is not None:
+            self.clock_path = tmp / "clock"
+            self.config["test_clock"] = str(self.clock_path)
+            self.set_time(test_clock)
         _merge(self.config, config or {})
         self.log_path = tmp / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -298,9 +308,8 @@ class Daemon:
             self.write_config()
             log = open(self.log_path, "ab")  # noqa: SIM115 (closed with the process)
             mark = self.log_path.stat().st_size
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailflow.cli", "serve", "--config",
-                 str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp)
+            self.proc = subprocess.Popen(self.serve_command(), stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=self.tmp)
             log.close()
             if self._ready(mark):
                 break
@@ -318,6 +327,32 @@ class Daemon:
         if metrics:  # the metrics endpoint opens just after the SMTP port
             wait_for_port(int(str(metrics).rpartition(":")[2]), proc=self.proc)
         return self
+
+    def serve_command(self, allow_test_clock: bool | None = None) -> list[str]:
+        """``mailflow serve`` for this daemon; ``--allow-test-clock`` with a test clock."""
+        allow = self.clock_path is not None if allow_test_clock is None else allow_test_clock
+        return [sys.executable, "-m", "mailflow.cli", "serve", "--config",
+                str(self.config_path), *(["--allow-test-clock"] if allow else [])]
+
+    # -- the test clock ----------------------------------------------------------
+
+    def now(self) -> float:
+        """The daemon's time: its test clock's."""
+        assert self.clock_path is not None, "this daemon runs on the real time"
+        return float(self.clock_path.read_text(encoding="utf-8"))
+
+    def set_time(self, ts: float) -> None:
+        """Move the daemon's test clock to ``ts`` (the file is replaced atomically)."""
+        assert self.clock_path is not None, "Daemon(..., test_clock=T0) to move time"
+        from mailflow.clock import write_clock_file
+
+        write_clock_file(self.clock_path, ts)
+
+    def advance(self, seconds: float) -> float:
+        """Move the test clock forward; returns the new time."""
+        now = self.now() + seconds
+        self.set_time(now)
+        return now
 
     def _ready(self, mark: int, timeout: float = 15.0) -> bool:
         """True once the daemon logged ``ready``; False if it exited first."""
@@ -408,9 +443,9 @@ def daemon_factory(tmp_path: Path, sink: Sink) -> Iterator[Any]:
     started: list[Daemon] = []
 
     def make(config: dict[str, Any] | None = None, rules: Path | None = None,
-             start: bool = True) -> Daemon:
+             start: bool = True, test_clock: float | None = None) -> Daemon:
         d = Daemon(tmp_path / f"d{len(started)}", f"smtp://127.0.0.1:{sink.port}", config,
-                   rules)
+                   rules, test_clock=test_clock)
         started.append(d)
         return d.start() if start else d
 

@@ -49,6 +49,14 @@ def rfc3834_headers(message: Message) -> str | None:
     return None
 
 
+def automatic(message: Message, robots: RobotDetector = SHIPPED) -> str | None:
+    """Why ``message`` is automatic (a bounce, an out-of-office, a robot's), or None:
+    such mail is not the customer's word, so it moves no clock and reopens no case."""
+    if not message.envelope.mail_from:
+        return "null sender"
+    return robot_message(message, robots) or robot_sender(message.envelope.mail_from, robots)
+
+
 def robot_headers(message: Message, robots: RobotDetector = SHIPPED) -> str | None:
     """Why the headers or the content type say a robot, a list or a helpdesk sent
     this, or None."""

@@ -14,6 +14,7 @@ for them: "… at 12:00 PM (Central European Standard Time, GMT+01:00)".
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from functools import cached_property, lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -26,6 +27,7 @@ from pydantic import Field, field_validator, model_validator
 
 from mailflow.config import ClockTime, Model, TimeRange, TimeZoneName
 from mailflow.config.types import parse_clock_time, parse_time_range
+from mailflow.durations import Duration
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 FALLBACK_LANGUAGE = "en"
@@ -38,6 +40,8 @@ _AT_TIME = {"en": "{1} 'at' {0}", "fr": "{1} 'à' {0}", "de": "{1} 'um' {0}",
 #: (summer time included) and its offset, the one thing any reader can compute with
 _ZONE = " (zzzz, OOOO)"
 _SAMPLE = dt.datetime(2026, 7, 1, 12, 0, tzinfo=dt.UTC)
+#: how far to look for a working span: ten years; a calendar with none is an error
+_HORIZON_DAYS = 3660
 
 
 @lru_cache(maxsize=256)
@@ -171,22 +175,64 @@ class BusinessCalendar:
         return [(dt.datetime.combine(day, a, self.zone), dt.datetime.combine(day, b, self.zone))
                 for a, b in self._ranges.get(day.weekday(), [])]
 
+    def _open_spans(self, day: dt.date) -> list[tuple[float, float]]:
+        """The day's working spans as Unix times: exact across a change of summer time."""
+        return [(a.timestamp(), b.timestamp()) for a, b in self._spans(day)]
+
+    def _days_from(self, ts: float) -> Iterator[dt.date]:
+        day = dt.datetime.fromtimestamp(ts, self.zone).date()
+        for offset in range(_HORIZON_DAYS):
+            yield day + dt.timedelta(days=offset)
+
+    def is_open(self, ts: float) -> bool:
+        """Is the team at work at ``ts``?"""
+        day = dt.datetime.fromtimestamp(ts, self.zone).date()
+        return any(a <= ts < b for a, b in self._open_spans(day))
+
+    def next_open(self, ts: float) -> float:
+        """``ts`` if the team works then, else the start of its next working span."""
+        for day in self._days_from(ts):
+            for a, b in self._open_spans(day):
+                if ts < b:
+                    return max(a, ts)
+        raise ValueError("the calendar has no working hours")
+
+    def add(self, start: float, duration: Duration) -> float:
+        """``start`` plus ``duration``: plain time as it is; business hours counted only
+        inside working spans; business days: the same local time N working days later,
+        moved to the next opening when the team does not work at that time."""
+        if duration.seconds:
+            return start + duration.seconds
+        if duration.business_days:
+            return self._add_days(start, duration.business_days)
+        remaining = duration.business_hours * 3600.0
+        for day in self._days_from(start):
+            for a, b in self._open_spans(day):
+                begin = max(a, start)
+                if begin >= b:
+                    continue
+                if remaining <= b - begin:
+                    return begin + remaining
+                remaining -= b - begin
+        raise ValueError("the calendar has no working hours")
+
+    def _add_days(self, start: float, days: int) -> float:
+        local = dt.datetime.fromtimestamp(start, self.zone)
+        counted = 0
+        for day in self._days_from(start):
+            if day == local.date() or not self.is_business_day(day):
+                continue
+            counted += 1
+            if counted == days:
+                # wall-clock time of that day (fold 0: the first of an hour seen twice)
+                target = dt.datetime.combine(day, local.time().replace(fold=0), self.zone)
+                return self.next_open(target.timestamp())
+        raise ValueError("the calendar has no business day")
+
     def add_business_hours(self, start: dt.datetime, hours: float) -> dt.datetime:
         """``start`` plus ``hours`` of working time (outside hours count from the next span)."""
-        remaining = dt.timedelta(hours=hours)
-        current = start.astimezone(self.zone)
-        for _ in range(3660):  # ten years of days: a calendar with no working day is an error
-            for span_start, span_end in self._spans(current.date()):
-                begin = max(span_start, current)
-                if begin >= span_end:
-                    continue
-                available = span_end - begin
-                if remaining <= available:
-                    return begin + remaining
-                remaining -= available
-            current = dt.datetime.combine(current.date() + dt.timedelta(days=1), dt.time(0),
-                                          self.zone)
-        raise ValueError("the calendar has no working hours")
+        end = self.add(start.timestamp(), Duration(business_hours=hours))
+        return dt.datetime.fromtimestamp(end, self.zone)
 
     def next_business_day_at(self, start: dt.datetime, at: dt.time) -> dt.datetime:
         """The first business day strictly after ``start``'s day, at ``at``."""

@@ -18,6 +18,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from email.header import Header as EmailHeader
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast, overload
 
 from mailflow.clock import SYSTEM_CLOCK, Clock
@@ -194,6 +195,32 @@ class Effects:
         message the client will send again leaves nothing half-done behind.
         """
         self.writes.append((op, undo))
+
+    def commit_ops(self, *, message: str | None, held: bool) -> list[WriteOp]:
+        """Everything asked for, as the operations of one store transaction: the writes,
+        the mail (``held`` until ``message`` is accepted downstream), the cancelled and
+        the new timers. The one way a message's or a timer's effects are committed."""
+        ops: list[WriteOp] = [op for op, _ in self.writes]
+        ops.extend(partial(_queue_mail, mail=m, message=message, held=held)
+                   for m in self.outgoing)
+        ops.extend(partial(_cancel_timers, kind=k, key=y) for k, y in self.cancelled_timers)
+        ops.extend(partial(_schedule_timer, timer=t, message=message, held=held)
+                   for t in self.timers)
+        return ops
+
+
+def _queue_mail(tx: Transaction, *, mail: OutgoingMail, message: str | None,
+                held: bool) -> None:
+    tx.queue_outbox(mail, message=message, held=held)
+
+
+def _cancel_timers(tx: Transaction, *, kind: str, key: str) -> None:
+    tx.cancel_timers(kind, key)
+
+
+def _schedule_timer(tx: Transaction, *, timer: Timer, message: str | None,
+                    held: bool) -> None:
+    tx.schedule_timer(timer, message=message, held=held)
 
 
 @dataclass(kw_only=True)

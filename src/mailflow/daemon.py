@@ -28,7 +28,7 @@ import uvloop
 from prometheus_client import CollectorRegistry
 
 from mailflow import sdnotify
-from mailflow.clock import SYSTEM_CLOCK, Clock
+from mailflow.clock import SYSTEM_CLOCK, Clock, daemon_clock
 from mailflow.config import ConfigError, Settings, load_settings
 from mailflow.host import DaemonHost
 from mailflow.listening import bind_socket, listen_error, tls_context
@@ -44,6 +44,7 @@ from mailflow.pipeline import Pipeline
 from mailflow.plugins import call_one
 from mailflow.relay import NextHopClient, next_hop_client
 from mailflow.runtime import Runtime, load_runtime
+from mailflow.scheduler import Scheduler
 from mailflow.session import SessionInfo
 from mailflow.smtp import Handler, MailflowSMTP
 from mailflow.smtp_sessions import SessionLimits
@@ -60,25 +61,29 @@ class Application:
 
     def __init__(self, settings: Settings,
                  reload_settings: Callable[[], Settings] | None = None,
-                 registry: CollectorRegistry | None = None, worker: int = 0) -> None:
+                 registry: CollectorRegistry | None = None, worker: int = 0,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
         self.worker = worker
         self._reload_settings = reload_settings
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.metric_factory = MetricFactory(self.registry)
-        self.runtime: Runtime = load_runtime(settings, self.metric_factory)
-        self.clock: Clock = SYSTEM_CLOCK
-        self.store: Store = open_store(settings.store_url)
+        self.clock: Clock = clock
+        self.runtime: Runtime = load_runtime(settings, self.metric_factory, clock)
+        self.store: Store = open_store(settings.store_url, clock=clock)
         self.host = DaemonHost(settings=settings, store=self.store, metrics=self.metric_factory,
                                rules=lambda: self.runtime.rules, clock=self.clock, worker=worker)
         hop = settings.effective_next_hop
         self.client: NextHopClient = next_hop_client(hop, settings.relay, settings.smtp.hostname)
         self.outbox = OutboxWorker(self.store, self.client, settings.outbox, self.metrics,
                                    self.clock)
+        self.scheduler = Scheduler(self.store, settings.scheduler, self.metrics,
+                                   lambda: self.runtime.timer_handlers, clock,
+                                   on_commit=self.outbox.wake)
         self.pipeline = Pipeline(settings, self.store, self.client, self.metrics,
                                  lambda: self.runtime.chain, lambda: self.runtime.rules,
-                                 self.outbox.wake)
+                                 self._released, clock)
         self.handler = Handler(settings, lambda: self.runtime.pm, lambda: self.runtime.rules,
                                self.pipeline, self.metrics,
                                lambda: self.runtime.plugin_options, self.host)
@@ -93,6 +98,11 @@ class Application:
         self._reloads: set[asyncio.Task[bool]] = set()
         self._reload_lock = asyncio.Lock()  # two quick SIGHUPs apply one after the other
         self.forward_signal: Callable[[int], None] | None = None
+
+    def _released(self) -> None:
+        """A message's mail and timers were let go: one may be due now."""
+        self.outbox.wake()
+        self.scheduler.wake()
 
     # -- health ----------------------------------------------------------------
 
@@ -140,11 +150,12 @@ class Application:
         sdnotify.reloading()
         try:
             settings = self._reload_settings() if self._reload_settings else self.settings
-            runtime = load_runtime(settings, self.metric_factory)
+            runtime = load_runtime(settings, self.metric_factory, self.clock)
         except ConfigError as exc:
             return self._reload_failed([str(p) for p in exc.problems])
         fixed = ("listen", "submission_listen", "store", "state_dir", "workers", "next_hop",
-                 "smtp", "relay", "metrics", "trusted_networks", "outbox", "log_level")
+                 "smtp", "relay", "metrics", "trusted_networks", "outbox", "scheduler",
+                 "test_clock", "log_level")
         changed = [k for k in fixed if getattr(settings, k) != getattr(self.settings, k)]
         if changed:
             log.warning("reload_needs_restart", settings=changed,
@@ -160,6 +171,7 @@ class Application:
         self.runtime = runtime
         for name in removed:
             await self._plugin_hook(old, "mailflow_shutdown", name)
+        self.scheduler.wake()  # timers of a kind the reload brought a handler for
         self.metrics.reloads.labels(result="ok").inc()
         log.info("reloaded", chain=list(runtime.chain.names), rules=str(runtime.rules.directory))
         sdnotify.notify("READY=1", "STATUS=configuration reloaded")
@@ -194,6 +206,7 @@ class Application:
             sock=listening, backlog=self.settings.smtp.backlog)
             for listening, kind in ((sock, False), (submission, True)) if listening is not None]
         self._tasks = [loop.create_task(self.outbox.run(), name="outbox"),
+                       loop.create_task(self.scheduler.run(), name="scheduler"),
                        loop.create_task(self._watch_store(), name="store-health")]
         interval = sdnotify.watchdog_interval()
         if interval:
@@ -272,9 +285,10 @@ def _die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def _prepare_store(settings: Settings, schemas: Sequence[Schema]) -> None:
+async def _prepare_store(settings: Settings, schemas: Sequence[Schema],
+                         clock: Clock = SYSTEM_CLOCK) -> None:
     """Migrate, and recover from a crash, once, before the workers start."""
-    store = open_store(settings.store_url)
+    store = open_store(settings.store_url, clock=clock)
     await store.open(schemas)
     try:
         abandoned = await store.recover()
@@ -297,19 +311,21 @@ def describe_startup(settings: Settings) -> str:
             f"store {settings.store_url}; rules {Path(settings.rules).resolve()}{metrics}")
 
 
-def run(config: str | None, overrides: dict[str, Any]) -> int:
+def run(config: str | None, overrides: dict[str, Any], *,
+        allow_test_clock: bool = False) -> int:
     """``mailflow serve``: load, bind, fork workers if asked, serve until told to stop."""
     # SIGHUP's default action kills the process: until the event loop installs the reload
     # handler, a reload asked for early (the port is already open) must not stop the daemon.
     # Ignoring it is safe: configuration and rules are read after this line.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = load_settings(config, overrides)
-    runtime = load_runtime(settings)  # refuse to start on a bad configuration, before binding
+    clock = daemon_clock(settings.test_clock, allow_test_clock)
+    runtime = load_runtime(settings, clock=clock)  # refuse a bad configuration before binding
 
     def reread() -> Settings:
         return load_settings(config, overrides)
 
-    asyncio.run(_prepare_store(settings, runtime.schemas))  # once, before workers race for it
+    asyncio.run(_prepare_store(settings, runtime.schemas, clock))  # once, before the workers
     sock = bind_socket(settings)
     submission = (bind_socket(settings, listen=settings.submission_listen,
                               purpose="submission")
@@ -330,7 +346,7 @@ def run(config: str | None, overrides: dict[str, Any]) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
-    app = Application(settings, reread, worker=worker)
+    app = Application(settings, reread, worker=worker, clock=clock)
     http = None
     if worker == 0 and metrics_address:
         try:

@@ -3,16 +3,25 @@
 mailflow sees all of a company's mail, but only the service's part is its
 business. In this order:
 
-1. ``reply``: one of ours (an agent or team member the rules know, by
+1. ``reply``, an expert's answer: mail to a per-forward reply address
+   (``experts+<case>.<token>@``, see :mod:`mailflow.escalation.tokens`) whose
+   token the store knows and has not expired, from any network (a valid token
+   is proof enough), automatic or not (the ``escalate`` stage records an
+   expert's out-of-office without taking it for an answer). ``decide`` stays
+   pure: the caller looks the tokens up first (:func:`reply_tokens`, then
+   ``escalation.tokens.verified``) and passes the valid ones; with a wrong or
+   expired token, the reply address is a service mailbox like any other: the
+   message is inbound (a case, routing, an acknowledgement).
+2. ``reply``: one of ours (an agent or team member the rules know, by
    envelope sender or From; ``From: sav@`` is a reply of that team) writing
    from where agents write: a trusted network (the original client, as
    XFORWARD tells) or the submission listener. Automatic mail (an agent's
    out-of-office) is never a reply. The ``replies`` stage then joins its
    case; a reply that matches none is passed through.
-2. ``inbound``: any other message with a service mailbox among its
+3. ``inbound``: any other message with a service mailbox among its
    recipients, whatever the network.
-3. ``internal``: from a local-domain sender to local recipients only.
-4. ``passthrough``: everything else: relayed as received, no case, no
+4. ``internal``: from a local-domain sender to local recipients only.
+5. ``passthrough``: everything else: relayed as received, no case, no
    acknowledgement, addresses neither stored nor logged.
 
 Who is ours comes from the stages (route's teams and members, through
@@ -23,7 +32,7 @@ at all keep the older behaviour: all mail for a local domain is inbound.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from mailflow.autoreply import robot_message, robot_sender
@@ -34,6 +43,22 @@ from mailflow.values import Direction
 SERVICE_DIRECTIONS = frozenset({Direction.INBOUND, Direction.REPLY})
 #: Postfix's ``smtpd_sasl_authenticated_header = yes`` writes this in its Received header.
 _AUTHENTICATED = re.compile(r"\(Authenticated sender:\s*([^)\s]+)\s*\)", re.IGNORECASE)
+#: the part after the ``+`` of a reply address: ``<case>.<token>``
+_TOKEN_SUFFIX = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)\.([a-z0-9]{16,64})", re.IGNORECASE)
+#: (case number, token) named by a reply address
+Token = tuple[str, str]
+
+
+def token_address(address: str, bases: Collection[str]) -> Token | None:
+    """``experts+CASE.TOKEN@example.com`` → ``("CASE", "token")`` when ``experts@example.com``
+    is among ``bases`` (lower-case); None for any other address. Only the shape is
+    checked here: whether the token is real is the store's to say."""
+    local, at, domain = address.strip().rpartition("@")
+    base, plus, suffix = local.partition("+")
+    if not (at and plus) or f"{base}@{domain}".lower() not in bases:
+        return None
+    found = _TOKEN_SUFFIX.fullmatch(suffix)
+    return (found.group(1).upper(), found.group(2).lower()) if found else None
 
 
 @dataclass(frozen=True)
@@ -46,6 +71,8 @@ class ScopePart:
     agents: Mapping[str, str] = field(default_factory=dict)
     #: addresses outside the local domains that are ours all the same (an outsourced team)
     insiders: frozenset[str] = frozenset()
+    #: base addresses (``experts@example.com``) whose ``+CASE.TOKEN`` forms are reply addresses
+    reply_addresses: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -56,18 +83,21 @@ class Scope:
     service_mailboxes: Mapping[str, str] = field(default_factory=dict)
     agents: Mapping[str, str] = field(default_factory=dict)
     insiders: frozenset[str] = frozenset()
+    reply_addresses: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, local_domains: Iterable[str], parts: Iterable[ScopePart]) -> Scope:
         mailboxes: dict[str, str] = {}
         agents: dict[str, str] = {}
         insiders: set[str] = set()
+        bases: set[str] = set()
         for part in parts:
             mailboxes.update({k.lower(): v for k, v in part.service_mailboxes.items()})
             agents.update({k.lower(): v for k, v in part.agents.items()})
             insiders.update(a.lower() for a in part.insiders)
+            bases.update(a.lower() for a in part.reply_addresses)
         return cls(frozenset(d.lower().rstrip(".") for d in local_domains), mailboxes, agents,
-                   frozenset(insiders))
+                   frozenset(insiders), frozenset(bases))
 
     def is_local(self, address: str) -> bool:
         _, at, domain = address.rpartition("@")
@@ -80,7 +110,15 @@ class Scope:
     def is_service_mailbox(self, address: str) -> bool:
         if not self.service_mailboxes:  # none declared: every local address is the service's
             return self.is_local(address)
-        return address.lower() in self.service_mailboxes
+        return address.lower() in self.service_mailboxes or self.is_reply_address(address)
+
+    def is_reply_address(self, address: str) -> bool:
+        """A reply base (``experts@``) or any ``+`` form of it, whatever its token: mail
+        to one is the service's (an unverified token makes it customer mail)."""
+        if not self.reply_addresses:
+            return False
+        local, at, domain = address.rpartition("@")
+        return bool(at) and f"{local.partition('+')[0]}@{domain}".lower() in self.reply_addresses
 
     def agent_by_login(self, login: str) -> str | None:
         """The agent behind an authenticated login (a full address, or its local part)."""
@@ -140,9 +178,26 @@ def _reply_author(message: Message, scope: Scope) -> tuple[str, str] | None:
     return None
 
 
-def decide(message: Message, scope: Scope, source: Source) -> Judgement:
-    """The direction of ``message``, in the order described above."""
+def reply_tokens(message: Message, scope: Scope) -> list[Token]:
+    """The (case, token) pairs the envelope recipients name through a reply address: the
+    ones the caller asks the store about before :func:`decide`."""
+    if not scope.reply_addresses:
+        return []
+    found = (token_address(r, scope.reply_addresses) for r in message.envelope.rcpt_to)
+    return list(dict.fromkeys(t for t in found if t is not None))
+
+
+def decide(message: Message, scope: Scope, source: Source,
+           valid_tokens: Collection[Token] = ()) -> Judgement:
+    """The direction of ``message``, in the order described above; ``valid_tokens``: the
+    reply-address tokens the store confirmed (an expert's answer, from any network)."""
     envelope = message.envelope
+    for token in reply_tokens(message, scope) if valid_tokens else ():
+        if token in valid_tokens:
+            authors = message.addresses("From")
+            expert = (envelope.mail_from or (authors[0] if authors else "")).lower()
+            return Judgement(Direction.REPLY, f"to the reply address of case {token[0]}"
+                             " (valid token: an expert's answer)", expert or None, "experts")
     if source.agents_write_from_here and envelope.mail_from:
         author = _reply_author(message, scope)
         if author is not None:
@@ -153,8 +208,10 @@ def decide(message: Message, scope: Scope, source: Source) -> Judgement:
     for rcpt in envelope.rcpt_to:
         if scope.is_service_mailbox(rcpt):
             mailbox = rcpt.lower()
-            return Judgement(Direction.INBOUND, f"for service mailbox {mailbox}",
-                             mailbox=mailbox)
+            why = (f"for reply address {mailbox} with no valid token: customer mail"
+                   if mailbox not in scope.service_mailboxes and scope.is_reply_address(rcpt)
+                   else f"for service mailbox {mailbox}")
+            return Judgement(Direction.INBOUND, why, mailbox=mailbox)
     if envelope.mail_from and scope.is_local(envelope.mail_from) and all(
             scope.is_local(r) for r in envelope.rcpt_to):
         return Judgement(Direction.INTERNAL, "local sender, local recipients only")

@@ -65,6 +65,20 @@ class Metrics:
         self.outbox_pending = Gauge("mailflow_outbox_pending",
                                     "Outbox rows waiting to be sent", registry=r,
                                     multiprocess_mode="livemax")
+        self.timers_fired = Counter("mailflow_timers_fired_total",
+                                    "Timers whose handler ran and whose effects committed",
+                                    ["kind"], registry=r)
+        self.timer_failures = Counter("mailflow_timer_failures_total",
+                                      "Timer handler runs that failed (nothing committed)",
+                                      ["kind"], registry=r)
+        self.timers_due = Gauge("mailflow_timers_due", "Active timers due now, not yet fired",
+                                registry=r, multiprocess_mode="livemax")
+        self.scheduler_lag = Gauge("mailflow_scheduler_lag_seconds",
+                                   "How long the oldest due timer with a handler has waited"
+                                   " to fire", registry=r, multiprocess_mode="livemax")
+        self.timers_unhandled = Gauge("mailflow_timers_unhandled",
+                                      "Due timers of a kind no plugin handles (left active)",
+                                      registry=r, multiprocess_mode="livemax")
         self.store_errors = Counter("mailflow_store_errors_total",
                                     "Store operations that failed", registry=r)
         self.reloads = Counter("mailflow_config_reloads_total",

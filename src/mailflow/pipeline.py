@@ -29,6 +29,7 @@ from mailflow.chain import Chain, describe
 from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.context import MessageContext
 from mailflow.direction import SERVICE_DIRECTIONS
+from mailflow.escalation import tokens as reply_tokens
 from mailflow.message import Envelope
 from mailflow.metrics import Metrics
 from mailflow.outbox import STALE_PENDING_SECONDS
@@ -92,8 +93,12 @@ class Pipeline:
             return Outcome(prepared.refusal, "reject")
         assert prepared.message is not None  # not refused: parsed
         chain = self._chain_of()
+        # an expert's answer is known by its reply address's token: asked of the store
+        # here, so that decide() stays pure
+        valid = await reply_tokens.verified(prepared.message, chain.scope, self.store,
+                                            self.clock.now())
         judged = direction.decide(prepared.message, chain.scope,
-                                  direction.Source(trusted, submission))
+                                  direction.Source(trusted, submission), valid)
         ctx = MessageContext(message=prepared.message, queue_id=queue_id,
                              recipients=list(envelope.rcpt_to), store=self.store,
                              trusted=trusted, clock=self.clock, direction=judged.direction,
@@ -221,13 +226,7 @@ class Pipeline:
             ctx.queue_id, message_id=message.message_id,
             mail_from=message.envelope.mail_from, rcpt_to=ctx.recipients, state=state,
             verdict=ctx.verdict.value, received_at=ctx.received_at, details=details)]
-        ops.extend(op for op, _ in ctx.writes)
-        ops.extend(functools.partial(Transaction.queue_outbox, mail=m, message=ctx.queue_id,
-                                     held=held) for m in ctx.outgoing)
-        ops.extend(functools.partial(Transaction.cancel_timers, kind=k, key=y)
-                   for k, y in ctx.cancelled_timers)
-        ops.extend(functools.partial(Transaction.schedule_timer, timer=t, message=ctx.queue_id,
-                                     held=held) for t in ctx.timers)
+        ops.extend(ctx.commit_ops(message=ctx.queue_id, held=held))
         return ops
 
     async def _release(self, ctx: MessageContext, sent: list[Sent]) -> None:

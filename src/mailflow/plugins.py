@@ -35,6 +35,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "mailflow.stages.deduplicate",
     "mailflow.stages.prioritise",
     "mailflow.stages.route",
+    "mailflow.stages.sla",
+    "mailflow.stages.escalate",
     "mailflow.stages.acknowledge",
     "mailflow.stages.replies",
     "mailflow.stages.headers",

@@ -1,7 +1,8 @@
 """Who is at work now: team members, their schedules, and who said they are away.
 
-Routing chooses among the members present; escalation will choose experts the
-same way. Presence is the member's optional weekly ``schedule`` (ranges like
+Routing chooses among the members present, and escalation chooses experts the
+same way (:func:`present_members`, then :func:`take_turn` for a round robin).
+Presence is the member's optional weekly ``schedule`` (ranges like
 ``"09:00-12:30"``, in the team's time zone) and the ``away`` status set with
 ``mailflow agents set NAME away`` (stored in the ``agents`` table).
 """
@@ -9,13 +10,17 @@ same way. Presence is the member's optional weekly ``schedule`` (ranges like
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import field_validator
 
 from mailflow.business_hours import WEEKDAYS
 from mailflow.config import Model, TimeRange
 from mailflow.config.types import parse_time_range
+
+if TYPE_CHECKING:
+    from mailflow.context import MessageContext
 
 
 class Member(Model):
@@ -70,3 +75,11 @@ def is_present(address: str, members: Iterable[Member], away: set[str],
         if member.address == address:
             return member.present(away, now)
     return address.partition("@")[0] not in away
+
+
+async def take_turn(ctx: MessageContext, sequence: str, people: Sequence[str]) -> str:
+    """The next of ``people`` in a round robin kept in the store's sequence ``sequence``.
+    A dry run only peeks; a message refused downstream gives its turn back, so its retry
+    goes to the same person."""
+    turn = await ctx.next_value(sequence, give_back=True)
+    return people[(turn - 1) % len(people)]

@@ -1,13 +1,15 @@
 """The rules folder: the YAML that teams edit, kept apart from the daemon's settings.
 
 Every ``*.yaml`` file in the folder is read; their top-level keys are merged.
-Core keys are ``local_domains`` and ``chain``; every other top-level key is the
+Core keys are ``local_domains``, ``own_addresses``, ``chain`` and
+``calendars`` (the business calendars every stage shares); every other top-level key is the
 section of the stage (or plugin) of that name, validated later by the stage
 that owns it, so a typo is reported at ``file:line:column``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +17,11 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap
 
-from mailflow.config import ConfigError, Problem, load_yaml, position
+from mailflow.business_hours import CalendarOptions
+from mailflow.calendars import DEFAULT, Calendars, CalendarsSection
+from mailflow.config import ConfigError, Problem, load_yaml, position, validate
 
-CORE_KEYS = ("local_domains", "chain", "own_addresses")
+CORE_KEYS = ("local_domains", "chain", "own_addresses", "calendars")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class RuleSet:
     chain: tuple[str, ...]
     chain_section: Section | None
     sections: Mapping[str, Section] = field(default_factory=dict)
+    calendars: Calendars = field(default_factory=Calendars)
 
     def section(self, name: str) -> Section | None:
         return self.sections.get(name)
@@ -104,6 +109,7 @@ def load_rules(directory: str | Path) -> RuleSet:
                 continue
             sections[key] = Section(key, tree[key], str(file), tree, line, col)
     domains, own, chain = _core(sections, problems)
+    calendars = _calendars(sections, problems)
     if problems:
         raise ConfigError(problems)
     return RuleSet(
@@ -113,7 +119,32 @@ def load_rules(directory: str | Path) -> RuleSet:
         chain=chain,
         chain_section=sections.get("chain"),
         sections={k: v for k, v in sections.items() if k not in CORE_KEYS},
+        calendars=calendars,
     )
+
+
+def _calendars(sections: Mapping[str, Section], problems: list[Problem]) -> Calendars:
+    """The ``calendars:`` section, validated now; without a ``default`` calendar, the
+    deprecated inline ``acknowledge.calendar`` mapping stands for it."""
+    options: dict[str, CalendarOptions] = {}
+    section = sections.get("calendars")
+    if section is not None:
+        try:
+            options = dict(validate(CalendarsSection, section.data, section.file,
+                                    section.tree, prefix=("calendars",)).root)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    ack = sections.get("acknowledge")
+    legacy = ack.data.get("calendar") if ack is not None and isinstance(
+        ack.data, Mapping) else None
+    if DEFAULT not in options and isinstance(legacy, Mapping):
+        with contextlib.suppress(ValueError):  # the acknowledge stage reports its errors
+            options[DEFAULT] = CalendarOptions.model_validate(legacy)
+    try:
+        return Calendars(options)
+    except ValueError as exc:  # a calendar the holidays package cannot build
+        problems.append(Problem(section.file if section else "calendars", 0, 0, str(exc)))
+        return Calendars()
 
 
 def _string_list(section: Section | None, problems: list[Problem], what: str) -> tuple[str, ...]:

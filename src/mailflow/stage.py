@@ -34,6 +34,7 @@ from mailflow.direction import ScopePart
 from mailflow.values import CaseStatus, Direction, OutgoingMail, Timer, Verdict
 
 if TYPE_CHECKING:
+    from mailflow.calendars import Calendars
     from mailflow.config import Settings
     from mailflow.metrics import MetricFactory
     from mailflow.rules import RuleSet
@@ -76,6 +77,11 @@ class StageEnv:
     #: every stage's keywords in one automaton: each message's text is scanned once
     terms: TermIndex = field(default_factory=lambda: _term_index())
     clock: Clock = SYSTEM_CLOCK
+
+    @property
+    def calendars(self) -> Calendars:
+        """The rules' business calendars (``calendars:``): ``.get(name)``, ``.default``."""
+        return self.rules.calendars
 
 
 class Stage(Generic[OptionsT]):

@@ -163,8 +163,8 @@ def flow(daemon_factory: Any, sink: Sink, tmp_path: Path) -> Flow:
 
 
 def calendar() -> BusinessCalendar:
-    data = YAML(typ="safe").load((RULES / "acknowledge.yaml").read_text(encoding="utf-8"))
-    return BusinessCalendar(CalendarOptions.model_validate(data["acknowledge"]["calendar"]))
+    data = YAML(typ="safe").load((RULES / "calendars.yaml").read_text(encoding="utf-8"))
+    return BusinessCalendar(CalendarOptions.model_validate(data["calendars"]["default"]))
 
 
 def promised_texts(before: float, after: float, language: str) -> set[str]:

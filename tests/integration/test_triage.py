@@ -30,7 +30,7 @@ ALICE, BRUNO, CHLOE = ("alice.moreau@example.com", "bruno.petit@example.com",
                        "chloe.roger@example.com")
 DAVID = "david.simon@example.com"
 CAROLE = "carole.martin@example.com"  # account manager of @grande-entreprise-exemple.com
-DURAND = "maitre.durand@example.com"  # the legal team's one member
+LEA_LEGAL = "lea.garnier@example.com"  # the legal team's agent (the lawyer is an expert)
 
 
 # ---------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_account_manager_routing(triage: Daemon, sink: Sink) -> None:
     assert got.score == 8 + 3  # 'litige' in the text, and the customer's domain
     other = "achats@petite-exemple.fr"
     got = send(triage, sink, mail(2, sender=other, body=body), other, ["sav@example.com"])
-    assert (got.route, got.assignee, got.rcpt_tos) == ("legal", DURAND, [DURAND])
+    assert (got.route, got.assignee, got.rcpt_tos) == ("legal", LEA_LEGAL, [LEA_LEGAL])
     # through the web form: the customer named in it counts, not the web server
     form = mail(3, sender="web@example.com", to="contact@example.com",
                 headers="Reply-To: dsi@grande-entreprise-exemple.com\r\n",

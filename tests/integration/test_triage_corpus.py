@@ -22,7 +22,7 @@ from test_triage import (
     CAROLE,
     CHLOE,
     DAVID,
-    DURAND,
+    LEA_LEGAL,
     Relayed,
     crlf,
     level_of,
@@ -57,7 +57,7 @@ EXPECT: dict[str, Want] = {
     "fr_question_sav.eml": Want(("normal",), "sav", ALICE),  # turn 1
     "fr_subject_latin1_encoded.eml": Want(("normal",), "accueil", None,
                                           ("contact@example.com",)),
-    "fr_litige_urgent.eml": Want(("urgent",), "legal", DURAND),  # 'urgent' + 'litige'
+    "fr_litige_urgent.eml": Want(("urgent",), "legal", LEA_LEGAL),  # 'urgent' + 'litige'
     "fr_html_only_accident.eml": Want(("high", "urgent"), "sav", BRUNO),  # turn 2
     "fr_cp1252_base64_devis_signe.eml": Want(("high", "urgent"), "sales", DAVID),
     "en_question.eml": Want(("normal",), "support", None, ("support@example.com",)),
@@ -73,7 +73,7 @@ EXPECT: dict[str, Want] = {
     "fr_attachment_pdf.eml": Want(("normal",), "sav", BRUNO),  # turn 5
     "duplicate_copy_a.eml": Want(("normal",), "sav", CHLOE),  # turn 6
     "duplicate_copy_b.eml": Want(("normal",), "sav", CHLOE),  # the copy: its case's person
-    "fr_juridique_expert.eml": Want(("urgent",), "legal", DURAND),
+    "fr_juridique_expert.eml": Want(("urgent",), "legal", LEA_LEGAL),
     "fr_client_mecontent.eml": Want(("high", "urgent"), "sav", ALICE),  # turn 7
     "long_header.eml": Want(("normal",), "sav", BRUNO),  # turn 8
     "broken_mime.eml": Want(("normal",), "sav", CHLOE),  # turn 9
@@ -212,7 +212,7 @@ def test_try_json_names_the_matched_rules(corpus: CorpusRun) -> None:
     assert any(key.endswith("(subject)") for key in matched)
     assert notes["prioritise"]["score"] == 2 * 6 + 2 * 8  # both in the Subject, once each
     assert notes["route"]["because"] == "rule legal"
-    assert notes["route"]["assignee"] == DURAND
+    assert notes["route"]["assignee"] == LEA_LEGAL
     ooo = {d["stage"]: d["notes"] for d in run_try(corpus, "ooo_auto_replied.eml")["decisions"]}
     assert ooo["prioritise"]["matched"]["bulk, list or automatic mail"] == -20
     assert ooo["prioritise"]["level"] == "low"

@@ -154,8 +154,8 @@ def test_no_fingerprint_without_text() -> None:
 
 
 def shipped_calendar() -> BusinessCalendar:
-    data = YAML(typ="safe").load((RULES / "acknowledge.yaml").read_text(encoding="utf-8"))
-    return BusinessCalendar(CalendarOptions.model_validate(data["acknowledge"]["calendar"]))
+    data = YAML(typ="safe").load((RULES / "calendars.yaml").read_text(encoding="utf-8"))
+    return BusinessCalendar(CalendarOptions.model_validate(data["calendars"]["default"]))
 
 
 def plain_calendar(**extra: object) -> BusinessCalendar:

@@ -33,7 +33,7 @@ def test_check_passes_a_good_template(tmp_path: Path) -> None:
     rules = rules_with_template(tmp_path, TEMPLATE)
     code, out, err = check(tmp_path, "--rules", str(rules))
     assert code == 0, err
-    assert "chain: number, deduplicate, prioritise, route, acknowledge" in out
+    assert "chain: number, deduplicate, prioritise, route, sla, escalate, acknowledge" in out
 
 
 def test_check_refuses_a_template_field_typo_at_file_line_column(tmp_path: Path) -> None:

@@ -141,16 +141,17 @@ def test_paths_in_a_configuration_file_are_relative_to_it(tmp_path: Path, cwd: P
 
 
 def with_calendar_zone(checkout: Path, zone: str | None) -> None:
-    """The checkout's rules with the acknowledge calendar in ``zone`` (None: no
-    acknowledge section at all)."""
-    path = checkout / "rules" / "acknowledge.yaml"
+    """The checkout's rules with the default calendar in ``zone`` (None: no calendars
+    and no acknowledge section at all)."""
+    path = checkout / "rules" / "calendars.yaml"
     if zone is None:
         path.unlink()
+        (checkout / "rules" / "acknowledge.yaml").unlink()
         (checkout / "rules" / "chain.yaml").write_text("chain: [number]\n", encoding="utf-8")
         return
     yaml = YAML()
     data = yaml.load(path.read_text(encoding="utf-8"))
-    data["acknowledge"]["calendar"]["timezone"] = zone
+    data["calendars"]["default"]["timezone"] = zone
     with open(path, "w", encoding="utf-8") as fh:
         yaml.dump(data, fh)
 

@@ -77,7 +77,10 @@ class Gate:
 # -- migrations ----------------------------------------------------------------------
 
 
-LATEST = {"core": 1, "cases": 1, "acknowledge": 1, "agents": 1}
+#: each built-in owner at its latest version (core 2: the scheduler's retry columns)
+LATEST = {"core": 2, "cases": 1, "acknowledge": 1, "agents": 1,
+          **{s.owner: s.version for s in builtin_schemas()
+             if s.owner not in ("core", "cases", "acknowledge", "agents")}}
 
 
 async def test_new_store_is_migrated_to_the_latest_version(store: SqliteStore,

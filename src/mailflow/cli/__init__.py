@@ -1,4 +1,4 @@
-"""``mailflow serve | check | try | cases | agents | version``.
+"""``mailflow serve | check | try | cases | agents | timers | version``.
 
 Each command is one module of this package with a ``run(args) -> int``,
 imported only when it runs: ``serve`` must choose how metrics are stored
@@ -21,12 +21,12 @@ from mailflow.config import ConfigError
 from mailflow.logs import configure
 from mailflow.store import StoreUnavailable
 
-DESCRIPTION = "``mailflow serve | check | try | cases | agents | version``."
+DESCRIPTION = "``mailflow serve | check | try | cases | agents | timers | version``."
 #: the module of each command, in this package
 COMMANDS = {"serve": "serve", "check": "check", "try": "try_message", "cases": "cases",
-            "agents": "agents"}
+            "agents": "agents", "timers": "timers"}
 #: commands whose output is the answer: their logs stay quiet unless asked
-QUIET = frozenset({"check", "try", "cases", "agents"})
+QUIET = frozenset({"check", "try", "cases", "agents", "timers"})
 #: the exit status of a process killed by SIGPIPE, as a shell reports it
 BROKEN_PIPE = 128 + 13
 
@@ -72,15 +72,31 @@ def _add_agents(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     agents.add_argument("status", nargs="?", choices=["away", "present"], help="(set)")
 
 
+def _add_timers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    timers = sub.add_parser("timers", help="list or cancel the follow-ups waiting to fire")
+    add_common(timers)
+    timers.add_argument("action", choices=["list", "cancel"])
+    timers.add_argument("id", nargs="?", type=int, help="timer id (cancel)")
+    timers.add_argument("--case", metavar="N", help="only this case's timers")
+    timers.add_argument("--kind", metavar="K", help="only timers of this kind")
+    timers.add_argument("--all", action="store_true",
+                        help="list done, cancelled and failed timers too")
+    timers.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailflow", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"mailflow {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    add_common(sub.add_parser("serve", help="run the SMTP daemon"))
+    serve = sub.add_parser("serve", help="run the SMTP daemon")
+    add_common(serve)
+    serve.add_argument("--allow-test-clock", action="store_true",
+                       help="let the test_clock setting replace the system's time (tests only)")
     add_common(sub.add_parser("check", help="validate configuration, rules and plugins"))
     _add_try(sub)
     _add_cases(sub)
     _add_agents(sub)
+    _add_timers(sub)
     sub.add_parser("version", help="print the version")
     return parser
 

@@ -1,8 +1,9 @@
 """``mailflow cases list | show | close | reopen``: what the team needs about cases.
 
-Times are shown in the zone of the rules' business calendar (the
-``acknowledge`` section's ``calendar.timezone``: the zone the customer's
-promise was made in), else in the system's, always with the zone's name.
+Times are shown in the zone of the rules' default business calendar
+(``calendars: default``: the zone the customer's promise was made in), else
+in the system's, always with the zone's name. ``show`` lists each SLA
+deadline and whether it was met; ``close`` also cancels the case's timers.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime
 from functools import partial
 from zoneinfo import ZoneInfo
 
-from mailflow import cases
-from mailflow.business_hours import CalendarOptions
+from mailflow import cases, deadlines
 from mailflow.cli.options import existing_store_url, settings_from
 from mailflow.config import ConfigError, Settings
 from mailflow.rules import load_rules
@@ -29,19 +28,13 @@ READ_ONLY = frozenset({"list", "show"})
 
 
 def calendar_zone(settings: Settings) -> ZoneInfo | None:
-    """The business calendar's zone from the rules; None (the system's) without one."""
+    """The default business calendar's zone from the rules; None (the system's) when the
+    rules do not load or name no calendar."""
     try:
-        section = load_rules(settings.rules).section("acknowledge")
+        calendars = load_rules(settings.rules).calendars
+        return calendars.default.zone if calendars.configured else None
     except ConfigError:
         return None  # `mailflow check` says what is wrong; the cases are still worth seeing
-    if section is None:
-        return None
-    calendar = section.data.get("calendar") if isinstance(section.data, Mapping) else None
-    name = calendar.get("timezone") if isinstance(calendar, Mapping) else None
-    try:
-        return ZoneInfo(str(name or CalendarOptions.model_fields["timezone"].default))
-    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
-        return None
 
 
 def when(ts: float, zone: ZoneInfo | None) -> str:
@@ -52,9 +45,11 @@ def when(ts: float, zone: ZoneInfo | None) -> str:
 
 #: each message of a case: which way it went, and who wrote it
 _DIRECTION_OF_ROLE = {"customer": "inbound", "duplicate": "inbound", "agent": "reply",
-                      "ack": "outgoing"}
+                      "ack": "outgoing", "escalation": "outgoing", "expert": "reply",
+                      "expert-auto": "reply"}
 _AUTHOR_OF_ROLE = {"customer": "customer", "duplicate": "customer", "agent": "agent",
-                   "ack": "mailflow"}
+                   "ack": "mailflow", "escalation": "mailflow", "expert": "expert",
+                   "expert-auto": "expert (automatic)"}
 
 
 def _history(tx: Transaction, number: str, zone: ZoneInfo | None) -> list[dict[str, object]]:
@@ -88,8 +83,23 @@ async def _list(store: Store, zone: ZoneInfo | None, status: str | None, limit: 
     return 0
 
 
+_DEADLINE_LABELS: dict[str, str] = {deadlines.FIRST_RESPONSE: "first response",
+                                   deadlines.UPDATE: "update"}
+
+
+def deadline_line(deadline: deadlines.Deadline, zone: ZoneInfo | None) -> str:
+    """``first response due 2026-11-23 12:00 CET: met (2026-11-23 10:12 CET)``."""
+    state = deadline.state
+    label = _DEADLINE_LABELS.get(deadline.kind, deadline.kind)
+    detail = (f" ({when(deadline.met_at, zone)})" if deadline.met_at is not None
+              else f" ({when(deadline.cancelled_at, zone)})"
+              if deadline.cancelled_at is not None else "")
+    return f"{label} due {when(deadline.due, zone)}: {state}{detail}"
+
+
 def _show_lines(row: cases.CaseRow, answered_at: float | None,
-                zone: ZoneInfo | None) -> list[str]:
+                zone: ZoneInfo | None,
+                due: list[deadlines.Deadline] | None = None) -> list[str]:
     """The case, one ``label value`` line each; times local, with their zone."""
     fields: list[tuple[str, object]] = [
         (key, value) for key, value in asdict(row).items()
@@ -101,17 +111,20 @@ def _show_lines(row: cases.CaseRow, answered_at: float | None,
          else "- (no acknowledgement sent)"),
         ("first reply", _first_response(row, answered_at, zone)),
     ]
+    fields += [("deadline", deadline_line(d, zone)) for d in due or ()]
     return [f"{key:<12} {'-' if value is None else value}" for key, value in fields]
 
 
 async def _show(store: Store, zone: ZoneInfo | None, row: cases.CaseRow, as_json: bool) -> int:
     history = await store.run_read(partial(_history, number=row.number, zone=zone))
     answered_at = await store.run_read(partial(cases.first_response_at, number=row.number))
+    due = await store.run_read(partial(deadlines.deadlines_of, number=row.number))
     if as_json:
         print(json.dumps({**asdict(row), "first_response_at": answered_at,
+                          "deadlines": [{**asdict(d), "state": d.state} for d in due],
                           "messages": history}, ensure_ascii=False, indent=2))
         return 0
-    print("\n".join(_show_lines(row, answered_at, zone)))
+    print("\n".join(_show_lines(row, answered_at, zone, due)))
     for item in history:
         print(f"  {item['at']}  {item['direction']:<8} {item['author']:<8} "
               f"{item['sender']:<32} <{item['message_id']}>")
@@ -128,7 +141,12 @@ async def _act(store: Store, zone: ZoneInfo | None, action: str, number: str,
     if action == "show":
         return await _show(store, zone, row, as_json)
     new_status = "closed" if action == "close" else "open"
-    await store.run_write(partial(cases.update_case, number=row.number, status=new_status))
+
+    def change(tx: Transaction) -> None:
+        cases.update_case(tx, row.number, status=new_status)
+        if new_status == "closed":  # a case closed by hand: nothing follows it up
+            deadlines.cancel_case(tx, number=row.number, at=tx.now())
+    await store.run_write(change)
     print(f"{row.number} {new_status}")
     return 0
 

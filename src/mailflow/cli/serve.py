@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from mailflow.cli.options import overrides_from, settings_from
+from mailflow.cli.options import CliError, overrides_from, settings_from
+from mailflow.clock import TEST_CLOCK_REFUSED, TestClockRefused
 from mailflow.logs import configure
 
 
@@ -27,8 +28,14 @@ def share_metrics(directory: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     configure(settings.log_level)  # the file's log_level, or --log-level
+    allow_test_clock = bool(getattr(args, "allow_test_clock", False))
+    if settings.test_clock is not None and not allow_test_clock:
+        raise CliError(TEST_CLOCK_REFUSED, code=2)  # before anything binds or forks
     if settings.workers > 1:
         share_metrics(settings.state_path / "metrics")
     from mailflow.daemon import run as run_daemon
 
-    return run_daemon(args.config, overrides_from(args))
+    try:
+        return run_daemon(args.config, overrides_from(args), allow_test_clock=allow_test_clock)
+    except TestClockRefused as exc:  # the file is missing or holds no time
+        raise CliError(str(exc), code=2) from None

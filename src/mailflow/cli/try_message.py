@@ -13,6 +13,7 @@ import asyncio
 import json
 import sys
 import tempfile
+from collections.abc import Collection
 from dataclasses import asdict, replace
 from email.utils import getaddresses
 from pathlib import Path
@@ -21,8 +22,10 @@ from typing import Any
 from mailflow import direction, intake
 from mailflow.chain import describe
 from mailflow.cli.options import settings_from, sqlite_path
+from mailflow.clock import SYSTEM_CLOCK
 from mailflow.config import Settings
 from mailflow.context import MessageContext
+from mailflow.escalation import tokens
 from mailflow.message import Envelope, Message
 from mailflow.runtime import Runtime, load_runtime
 from mailflow.session import SessionInfo
@@ -74,6 +77,21 @@ async def _run_chain(runtime: Runtime, settings: Settings, ctx: MessageContext) 
             await store.close()
 
 
+async def _valid_tokens(settings: Settings, message: Message,
+                        runtime: Runtime) -> Collection[direction.Token]:
+    """The reply-address tokens the daemon's store confirms (an expert's answer), as the
+    daemon checks them before deciding the direction; none without a store yet."""
+    scope = runtime.chain.scope
+    if not direction.reply_tokens(message, scope) or _missing_sqlite(settings.store_url):
+        return ()
+    store = open_store(settings.store_url, readonly=True)
+    await store.open()
+    try:
+        return await tokens.verified(message, scope, store, SYSTEM_CLOCK.now())
+    finally:
+        await store.close()
+
+
 async def run_trial(settings: Settings, raw: bytes, *, mail_from: str | None = None,
                     rcpt_to: list[str] | None = None, peer: str = "192.0.2.1",
                     submission: bool = False) -> dict[str, Any]:
@@ -93,7 +111,8 @@ async def run_trial(settings: Settings, raw: bytes, *, mail_from: str | None = N
     if refusal is None and prepared.message is not None:
         message = replace(prepared.message, envelope=replace(envelope, rcpt_to=tuple(accepted)))
         judged = direction.decide(message, runtime.chain.scope,
-                                  direction.Source(trusted, submission))
+                                  direction.Source(trusted, submission),
+                                  await _valid_tokens(settings, message, runtime))
         ctx = MessageContext(message=message, queue_id="DRY-RUN", recipients=accepted,
                              trusted=trusted, dry_run=True, direction=judged.direction,
                              direction_reason=judged.reason, author=judged.agent,

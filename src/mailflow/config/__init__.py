@@ -18,6 +18,7 @@ from mailflow.config.settings import (
     NextHop,
     OutboxSettings,
     RelaySettings,
+    SchedulerSettings,
     Settings,
     SmtpSettings,
     load_settings,
@@ -27,6 +28,6 @@ from mailflow.config.types import ClockTime, TimeRange, TimeZoneName
 __all__ = [
     "DEFAULT_LISTEN", "DEFAULT_RULES_DIR", "DEFAULT_STATE_DIR", "OVERRIDES", "ClockTime",
     "ConfigError", "Model", "NextHop", "OutboxSettings", "Problem", "RelaySettings",
-    "Settings", "SmtpSettings", "TimeRange", "TimeZoneName", "load_settings", "load_yaml",
-    "parse_host_port", "position", "validate",
+    "SchedulerSettings", "Settings", "SmtpSettings", "TimeRange", "TimeZoneName",
+    "load_settings", "load_yaml", "parse_host_port", "position", "validate",
 ]

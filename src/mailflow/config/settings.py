@@ -105,6 +105,16 @@ class OutboxSettings(Model):
     max_attempts: int = Field(30, ge=1)
 
 
+class SchedulerSettings(Model):
+    """Firing of due timers (reminders, escalations, deadlines) and their retries."""
+
+    poll_interval: float = Field(1.0, gt=0)
+    batch_size: int = Field(50, ge=1)
+    backoff_initial: float = Field(30.0, gt=0)
+    backoff_max: float = Field(3600.0, gt=0)
+    max_attempts: int = Field(10, ge=1)
+
+
 class Settings(Model):
     """The daemon's settings; rules live in their own folder."""
 
@@ -124,10 +134,13 @@ class Settings(Model):
     smtp: SmtpSettings = SmtpSettings()
     relay: RelaySettings = RelaySettings()
     outbox: OutboxSettings = OutboxSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    #: tests only: a file holding the Unix time the daemon runs on (needs --allow-test-clock)
+    test_clock: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     source: str = "<defaults>"
 
-    @field_validator("smtp", "relay", "outbox", mode="before")
+    @field_validator("smtp", "relay", "outbox", "scheduler", mode="before")
     @classmethod
     def _empty_section(cls, value: Any) -> Any:
         # ``smtp:`` with every line below it commented out means "the defaults"
@@ -255,6 +268,7 @@ def _anchor_paths(settings: Settings, file_base: Path, overridden: set[str]) -> 
         "rules": _anchored(settings.rules, base("rules")),
         "store": _anchored_store(settings.store, base("store")),
         "plugin_dirs": tuple(_anchored(d, file_base) for d in settings.plugin_dirs),
+        "test_clock": _anchored(settings.test_clock, file_base) if settings.test_clock else None,
         "next_hop": hop, "smtp": smtp,
     })
 

@@ -1,9 +1,11 @@
 """Stage ``acknowledge``: tell the customer their mail arrived, once per case.
 
 The acknowledgement carries the case number (Subject and body) and the
-promised answer time, computed on the business calendar for the message's
-priority. It goes through the outbox, only once the customer's message is
-safely accepted, with a null envelope sender (configurable),
+promised answer time: the case's first-response deadline when the ``sla``
+stage set one (one computation for both), else computed here on the business
+calendar for the message's priority (``promise``). It goes through the
+outbox, only once the customer's message is safely accepted, with a null
+envelope sender (configurable),
 ``Auto-Submitted: auto-replied``, ``X-Auto-Response-Suppress: All``,
 ``Precedence: bulk`` and the loop marker, so no robot answers it.
 
@@ -32,7 +34,7 @@ Configuration (rules section ``acknowledge``)::
       promise:
         urgent: {sliding_hours: 2}
         normal: {next_business_day_at: "12:00"}
-      calendar: {timezone: Europe/Paris, country: FR}
+      calendar: default                # a calendar of calendars: (the time zone, hours)
       limits: {per_case: 1, per_address_per_day: 5, global_per_minute: 60}
       bounce_window_hours: 72
       check_sender_domain: false       # true: no ack unless the domain has MX or A records
@@ -114,7 +116,8 @@ class AcknowledgeOptions(StageOptions):
     default_language: str = "fr"
     detect_language: bool = True
     promise: dict[str, PromiseOptions] = Field(default_factory=_default_promises)
-    calendar: CalendarOptions = CalendarOptions()
+    #: a calendar of ``calendars:``; an inline mapping is the old (deprecated) form
+    calendar: str | CalendarOptions = "default"
     limits: Limits = Limits()
     bounce_window_hours: float = Field(72.0, ge=0)
     # against backscatter: acknowledge only senders whose domain has MX or A records
@@ -162,7 +165,15 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
 
     def __init__(self, options: AcknowledgeOptions, env: StageEnv) -> None:
         super().__init__(options, env)
-        self.calendar = BusinessCalendar(options.calendar)
+        if isinstance(options.calendar, CalendarOptions):
+            log.warning("deprecated_setting", setting="acknowledge.calendar",
+                        instead="calendars: {default: ...} and acknowledge.calendar: default")
+            self.calendar = BusinessCalendar(options.calendar)
+        else:
+            try:
+                self.calendar = env.calendars.get(options.calendar)
+            except KeyError as exc:
+                raise ValueError(str(exc.args[0])) from None
         for priority in ("urgent", "high", "normal", "low"):  # the sample fields need them
             if priority not in options.promise:
                 raise ValueError(f"promise: no answer time for priority '{priority}'")
@@ -262,8 +273,14 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
     def merge_fields(self, ctx: MessageContext, case: str, language: str) -> dict[str, Any]:
         priority = ctx.priority
         received = datetime.fromtimestamp(ctx.received_at, self.calendar.zone)
-        promised = self.calendar.promise(received, self.options.promise.get(
-            priority, self.options.promise["normal"]))
+        # the case's first-response deadline (stage ``sla``) is the promise; without
+        # one, the ``promise`` options give it
+        deadline = ctx.case.promised_at if ctx.case is not None else None
+        if deadline is not None:
+            promised = datetime.fromtimestamp(deadline, self.calendar.zone)
+        else:
+            promised = self.calendar.promise(received, self.options.promise.get(
+                priority, self.options.promise["normal"]))
         info = ctx.update_case(promised_at=promised.timestamp())
         subject = _one_line(ctx.message.subject)
         if len(subject) > self.options.max_subject_chars:

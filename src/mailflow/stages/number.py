@@ -12,7 +12,8 @@ Which case a message belongs to, in order:
 5. otherwise a new case, its number allocated atomically in the store.
 
 A reply to a closed case reopens it, or opens a new case linked to it
-(``on_closed``, or ``on_closed_by_route`` for the route the case took).
+(``on_closed``, or ``on_closed_by_route`` for the route the case took);
+automatic mail (an out-of-office, a bounce) joins it and leaves it closed.
 Adds ``X-Mailflow-Case``; with ``tag_subject`` the relayed Subject gets
 ``[NUMBER]`` too (off by default: it breaks DKIM signatures).
 
@@ -27,7 +28,7 @@ Configuration (rules section ``number``)::
       prefix_by_recipient: {sav@example.com: SAV}
       date_format: "%Y%m%d"          # "" for none
       digits: 5
-      timezone: Europe/Paris         # for the date part
+      timezone: Europe/Paris         # for the date part; unset: the default calendar's
       form_senders: [web@example.com]  # customer address from Reply-To / form field
       resend_window_hours: 24
       on_closed: reopen              # or: new (a new case linked to the closed one)
@@ -49,7 +50,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from pydantic import Field, field_validator
 
-from mailflow import cases
+from mailflow import autoreply, cases
 from mailflow.config import TimeZoneName
 from mailflow.hookspecs import hookimpl
 from mailflow.message import Message
@@ -80,7 +81,7 @@ class NumberOptions(StageOptions):
     prefix_by_recipient: dict[str, str] = Field(default_factory=dict)
     date_format: str = "%Y%m%d"
     digits: int = Field(5, ge=3, le=9)
-    timezone: TimeZoneName = "Europe/Paris"
+    timezone: TimeZoneName | None = None  # unset: the default calendar's (calendars:)
     form_senders: tuple[str, ...] = ()
     resend_window_hours: float = Field(24.0, ge=0)
     on_closed: Literal["reopen", "new"] = "reopen"
@@ -142,7 +143,8 @@ class NumberStage(Stage[NumberOptions]):
 
     def __init__(self, options: NumberOptions, env: StageEnv) -> None:
         super().__init__(options, env)
-        self.zone = ZoneInfo(options.timezone)
+        self.zone = (ZoneInfo(options.timezone) if options.timezone
+                     else env.calendars.default.zone)
         self.format = cases.NumberFormat(
             prefixes=tuple({options.prefix, *options.prefix_by_recipient.values()}),
             date_format=options.date_format, digits=options.digits)
@@ -170,7 +172,9 @@ class NumberStage(Stage[NumberOptions]):
         status, number, closed, route = await ctx.store.run_read(partial(
             self._find, ctx=ctx, customer=customer, digest=digest, since=since))
         parent = None
-        if number is not None and status is CaseStatus.FOLLOWUP and closed:
+        # an out-of-office or a bounce joins a closed case but does not reopen it
+        if number is not None and status is CaseStatus.FOLLOWUP and closed and (
+                autoreply.automatic(message) is None):
             if self.options.on_closed_by_route.get(route or "", self.options.on_closed) == "reopen":
                 status = CaseStatus.REOPENED
                 ctx.write(partial(cases.update_case, number=number, status="open"),

@@ -8,7 +8,8 @@ or by a case number in its Subject and, addressed to that case's customer
 (an agent forwarding the case to a colleague is not answering it), it is
 recorded on the case (who, when:
 ``mailflow cases show`` lists it, and the case's first response time comes
-from it). A reply that matches no case is relayed untouched, counted, and
+from it); it meets the case's running SLA deadlines and cancels their timers
+(see :mod:`mailflow.stages.sla`). A reply that matches no case is relayed untouched, counted, and
 opens nothing. Replies get no routing and no acknowledgement, and leave
 without our routing headers.
 
@@ -39,6 +40,7 @@ from mailflow.stage import (
     StageEnv,
     StageOptions,
 )
+from mailflow.stages.sla import on_agent_reply, sla_of
 from mailflow.store import Transaction
 from mailflow.store.schema import Schema
 
@@ -57,15 +59,19 @@ class RepliesStage(Stage[RepliesOptions]):
         self.counter = env.metrics.counter("mailflow_replies_total",
                                            "Agents' replies by outcome (joined a case, or none)",
                                            ["outcome"])
+        # the chain's SLA: a reply stops its clocks (and may start the auto-close one)
+        self.sla = sla_of(env)
 
     async def process(self, ctx: MessageContext) -> None:
         assert ctx.store is not None
+        if ctx.case is not None:  # joined already: an expert's answer, by its reply address
+            return
         found = await ctx.store.run_read(partial(self._find, ctx=ctx))
         if found is None:
             self.counter.labels(outcome="no_case").inc()
             ctx.note(case=None, because="no case referenced (relayed untouched)")
             return
-        number, customer = found
+        number, customer, route = found
         if customer not in {r.lower() for r in ctx.message.envelope.rcpt_to}:
             # an agent forwarding the case to a colleague is not answering the customer
             self.counter.labels(outcome="not_to_customer").inc()
@@ -77,14 +83,16 @@ class RepliesStage(Stage[RepliesOptions]):
                           message_id=ctx.message.message_id, role="agent", sender=agent,
                           queue_id=ctx.queue_id),
                   undo=partial(cases.remove_case_messages, queue_id=ctx.queue_id))
+        sla, calendar = self.sla or (None, None)
+        on_agent_reply(ctx, number, route, sla, calendar)
         if self.options.tag_subject:
             ctx.subject_tag = f"[{number}]"
         self.counter.labels(outcome="joined").inc()
         ctx.note(case=number, agent=agent, customer=customer)
 
     @staticmethod
-    def _find(tx: Transaction, *, ctx: MessageContext) -> tuple[str, str] | None:
-        """(case, customer) the reply answers, by its references, then its Subject."""
+    def _find(tx: Transaction, *, ctx: MessageContext) -> tuple[str, str, str | None] | None:
+        """(case, customer, route) the reply answers, by its references, then its Subject."""
         message = ctx.message
         ids = [*message.message_ids("References"), *message.message_ids("In-Reply-To")]
         number = cases.case_of_references(tx, ids) if ids else None
@@ -93,7 +101,7 @@ class RepliesStage(Stage[RepliesOptions]):
         for candidate in candidates:
             row = cases.get_case(tx, candidate)
             if row is not None:
-                return row.number, row.customer
+                return row.number, row.customer, row.route
         return None
 
 

@@ -49,8 +49,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -58,9 +57,10 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, field_validator, model_validator
 
 from mailflow import agents, cases
+from mailflow.conditions import CompiledCondition, Condition, message_recipients
 from mailflow.config import ConfigError, Model, Problem, TimeZoneName
 from mailflow.hookspecs import hookimpl
-from mailflow.presence import Member, is_present, present_members
+from mailflow.presence import Member, is_present, present_members, take_turn
 from mailflow.rules import Section
 from mailflow.stage import (
     CaseStatus,
@@ -72,7 +72,7 @@ from mailflow.stage import (
     StageOptions,
 )
 from mailflow.store.schema import Schema
-from mailflow.textmatch import fold, folded_parts, parse_term
+from mailflow.textmatch import parse_term
 
 
 class Team(Model):
@@ -97,23 +97,6 @@ class Team(Model):
         return self
 
 
-class Condition(Model):
-    recipient: tuple[str, ...] = ()
-    sender: tuple[str, ...] = ()  # addresses or @domains
-    form_field: dict[str, str] = Field(default_factory=dict)
-    priority: tuple[Literal["urgent", "high", "normal", "low"], ...] = ()
-    keyword: tuple[str, ...] = ()
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> Condition:
-        if not (self.recipient or self.sender or self.form_field or self.priority
-                or self.keyword):
-            raise ValueError("'when' needs at least one condition")
-        for term in self.keyword:
-            parse_term(term)
-        return self
-
-
 class RouteRule(Model):
     name: str
     when: Condition
@@ -133,42 +116,16 @@ class RouteOptions(StageOptions):
     rules: tuple[RouteRule, ...] = ()
     account_managers: dict[str, str] = Field(default_factory=dict)
     account_managers_file: str | None = None
-    timezone: TimeZoneName = "Europe/Paris"
+    timezone: TimeZoneName | None = None  # unset: the default calendar's (calendars:)
     allow_external: tuple[str, ...] = ()  # addresses outside our domains a rule may name
 
 
-class _CompiledRule:
-    """A rule with its keyword automaton and form-field patterns built once."""
+class _CompiledRule(CompiledCondition):
+    """A rule with its form-field patterns built once (the shared ``when:`` matcher)."""
 
     def __init__(self, rule: RouteRule, index: int) -> None:
-        self.rule = rule
-        self.tag = str(index)  # keyword hits are per rule, even if two share a name
-        when = rule.when
-        self.recipients = {r.lower() for r in when.recipient}
-        self.senders = {s.lower() for s in when.sender}
-        self.has_keywords = bool(when.keyword)
-        self.fields = [(re.compile(rf"^[ \t]*{re.escape(fold(name))}[ \t]*:[ \t]*(.+?)[ \t]*$",
-                                   re.MULTILINE), fold(value))
-                       for name, value in when.form_field.items()]
-
-    def matches(self, ctx: MessageContext, recipients: Sequence[str], sender: str,
-                keyword_hits: Callable[[], set[str]]) -> bool:
-        when = self.rule.when
-        if self.recipients and not self.recipients.intersection(recipients):
-            return False
-        if self.senders:
-            domain = "@" + sender.rpartition("@")[2]
-            if sender not in self.senders and domain not in self.senders:
-                return False
-        if when.priority and ctx.priority not in when.priority:
-            return False
-        if self.fields:
-            _, text = folded_parts(ctx)
-            for pattern, value in self.fields:
-                found = pattern.search(text)
-                if found is None or found.group(1).strip() != value:
-                    return False
-        return not self.has_keywords or self.tag in keyword_hits()
+        super().__init__(rule.when, str(index))  # keyword hits are per rule, even if two
+        self.rule = rule                         # share a name
 
 
 _Where = Callable[[str], Problem]  # a message -> the problem, at the right file:line:column
@@ -216,7 +173,8 @@ class RouteStage(Stage[RouteOptions]):
 
     def __init__(self, options: RouteOptions, env: StageEnv) -> None:
         super().__init__(options, env)
-        self.zone = ZoneInfo(options.timezone)
+        self.zone = (ZoneInfo(options.timezone) if options.timezone
+                     else env.calendars.default.zone)
         self._members = tuple(m for team in options.teams.values() for m in team.members)
         self.rules = [_CompiledRule(r, i) for i, r in enumerate(options.rules)]
         # the keywords of every rule in one automaton: one pass over the text per message
@@ -310,8 +268,11 @@ class RouteStage(Stage[RouteOptions]):
     async def process(self, ctx: MessageContext) -> None:
         assert ctx.store is not None
         # only the service mailboxes are ours to route: every other recipient keeps the
-        # message (a colleague in Cc, an outside address, an agent's reply's customer)
-        others = [r for r in ctx.recipients if r.lower() not in self.service_mailboxes]
+        # message (a colleague in Cc, an outside address, an agent's reply's customer);
+        # so is the mailbox the direction found (an expert's reply address whose token
+        # failed: customer mail, routed like any other)
+        others = [r for r in ctx.recipients
+                  if r.lower() not in self.service_mailboxes and r.lower() != ctx.mailbox]
         if len(others) == len(ctx.recipients):
             ctx.note(route=None, because="no service mailbox among the recipients")
             return
@@ -358,9 +319,7 @@ class RouteStage(Stage[RouteOptions]):
         manager = self.managers.get(sender) or self.managers.get("@" + sender.rpartition("@")[2])
         if manager:
             return "account-manager", manager, "account manager"
-        message = ctx.message
-        recipients = [r.lower() for r in (*message.envelope.rcpt_to, *message.addresses("To"),
-                                          *message.addresses("Cc"))]
+        recipients = message_recipients(ctx)
         hits: set[str] | None = None
 
         def keyword_hits() -> set[str]:
@@ -387,9 +346,7 @@ class RouteStage(Stage[RouteOptions]):
             loads = await ctx.store.run_read(partial(agents.open_cases_by_assignee,
                                                      people=present))
             return min(present, key=lambda p: (loads.get(p, 0), present.index(p)))
-        # a dry run only peeks; a message refused downstream gives its turn back
-        turn = await ctx.next_value(f"turn:{route}", give_back=True)
-        return present[(turn - 1) % len(present)]
+        return await take_turn(ctx, f"turn:{route}", present)
 
 
 @hookimpl(trylast=True)

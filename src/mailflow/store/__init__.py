@@ -1,5 +1,15 @@
 """Persistence: the store interface and its backends."""
 
-from mailflow.store.base import OutboxRow, Store, StoreUnavailable, Transaction, open_store
+from mailflow.store.base import (
+    OutboxRow,
+    Store,
+    StoreUnavailable,
+    TimerInfo,
+    TimerLost,
+    TimerRow,
+    Transaction,
+    open_store,
+)
 
-__all__ = ["OutboxRow", "Store", "StoreUnavailable", "Transaction", "open_store"]
+__all__ = ["OutboxRow", "Store", "StoreUnavailable", "TimerInfo", "TimerLost", "TimerRow",
+           "Transaction", "open_store"]

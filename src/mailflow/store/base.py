@@ -45,6 +45,27 @@ class TimerRow:
 
     id: int
     timer: Timer
+    attempts: int = 0  # failed tries of its handler so far
+
+
+class TimerLost(Exception):
+    """The timer is no longer this worker's to finish (cancelled meanwhile, or its lease
+    expired and another took it): the transaction of its effects must not commit."""
+
+
+@dataclass(frozen=True)
+class TimerInfo:
+    """One timer as ``mailflow timers list`` shows it."""
+
+    id: int
+    kind: str
+    key: str
+    due: float
+    state: str
+    attempts: int
+    next_attempt: float | None
+    last_error: str | None
+    payload: dict[str, Any]
 
 
 class Transaction(abc.ABC):
@@ -161,6 +182,78 @@ class Transaction(abc.ABC):
         self.execute("UPDATE timers SET state = 'cancelled' WHERE message = :message"
                      " AND state = 'held'", {"message": message})
 
+    def finish_timer(self, timer_id: int, owner: str) -> None:
+        """Mark a fired timer done, in the transaction of its handler's effects; raises
+        ``TimerLost`` (rolling all of it back) unless it is still active and ``owner``'s."""
+        rows = self.execute(
+            "UPDATE timers SET state = 'done', done_at = :now, lease_until = NULL"
+            " WHERE id = :id AND state = 'active' AND lease_owner = :owner RETURNING id",
+            {"now": self.now(), "id": timer_id, "owner": owner})
+        if not rows:
+            raise TimerLost(f"timer {timer_id} is no longer active and leased to {owner}")
+
+    def retry_timer(self, timer_id: int, *, next_attempt: float, error: str,
+                    give_up: bool) -> None:
+        """Its handler failed: count the attempt, and try again at ``next_attempt`` (or
+        give up: state ``failed``). A timer cancelled meanwhile stays cancelled."""
+        self.execute(
+            "UPDATE timers SET attempts = attempts + 1, next_attempt = :next_attempt,"
+            " last_error = :error, lease_until = NULL, state = :state"
+            " WHERE id = :id AND state = 'active'",
+            {"next_attempt": next_attempt, "error": error[:1000], "id": timer_id,
+             "state": "failed" if give_up else "active"})
+
+    def release_timer(self, timer_id: int) -> None:
+        """Give a claimed timer back untouched (its kind lost its handler meanwhile)."""
+        self.execute("UPDATE timers SET lease_owner = NULL, lease_until = NULL"
+                     " WHERE id = :id AND state = 'active'", {"id": timer_id})
+
+    def list_timers(self, *, states: Sequence[str] | None = ("active", "held"),
+                    key: str | None = None, kind: str | None = None) -> list[TimerInfo]:
+        """Timers, the earliest due first: by default those still to fire."""
+        where, params = _timer_filter(states, key, kind)
+        rows = self.execute(
+            "SELECT id, kind, key, due, state, attempts, next_attempt, last_error, payload"
+            f" FROM timers{where} ORDER BY due, id", params)
+        return [TimerInfo(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]))
+                for r in rows]
+
+    def cancel_timer_ids(self, ids: Sequence[int]) -> list[int]:
+        """Cancel these timers if they are still to fire; returns those cancelled."""
+        cancelled = []
+        for timer_id in ids:
+            if self.execute("UPDATE timers SET state = 'cancelled' WHERE id = :id"
+                            " AND state IN ('active', 'held') RETURNING id", {"id": timer_id}):
+                cancelled.append(timer_id)
+        return cancelled
+
+    def due_timers(self, now: float) -> dict[str, tuple[int, float]]:
+        """Active timers due by ``now``, per kind: how many, and the earliest time one was
+        due (for the scheduler's gauges and its 'no handler' warning)."""
+        rows = self.execute(
+            "SELECT kind, count(*), min(COALESCE(next_attempt, due)) FROM timers"
+            " WHERE state = 'active' AND COALESCE(next_attempt, due) <= :now GROUP BY kind",
+            {"now": now})
+        return {str(kind): (int(count), float(earliest)) for kind, count, earliest in rows}
+
+
+def _timer_filter(states: Sequence[str] | None, key: str | None,
+                  kind: str | None) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause (and its parameters) selecting timers by state, key and kind."""
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if states:
+        names = [f"s{i}" for i in range(len(states))]
+        clauses.append(f"state IN ({', '.join(':' + n for n in names)})")
+        params.update(zip(names, states, strict=True))
+    if key is not None:
+        clauses.append("key = :key")
+        params["key"] = key
+    if kind is not None:
+        clauses.append("kind = :kind")
+        params["kind"] = kind
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
 
 WriteFn = Callable[[Transaction], T]
 
@@ -231,11 +324,24 @@ class Store(abc.ABC):
         their case as a marked copy). Returns how many messages were in flight."""
 
     @abc.abstractmethod
-    async def claim_timers(self, owner: str, now: float, limit: int,
-                           lease: float) -> list[TimerRow]: ...
+    async def claim_timers(self, owner: str, now: float, limit: int, lease: float,
+                           kinds: Sequence[str] | None = None) -> list[TimerRow]:
+        """Lease up to ``limit`` active timers due by ``now`` (their next attempt, for one
+        whose handler failed) to ``owner``; only of ``kinds`` when given."""
 
     @abc.abstractmethod
     async def timer_done(self, timer_id: int) -> None: ...
+
+    async def timer_retry(self, timer_id: int, next_attempt: float, error: str,
+                          give_up: bool) -> None:
+        await self.run_write(lambda tx: tx.retry_timer(
+            timer_id, next_attempt=next_attempt, error=error, give_up=give_up))
+
+    async def timer_release(self, timer_id: int) -> None:
+        await self.run_write(lambda tx: tx.release_timer(timer_id))
+
+    async def due_timers(self, now: float) -> dict[str, tuple[int, float]]:
+        return await self.run_read(lambda tx: tx.due_timers(now))
 
     @abc.abstractmethod
     async def ping(self) -> None:

@@ -63,4 +63,10 @@ CORE = Schema("core", (
         "CREATE TABLE health (id INTEGER PRIMARY KEY, at DOUBLE PRECISION NOT NULL)",
         "CREATE TABLE sequences (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
     ),
+    (  # 2: the scheduler's retries of a failing timer handler, and when a timer fired
+        "ALTER TABLE timers ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE timers ADD COLUMN next_attempt DOUBLE PRECISION",
+        "ALTER TABLE timers ADD COLUMN last_error TEXT",
+        "ALTER TABLE timers ADD COLUMN done_at DOUBLE PRECISION",
+    ),
 ))

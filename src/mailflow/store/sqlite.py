@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import queue
-import re
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +33,7 @@ from mailflow.store.base import (
     WriteFn,
 )
 from mailflow.store.schema import ForgetFn, Schema
+from mailflow.store.sqlite_schema import apply_schemas
 from mailflow.values import Timer
 
 log = structlog.get_logger("mailflow.store")
@@ -70,47 +70,6 @@ def _connect(path: str, readonly: bool = False, busy_timeout: float = 5.0) -> sq
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(busy)
     return conn
-
-
-#: How SQLite spells the portable DDL's placeholders (see ``mailflow.store.schema``).
-SQLITE_TYPES = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "bytes": "BLOB"}
-
-
-def apply_schemas(tx: Transaction, schemas: Sequence[Schema]) -> None:
-    """Bring each owner's tables to its latest version, inside the caller's transaction
-    (SQLite's DDL is transactional: a failed migration leaves nothing half-done)."""
-    tables = {r[0] for r in tx.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    adopting = False
-    if "schema_versions" not in tables:
-        tx.execute("CREATE TABLE schema_versions (owner TEXT PRIMARY KEY,"
-                   " version INTEGER NOT NULL)")
-        (legacy,), = tx.execute("PRAGMA user_version")
-        adopting = legacy > 0
-        if adopting:
-            log.info("store_adopted", user_version=legacy)
-    versions = dict(tx.execute("SELECT owner, version FROM schema_versions"))
-    for schema in schemas:
-        current = versions.get(schema.owner, 0)
-        for target, statements in schema.steps(current, SQLITE_TYPES):
-            if adopting and target == 1:
-                statements = [_if_not_exists(statement) for statement in statements]
-            for statement in statements:
-                tx.execute(statement)
-            tx.execute("INSERT INTO schema_versions (owner, version) VALUES (:owner, :version)"
-                       " ON CONFLICT (owner) DO UPDATE SET version = excluded.version",
-                       {"owner": schema.owner, "version": target})
-            log.info("store_migrated", owner=schema.owner, version=target)
-
-
-_CREATE = re.compile(r"^\s*CREATE\s+(UNIQUE\s+)?(TABLE|INDEX)\s+(?!IF\s)", re.IGNORECASE)
-
-
-def _if_not_exists(statement: str) -> str:
-    """A store from before per-owner versions (one ``PRAGMA user_version``, 1 to 3)
-    already has some of each owner's version-1 tables, exactly as version 1 makes
-    them: they are created only where missing, and the store goes on from there."""
-    return _CREATE.sub(lambda m: f"CREATE {m.group(1) or ''}{m.group(2)} IF NOT EXISTS ",
-                       statement, count=1)
 
 
 _Job = tuple[Callable[[Transaction], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
@@ -333,18 +292,26 @@ class SqliteStore(Store):
 
     # -- timers ----------------------------------------------------------------
 
-    async def claim_timers(self, owner: str, now: float, limit: int,
-                           lease: float) -> list[TimerRow]:
+    async def claim_timers(self, owner: str, now: float, limit: int, lease: float,
+                           kinds: Sequence[str] | None = None) -> list[TimerRow]:
+        only: dict[str, Any] = {}
+        if kinds is not None:
+            if not kinds:
+                return []
+            only = {f"k{i}": kind for i, kind in enumerate(kinds)}
+
         def claim(tx: Transaction) -> list[TimerRow]:
-            rows = _claim(tx, "timers", "due", "active", now=now, owner=owner, limit=limit,
-                          lease=lease, columns="kind, key, due, payload")
-            return [TimerRow(r[0], Timer(r[1], r[3], r[2], json.loads(r[4]))) for r in rows]
+            rows = _claim(tx, "timers", "COALESCE(next_attempt, due)", "active", now=now,
+                          owner=owner, limit=limit, lease=lease,
+                          columns="kind, key, due, payload, attempts", only_kinds=only)
+            return [TimerRow(r[0], Timer(r[1], r[3], r[2], json.loads(r[4])), r[5])
+                    for r in rows]
         return await self.run_write(claim)
 
     async def timer_done(self, timer_id: int) -> None:
         await self.run_write(lambda tx: tx.execute(
-            "UPDATE timers SET state = 'done', lease_until = NULL WHERE id = :id",
-            {"id": timer_id}))
+            "UPDATE timers SET state = 'done', done_at = :now, lease_until = NULL"
+            " WHERE id = :id", {"now": tx.now(), "id": timer_id}))
 
     async def ping(self) -> None:
         await self.run_write(lambda tx: tx.execute(
@@ -353,16 +320,21 @@ class SqliteStore(Store):
 
 
 def _claim(tx: Transaction, table: str, due: str, state: str, *, now: float, owner: str,
-           limit: int, lease: float, columns: str) -> list[tuple[Any, ...]]:
+           limit: int, lease: float, columns: str,
+           only_kinds: Mapping[str, str] | None = None) -> list[tuple[Any, ...]]:
     """Lease up to ``limit`` due rows of ``table`` (outbox or timers) to ``owner``, in one
     statement, and return ``id, columns`` of each, the earliest due first. A row whose
-    lease has expired is due again: its owner died or hung."""
+    lease has expired is due again: its owner died or hung. ``only_kinds``: parameter
+    name -> kind, the kinds to take (all when empty)."""
+    kinds = (f" AND kind IN ({', '.join(':' + name for name in only_kinds)})"
+             if only_kinds else "")
     rows = tx.execute(
         f"UPDATE {table} SET lease_owner = :owner, lease_until = :until WHERE id IN"
-        f" (SELECT id FROM {table} WHERE state = :state AND {due} <= :now"
+        f" (SELECT id FROM {table} WHERE state = :state AND {due} <= :now{kinds}"
         f" AND (lease_until IS NULL OR lease_until < :now) ORDER BY {due} LIMIT :limit)"
         f" RETURNING {due}, id, {columns}",
-        {"owner": owner, "until": now + lease, "state": state, "now": now, "limit": limit})
+        {"owner": owner, "until": now + lease, "state": state, "now": now, "limit": limit,
+         **(only_kinds or {})})
     return [row[1:] for row in sorted(rows, key=lambda row: (row[0], row[1]))]
 
 
