@@ -285,3 +285,26 @@ def test_no_reminder_at_night_nor_on_a_holiday(daemon_factory: Any, tmp_path: Pa
         assert len(to(sink, EXPERT)) == 1, dt.datetime.fromtimestamp(moment, PARIS)
     d.set_time(paris(2026, 11, 12, 9, 0))
     wait_to(sink, EXPERT, 2)
+
+
+def test_try_explains_the_rule_and_knows_the_answer(daemon_factory: Any, tmp_path: Path,
+                                                    sink: Sink) -> None:
+    d = start(daemon_factory, tmp_path, MONDAY_10)
+    notice = tmp_path / "notice.eml"
+    notice.write_bytes(NOTICE)
+    tried = run_cli("try", str(notice), "--config", str(d.config_path), "--peer", "203.0.113.9")
+    assert tried.returncode == 0, tried.stderr
+    assert "rule: legal-notice" in tried.stdout and f"experts: ['{EXPERT}']" in tried.stdout
+    assert "timer     escalate.remind" in tried.stdout
+    case, reply_to, _ = escalate(d, sink)
+    reply = tmp_path / "answer.eml"
+    reply.write_bytes(f"From: {EXPERT}\r\nTo: {reply_to}\r\nSubject: avis\r\n\r\nOui.\r\n"
+                      .encode())
+    tried = run_cli("try", str(reply), "--config", str(d.config_path), "--peer", "203.0.113.9")
+    assert f"direction reply (to the reply address of case {case}" in tried.stdout
+    assert f"deliver   to {AGENT}" in tried.stdout
+    forged = tmp_path / "forged.eml"
+    forged.write_bytes(reply.read_bytes().replace(reply_to.split("@")[0].encode(),
+                                                  f"experts+{case}.{'1' * 24}".encode()))
+    tried = run_cli("try", str(forged), "--config", str(d.config_path), "--peer", "203.0.113.9")
+    assert "direction inbound (for reply address" in tried.stdout
