@@ -84,6 +84,18 @@ def reply(d: Daemon, sink: Sink, agent: str, case: str, mid: str, to: str,
     sink.reset()
 
 
+def out_of_office(d: Daemon, sink: Sink, mid: str) -> None:
+    """The customer's automatic answer to the agent's reply."""
+    code, text = d.send(customer_mail("Réponse automatique : Re: Commande", mid,
+                                      "Auto-Submitted: auto-replied\r\n"
+                                      "In-Reply-To: <a-1@example.com>\r\n"),
+                        mail_from="claire@client.test")
+    assert code == 250, text
+    sink.wait_for(1)
+    d.settle()
+    sink.reset()
+
+
 def notices(sink: Sink) -> list[tuple[list[str], Any]]:
     return [(m.rcpt_tos, parse_email(m.data)) for m in sink.messages
             if str(parse_email(m.data)["Message-ID"]).startswith("<sla")]
@@ -239,6 +251,9 @@ def test_auto_close_then_the_customer_reopens(daemon_factory: Any, tmp_path: Pat
     case, agent = open_case(d, sink)
     d.set_time(paris(2026, 11, 23, 9, 30))
     reply(d, sink, agent, case, "a-1@example.com", "q-1@client.test")
+    # the customer's out-of-office answers the agent: no word of the customer's
+    d.set_time(paris(2026, 11, 23, 9, 31))
+    out_of_office(d, sink, "ooo-1@client.test")
     d.set_time(paris(2026, 11, 24, 9, 29))
     quiet(d)
     assert query(d, "SELECT status FROM cases WHERE number = ?", case) == [("open",)]
@@ -247,6 +262,11 @@ def test_auto_close_then_the_customer_reopens(daemon_factory: Any, tmp_path: Pat
     while query(d, "SELECT status FROM cases WHERE number = ?", case) != [("closed",)]:
         assert time.monotonic() < deadline, d.log[-2000:]
         time.sleep(0.05)
+    assert metric(d, "mailflow_cases_auto_closed_total") == 1
+    # another out-of-office does not reopen it
+    out_of_office(d, sink, "ooo-2@client.test")
+    assert query(d, "SELECT status FROM cases WHERE number = ?", case) == [("closed",)]
+    assert query(d, "SELECT COUNT(*) FROM cases") == [(1,)]
     code, _ = d.send(customer_mail(f"Re: [{case}] Commande", "q-2@client.test",
                                    "In-Reply-To: <a-1@example.com>\r\n"),
                      mail_from="claire@client.test")
@@ -284,3 +304,30 @@ def test_robots_get_no_deadline(daemon_factory: Any, tmp_path: Path, sink: Sink)
     assert query(d, "SELECT COUNT(*) FROM sla_deadlines") == [(0,)]
     assert query(d, "SELECT COUNT(*) FROM timers") == [(0,)]
     assert query(d, "SELECT promised_at FROM cases") == [(None,)]
+
+
+def test_a_suppressed_ack_still_gives_the_case_its_deadline(daemon_factory: Any,
+                                                            tmp_path: Path, sink: Sink) -> None:
+    # one acknowledgement per address and day: the customer's second case gets none
+    rules = full_chain_rules(tmp_path / "rules-src", sla=SLA, acknowledge={"limits": {
+        "per_case": 1, "per_address_per_day": 1, "global_per_minute": 60}})
+    d: Daemon = daemon_factory(config={"trusted_networks": ["127.0.0.0/8"]}, rules=rules,
+                               test_clock=paris(2026, 11, 23, 9, 0))
+    first, _ = open_case(d, sink)
+    d.set_time(paris(2026, 11, 23, 10, 0))
+    code, _ = d.send(customer_mail("Autre question", "q-2@client.test").replace(
+        "ma commande 4821 n'est pas arrivée".encode(), b"puis-je changer d'adresse ?"),
+        mail_from="claire@client.test")
+    assert code == 250
+    sink.wait_for(1)
+    d.settle()
+    (relayed,) = sink.messages  # no acknowledgement
+    assert not is_ack(relayed, parse_email(relayed.data))
+    second = parse_email(relayed.data)["X-Mailflow-Case"]
+    assert second != first
+    assert query(d, "SELECT promised_at FROM cases WHERE number = ?", second) == [
+        (paris(2026, 11, 23, 12, 0),)]
+    assert [k for (k,) in query(d, "SELECT kind FROM timers WHERE key = ? ORDER BY due",
+                                second)] == ["sla.warn", "sla.breach"]
+    assert "first response due 2026-11-23 12:00 CET: pending" in cases_cli(
+        d, "show", second).stdout

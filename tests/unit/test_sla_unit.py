@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -293,3 +295,47 @@ def test_a_broken_inline_ack_calendar_is_left_to_the_stage(tmp_path: Path) -> No
         "acknowledge:\n  calendar: {timezone: Mars/Olympus}\n")}))
     assert loaded.calendars.default.options == CalendarOptions()
     assert not loaded.calendars.configured
+
+
+# -- mailflow try ---------------------------------------------------------------
+
+
+def _try(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str = "") -> dict[str, Any]:
+    from mailflow import cli
+
+    eml = tmp_path / "q.eml"
+    eml.write_bytes((f"From: Claire <claire@client.test>\r\nTo: sav@example.com\r\n"
+                     f"Subject: Commande en retard\r\nMessage-ID: <q@client.test>\r\n{extra}"
+                     "\r\nBonjour, ma commande 4821 n'est pas arrivée.\r\n").encode())
+    assert cli.main(["try", "--json", str(eml), "--rules", str(RULES),
+                     "--state-dir", str(tmp_path / "state")]) == 0
+    report: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return report
+
+
+def test_try_shows_the_deadlines_the_case_would_get(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = _try(tmp_path, capsys)
+    notes = {d["stage"]: d["notes"] for d in report["decisions"]}
+    assert notes["sla"]["calendar"] == "default (Europe/Paris)"
+    timers = {t["kind"]: t["due"] for t in report["timers"]}
+    assert set(timers) >= {"sla.warn", "sla.breach"}
+    breach = local(timers["sla.breach"])
+    assert notes["sla"]["first_response"] == breach.strftime("%Y-%m-%d %H:%M %Z")
+    # the acknowledgement promises that very instant (normal priority: noon, an open hour)
+    assert notes["acknowledge"]["promised"] == CAL.format(breach, "fr")
+    robot = _try(tmp_path, capsys, "Auto-Submitted: auto-replied\r\n")
+    sla = {d["stage"]: d["notes"] for d in robot["decisions"]}["sla"]
+    assert sla["deadline"] is None and "automatic mail" in sla["because"]
+    assert not [t for t in robot["timers"] if t["kind"].startswith("sla.")]
+
+
+def test_auto_close_per_route() -> None:
+    options = SlaOptions.model_validate({"auto_close_after": "5bd",
+                                         "auto_close_after_by_route": {"sales": "10bd",
+                                                                       "legal": None}})
+    assert options.auto_close("sav") == Duration(business_days=5)
+    assert options.auto_close(None) == Duration(business_days=5)
+    assert options.auto_close("sales") == Duration(business_days=10)
+    assert options.auto_close("legal") is None
+    assert SlaOptions().auto_close("sales") is None
