@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 
+from clirunner import run_cli
 from mailflow.business_hours import BusinessCalendar, CalendarOptions
 from mailflow.calendars import Calendars, CalendarsSection
 from mailflow.config import ConfigError, Model
@@ -300,22 +301,22 @@ def test_a_broken_inline_ack_calendar_is_left_to_the_stage(tmp_path: Path) -> No
 # -- mailflow try ---------------------------------------------------------------
 
 
-def _try(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str = "") -> dict[str, Any]:
-    from mailflow import cli
-
+def _try(tmp_path: Path, extra: str = "") -> dict[str, Any]:
     eml = tmp_path / "q.eml"
     eml.write_bytes((f"From: Claire <claire@client.test>\r\nTo: sav@example.com\r\n"
                      f"Subject: Commande en retard\r\nMessage-ID: <q@client.test>\r\n{extra}"
                      "\r\nBonjour, ma commande 4821 n'est pas arrivée.\r\n").encode())
-    assert cli.main(["try", "--json", str(eml), "--rules", str(RULES),
-                     "--state-dir", str(tmp_path / "state")]) == 0
-    report: dict[str, Any] = json.loads(capsys.readouterr().out)
+    # run_cli puts the test process's logging back afterwards: a logger left writing to
+    # this test's captured output would break the tests after it
+    result = run_cli("try", "--json", str(eml), "--rules", str(RULES),
+                     "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 0, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
     return report
 
 
-def test_try_shows_the_deadlines_the_case_would_get(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    report = _try(tmp_path, capsys)
+def test_try_shows_the_deadlines_the_case_would_get(tmp_path: Path) -> None:
+    report = _try(tmp_path)
     notes = {d["stage"]: d["notes"] for d in report["decisions"]}
     assert notes["sla"]["calendar"] == "default (Europe/Paris)"
     timers = {t["kind"]: t["due"] for t in report["timers"]}
@@ -324,7 +325,7 @@ def test_try_shows_the_deadlines_the_case_would_get(
     assert notes["sla"]["first_response"] == breach.strftime("%Y-%m-%d %H:%M %Z")
     # the acknowledgement promises that very instant (normal priority: noon, an open hour)
     assert notes["acknowledge"]["promised"] == CAL.format(breach, "fr")
-    robot = _try(tmp_path, capsys, "Auto-Submitted: auto-replied\r\n")
+    robot = _try(tmp_path, "Auto-Submitted: auto-replied\r\n")
     sla = {d["stage"]: d["notes"] for d in robot["decisions"]}["sla"]
     assert sla["deadline"] is None and "automatic mail" in sla["because"]
     assert not [t for t in robot["timers"] if t["kind"].startswith("sla.")]
