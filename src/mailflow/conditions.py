@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 
 from mailflow.config import Model
 from mailflow.context import MessageContext
-from mailflow.textmatch import fold, folded_parts, parse_term
+from mailflow.textmatch import TermMatcher, fold, folded_parts, parse_term
 
 
 class Condition(Model):
@@ -81,3 +81,18 @@ def message_recipients(ctx: MessageContext) -> list[str]:
     message = ctx.message
     return [r.lower() for r in (*message.envelope.rcpt_to, *message.addresses("To"),
                                 *message.addresses("Cc"))]
+
+
+def lazy_keyword_hits(keywords: TermMatcher, ctx: MessageContext) -> Callable[[], set[str]]:
+    """The tags of the rules whose keywords the message has, searched for only when a
+    condition first asks (most messages are decided by a recipient or a sender)."""
+    hits: set[str] | None = None
+
+    def keyword_hits() -> set[str]:
+        nonlocal hits
+        if hits is None:
+            in_subject, in_text = keywords.find_parts(ctx)
+            hits = {keywords.terms[i].tag for i in in_subject | in_text}
+        return hits
+
+    return keyword_hits

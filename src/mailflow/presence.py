@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import field_validator
+from pydantic import BeforeValidator, field_validator
 
 from mailflow.business_hours import WEEKDAYS
 from mailflow.config import Model, TimeRange
@@ -60,6 +60,17 @@ class Member(Model):
 
     def present(self, away: set[str], now: dt.datetime) -> bool:
         return self.agent not in away and self.on_duty(now)
+
+
+def _members_from_short(value: object) -> object:
+    """``members: [a@x, {address: b@x, schedule: …}]``: a bare address is a member."""
+    if isinstance(value, list | tuple):
+        return [{"address": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+#: a team's or an expert group's members, as the rules write them
+Members = Annotated[tuple[Member, ...], BeforeValidator(_members_from_short)]
 
 
 def present_members(members: Iterable[Member], away: set[str], now: dt.datetime) -> list[str]:

@@ -9,23 +9,16 @@ from pydantic import Field, field_validator, model_validator
 from mailflow.conditions import Condition
 from mailflow.config import Model
 from mailflow.durations import DurationField, parse_duration
-from mailflow.presence import Member
+from mailflow.presence import Members
 from mailflow.stage import StageOptions
 
 
 class ExpertGroup(Model):
     """Experts who may each answer; presence-aware like a routing team."""
 
-    members: tuple[Member, ...]
+    members: Members
     #: one present member (the first, or in turn), or every present member
     strategy: Literal["first_present", "round_robin", "all"] = "first_present"
-
-    @field_validator("members", mode="before")
-    @classmethod
-    def _short(cls, value: object) -> object:
-        if isinstance(value, list | tuple):
-            return [{"address": v} if isinstance(v, str) else v for v in value]
-        return value
 
     @model_validator(mode="after")
     def _not_empty(self) -> ExpertGroup:

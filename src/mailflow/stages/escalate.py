@@ -47,7 +47,7 @@ from typing import Any
 import structlog
 
 from mailflow import agents, autoreply, cases
-from mailflow.conditions import CompiledCondition, message_recipients
+from mailflow.conditions import CompiledCondition, lazy_keyword_hits, message_recipients
 from mailflow.context import TimerHandler
 from mailflow.direction import token_address
 from mailflow.escalation import mail, tokens
@@ -136,14 +136,7 @@ class EscalateStage(Stage[EscalateOptions]):
 
     def match(self, ctx: MessageContext) -> EscalationRule | None:
         """The first rule whose ``when:`` (and ``route:``) the message meets."""
-        hits: set[str] | None = None
-
-        def keyword_hits() -> set[str]:
-            nonlocal hits
-            if hits is None:
-                in_subject, in_text = self.keywords.find_parts(ctx)
-                hits = {self.keywords.terms[i].tag for i in in_subject | in_text}
-            return hits
+        keyword_hits = lazy_keyword_hits(self.keywords, ctx)
 
         recipients = message_recipients(ctx)
         route = ctx.case.route if ctx.case is not None else None

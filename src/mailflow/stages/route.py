@@ -54,13 +54,13 @@ from functools import partial
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from mailflow import agents, cases
-from mailflow.conditions import CompiledCondition, Condition, message_recipients
+from mailflow.conditions import CompiledCondition, Condition, lazy_keyword_hits, message_recipients
 from mailflow.config import ConfigError, Model, Problem, TimeZoneName
 from mailflow.hookspecs import hookimpl
-from mailflow.presence import Member, is_present, present_members, take_turn
+from mailflow.presence import Members, is_present, present_members, take_turn
 from mailflow.rules import Section
 from mailflow.stage import (
     CaseStatus,
@@ -77,16 +77,9 @@ from mailflow.textmatch import parse_term
 
 class Team(Model):
     addresses: tuple[str, ...]
-    members: tuple[Member, ...] = ()
+    members: Members = ()
     strategy: Literal["none", "round_robin", "least_loaded"] = "none"
     external: bool = False  # may its addresses lie outside the local domains?
-
-    @field_validator("members", mode="before")
-    @classmethod
-    def _short(cls, value: object) -> object:
-        if isinstance(value, list | tuple):
-            return [{"address": v} if isinstance(v, str) else v for v in value]
-        return value
 
     @model_validator(mode="after")
     def _addresses(self) -> Team:
@@ -320,14 +313,7 @@ class RouteStage(Stage[RouteOptions]):
         if manager:
             return "account-manager", manager, "account manager"
         recipients = message_recipients(ctx)
-        hits: set[str] | None = None
-
-        def keyword_hits() -> set[str]:
-            nonlocal hits
-            if hits is None:
-                in_subject, in_text = self.keywords.find_parts(ctx)
-                hits = {self.keywords.terms[i].tag for i in in_subject | in_text}
-            return hits
+        keyword_hits = lazy_keyword_hits(self.keywords, ctx)
 
         for compiled in self.rules:
             if compiled.matches(ctx, recipients, sender, keyword_hits):
