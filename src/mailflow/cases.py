@@ -140,10 +140,16 @@ ANY_NUMBER = re.compile(r"(?<![A-Za-z0-9])[A-Z][A-Z0-9]*-(?:\d+-)?\d+-\d(?![0-9]
                         re.IGNORECASE)
 
 
+#: the role of an expert's answer relayed to the customer (``expert_answers_customer``)
+EXPERT_TO_CUSTOMER = "expert-customer"
+#: the roles of a response to the customer: an agent's reply, an expert's direct answer
+RESPONSE_ROLES = ("agent", EXPERT_TO_CUSTOMER)
+
+
 def first_response_at(tx: Transaction, number: str) -> float | None:
     """When one of ours first answered the case (None: not yet)."""
     rows = tx.execute("SELECT MIN(created_at) FROM case_messages WHERE case_number = :number"
-                      " AND role = 'agent'", {"number": number})
+                      f" AND role IN {RESPONSE_ROLES!r}", {"number": number})
     return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
 

@@ -177,7 +177,7 @@ def build_chain(rules: RuleSet, stage_types: Mapping[str, type[Stage[Any]]], env
     if problems:
         raise ConfigError(problems)
     return Chain(tuple(stages), timeout,
-                 Scope.of(rules.local_domains, (stage.scope() for stage in stages)))
+                 Scope.of(rules.local_domains, (stage.scope() for stage in stages), env.robots))
 
 
 def _at_chain(rules: RuleSet, message: str, index: int | None = None) -> Problem:

@@ -35,8 +35,9 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from mailflow.autoreply import robot_message, robot_sender
+from mailflow.autoreply import SHIPPED, robot_message, robot_sender
 from mailflow.message import Message
+from mailflow.robots import RobotDetector
 from mailflow.values import Direction
 
 #: the directions the chain runs for; the others are relayed as received
@@ -84,9 +85,12 @@ class Scope:
     agents: Mapping[str, str] = field(default_factory=dict)
     insiders: frozenset[str] = frozenset()
     reply_addresses: frozenset[str] = frozenset()
+    #: what marks a robot (an agent's out-of-office is no reply): the rules' robot tables
+    robots: RobotDetector = SHIPPED
 
     @classmethod
-    def of(cls, local_domains: Iterable[str], parts: Iterable[ScopePart]) -> Scope:
+    def of(cls, local_domains: Iterable[str], parts: Iterable[ScopePart],
+           robots: RobotDetector = SHIPPED) -> Scope:
         mailboxes: dict[str, str] = {}
         agents: dict[str, str] = {}
         insiders: set[str] = set()
@@ -97,7 +101,7 @@ class Scope:
             insiders.update(a.lower() for a in part.insiders)
             bases.update(a.lower() for a in part.reply_addresses)
         return cls(frozenset(d.lower().rstrip(".") for d in local_domains), mailboxes, agents,
-                   frozenset(insiders), frozenset(bases))
+                   frozenset(insiders), frozenset(bases), robots)
 
     def is_local(self, address: str) -> bool:
         _, at, domain = address.rpartition("@")
@@ -201,7 +205,8 @@ def decide(message: Message, scope: Scope, source: Source,
     if source.agents_write_from_here and envelope.mail_from:
         author = _reply_author(message, scope)
         if author is not None:
-            automatic = robot_message(message) or robot_sender(envelope.mail_from)
+            automatic = (robot_message(message, scope.robots)
+                         or robot_sender(envelope.mail_from, scope.robots))
             if not automatic:
                 agent, team = author
                 return Judgement(Direction.REPLY, f"from {agent} (team {team})", agent, team)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import Field
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from mailflow.calendars import Calendars
     from mailflow.config import Settings
     from mailflow.metrics import MetricFactory
+    from mailflow.robots import RobotDetector
     from mailflow.rules import RuleSet
     from mailflow.textmatch import TermIndex
 
@@ -82,6 +84,22 @@ class StageEnv:
     def calendars(self) -> Calendars:
         """The rules' business calendars (``calendars:``): ``.get(name)``, ``.default``."""
         return self.rules.calendars
+
+    @cached_property
+    def robots(self) -> RobotDetector:
+        """What marks a robot, for every stage alike: the shipped tables plus the rules'
+        ``acknowledge.robots`` (one place to say it); the shipped tables alone when that
+        section is invalid (the acknowledge stage says why)."""
+        from pydantic import ValidationError
+
+        from mailflow.robots import RobotDetector, RobotRules
+
+        section = self.rules.section("acknowledge")
+        data = section.data if section is not None and isinstance(section.data, dict) else {}
+        try:
+            return RobotDetector(RobotRules.model_validate(data.get("robots") or {}))
+        except (ValidationError, ValueError):
+            return RobotDetector()
 
 
 class Stage(Generic[OptionsT]):

@@ -228,9 +228,17 @@ def test_expert_may_answer_the_customer(daemon_factory: Any, tmp_path: Path,
     assert relayed.rcpt_tos == [CUSTOMER]
     # the customer is outside: none of our routing headers reach them
     assert b"X-Mailflow-Case" not in relayed.data.partition(b"\r\n\r\n")[0]
-    assert "expert" in roles(d, case)
-    assert not run_cli("timers", "list", "--config", str(d.config_path)).stdout.count(
-        "escalate.")
+    assert "expert-customer" in roles(d, case)
+    listed = run_cli("timers", "list", "--config", str(d.config_path)).stdout
+    assert "escalate." not in listed
+    # the expert's answer is the case's first response: its deadline met, its timers off
+    assert "sla.breach" not in listed and "sla.warn" not in listed
+    with sqlite3.connect(d.db) as db:
+        ((met_at, kind),) = db.execute("SELECT met_at, kind FROM sla_deadlines"
+                                       " WHERE case_number = ?", (case,)).fetchall()
+    assert kind == "first_response" and met_at is not None
+    shown = run_cli("cases", "show", case, "--config", str(d.config_path)).stdout
+    assert "expert (to the customer)" in shown
 
 
 def test_follow_up_due_while_closed_waits_for_the_opening(daemon_factory: Any,

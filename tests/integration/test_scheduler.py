@@ -118,6 +118,24 @@ def test_a_timer_fires_once_when_the_clock_passes_its_due_time(daemon_factory: A
     assert metric(d, "mailflow_timers_fired_total", kind="fixture.ping") == 1
 
 
+def test_two_workers_fire_each_timer_once(daemon_factory: Any, tmp_path: Path,
+                                         sink: Sink) -> None:
+    """With ``workers: 2`` both processes poll the same timers: the lease gives each to
+    one of them."""
+    d: Daemon = daemon_factory(config={"plugin_dirs": [str(PLUGIN_DIR)], "workers": 2},
+                               rules=ping_rules(tmp_path / "ping-rules"), test_clock=T0)
+    subjects = [f"T-w{i}" for i in range(20)]
+    for subject in subjects:
+        send(d, subject)
+    sink.wait_for(20)
+    d.advance(HOUR + 1)
+    got = wait_for_pings(d, sink, 20)
+    wait_quiet(d)
+    assert sorted(str(parse_email(m.data)["Subject"]) for m in got) == sorted(
+        f"ping {s}" for s in subjects)
+    assert len(pings(sink)) == 20 and fired(d) == 20
+
+
 def test_a_restart_between_scheduling_and_due_fires_once(daemon_factory: Any, tmp_path: Path,
                                                          sink: Sink) -> None:
     d = ping_daemon(daemon_factory, tmp_path)

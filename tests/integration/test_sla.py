@@ -331,3 +331,35 @@ def test_a_suppressed_ack_still_gives_the_case_its_deadline(daemon_factory: Any,
                                 second)] == ["sla.warn", "sla.breach"]
     assert "first response due 2026-11-23 12:00 CET: pending" in cases_cli(
         d, "show", second).stdout
+
+
+def test_the_rules_robot_tables_move_no_clock(daemon_factory: Any, tmp_path: Path,
+                                              sink: Sink) -> None:
+    """What the rules add under ``acknowledge.robots`` marks a robot for the SLA too: an
+    agent's out-of-office in the company's own words is no response, and a supplier's
+    alert robot gets no deadline."""
+    robots = {"languages": ["fr", "en"], "subjects": ["Note d'absence"],
+              "senders": ["alertes"], "headers": []}
+    rules = full_chain_rules(tmp_path / "rules-src", sla=SLA, acknowledge={"robots": robots})
+    d: Daemon = daemon_factory(config={"trusted_networks": ["127.0.0.0/8"]}, rules=rules,
+                               test_clock=paris(2026, 11, 23, 9, 0))
+    case, agent = open_case(d, sink)
+    absent = agent_mail(agent, case, "absent-1@example.com", "q-1@client.test").replace(
+        f"Subject: Re: [{case}] Commande".encode(), b"Subject: Note d'absence : Re: Commande")
+    code, text = d.send(absent, mail_from=agent, rcpt_to=["claire@client.test"])
+    assert code == 250, text
+    sink.wait_for(1)
+    d.settle()
+    assert query(d, "SELECT met_at FROM sla_deadlines WHERE case_number = ?", case) == [
+        (None,)]
+    assert "agent" not in [r for (r,) in query(
+        d, "SELECT role FROM case_messages WHERE case_number = ?", case)]
+    sink.reset()
+    code, text = d.send(customer_mail("Stock bas", "alerte-1@fournisseur.test").replace(
+        b"From: Claire <claire@client.test>", b"From: <alertes@fournisseur.test>"),
+        mail_from="alertes@fournisseur.test")
+    assert code == 250, text
+    sink.wait_for(1)
+    d.settle()
+    assert query(d, "SELECT COUNT(*) FROM sla_deadlines WHERE case_number <> ?", case) == [
+        (0,)]

@@ -323,6 +323,8 @@ def test_try_shows_the_deadlines_the_case_would_get(tmp_path: Path) -> None:
     assert set(timers) >= {"sla.warn", "sla.breach"}
     breach = local(timers["sla.breach"])
     assert notes["sla"]["first_response"] == breach.strftime("%Y-%m-%d %H:%M %Z")
+    (listed,) = [t for t in report["timers"] if t["kind"] == "sla.breach"]
+    assert listed["due_local"] == breach.strftime("%Y-%m-%d %H:%M %Z")  # as timers list says
     # the acknowledgement promises that very instant (normal priority: noon, an open hour)
     assert notes["acknowledge"]["promised"] == CAL.format(breach, "fr")
     robot = _try(tmp_path, "Auto-Submitted: auto-replied\r\n")

@@ -46,10 +46,11 @@ def when(ts: float, zone: ZoneInfo | None) -> str:
 #: each message of a case: which way it went, and who wrote it
 _DIRECTION_OF_ROLE = {"customer": "inbound", "duplicate": "inbound", "agent": "reply",
                       "ack": "outgoing", "escalation": "outgoing", "expert": "reply",
-                      "expert-auto": "reply"}
+                      "expert-auto": "reply", "expert-customer": "reply"}
 _AUTHOR_OF_ROLE = {"customer": "customer", "duplicate": "customer", "agent": "agent",
                    "ack": "mailflow", "escalation": "mailflow", "expert": "expert",
-                   "expert-auto": "expert (automatic)"}
+                   "expert-auto": "expert (automatic)",
+                   "expert-customer": "expert (to the customer)"}
 
 
 def _history(tx: Transaction, number: str, zone: ZoneInfo | None) -> list[dict[str, object]]:

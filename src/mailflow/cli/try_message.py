@@ -18,9 +18,11 @@ from dataclasses import asdict, replace
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from mailflow import direction, intake
 from mailflow.chain import describe
+from mailflow.cli.cases import when
 from mailflow.cli.options import settings_from, sqlite_path
 from mailflow.clock import SYSTEM_CLOCK
 from mailflow.config import Settings
@@ -127,7 +129,8 @@ async def run_trial(settings: Settings, raw: bytes, *, mail_from: str | None = N
                    "headers_removed": prepared.headers_removed},
         "chain": list(runtime.chain.names),
     }
-    report.update(_chain_report(ctx) if ctx else _refused_report(refusal, accepted))
+    report.update(_chain_report(ctx, runtime.rules.calendars.default.zone) if ctx
+                  else _refused_report(refusal, accepted))
     return report
 
 
@@ -140,8 +143,9 @@ def _message_report(message: Message | None) -> dict[str, Any]:
             "text_chars": len(message.text)}
 
 
-def _chain_report(ctx: MessageContext) -> dict[str, Any]:
-    """What the chain decided and asked for; never the framework's caches."""
+def _chain_report(ctx: MessageContext, zone: ZoneInfo) -> dict[str, Any]:
+    """What the chain decided and asked for (times also in the default calendar's zone);
+    never the framework's caches."""
     return {
         "decisions": describe(ctx.decisions),
         "verdict": ctx.verdict.value,
@@ -151,7 +155,8 @@ def _chain_report(ctx: MessageContext) -> dict[str, Any]:
         "headers": [{"name": n, "value": v} for n, v in ctx.added_headers],
         "outgoing": [{"kind": m.kind, "rcpt_to": list(m.rcpt_to), "mail_from": m.mail_from,
                       "bytes": len(m.data)} for m in ctx.outgoing],
-        "timers": [{"kind": t.kind, "key": t.key, "due": t.due} for t in ctx.timers],
+        "timers": [{"kind": t.kind, "key": t.key, "due": t.due, "due_local": when(t.due, zone)}
+                   for t in ctx.timers],
         "direction": ctx.direction.value,
         "direction_reason": ctx.direction_reason,
         "case": asdict(ctx.case) if ctx.case is not None else None,
@@ -241,7 +246,7 @@ def outcome_lines(report: dict[str, Any]) -> list[str]:
     unless = "  (not queued: the message is refused)" if refused else ""
     said.extend(f"outbox    {m['kind']} to {', '.join(m['rcpt_to'])} ({m['bytes']} bytes)"
                 f"{unless}" for m in report["outgoing"])
-    said.extend(f"timer     {t['kind']} {t['key']} due {t['due']}{unless}"
+    said.extend(f"timer     {t['kind']} {t['key']} due {t['due_local']}{unless}"
                 for t in report["timers"])
     return said
 

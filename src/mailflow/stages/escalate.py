@@ -69,6 +69,7 @@ from mailflow.stage import (
     Verdict,
 )
 from mailflow.stages.route import RouteOptions
+from mailflow.stages.sla import on_agent_reply, sla_of
 from mailflow.store import Transaction
 from mailflow.store.schema import Schema
 from mailflow.textmatch import parse_term
@@ -113,6 +114,8 @@ class EscalateStage(Stage[EscalateOptions]):
                                            for i, r in enumerate(options.rules)
                                            for k in r.when.keyword])
         self.teams = _teams(env)
+        # an expert answering the customer directly stops the SLA clocks, as an agent would
+        self.sla = sla_of(env)
         self.counter = env.metrics.counter("mailflow_escalations_total",
                                            "Cases forwarded to an expert, by rule", ["rule"])
         HANDLERS.bind(env.calendars,
@@ -227,7 +230,7 @@ class EscalateStage(Stage[EscalateOptions]):
                  follow_up=timer.kind, due=self._when(timer.due))
 
     def _when(self, ts: float) -> str:
-        return self.calendar.format(dt.datetime.fromtimestamp(ts, self.calendar.zone), "en")
+        return dt.datetime.fromtimestamp(ts, self.calendar.zone).strftime("%Y-%m-%d %H:%M %Z")
 
     # -- the expert's answer ----------------------------------------------------
 
@@ -248,8 +251,9 @@ class EscalateStage(Stage[EscalateOptions]):
                             mailbox=row.mailbox, route=row.route, assignee=row.assignee)
         expert = ctx.author or ctx.message.envelope.mail_from.lower()
         rule = self.options.rule(escalation.rule)
-        why = autoreply.robot_message(ctx.message) or autoreply.robot_sender(
-            ctx.message.envelope.mail_from) or (
+        robots = self.env.robots
+        why = autoreply.robot_message(ctx.message, robots) or autoreply.robot_sender(
+            ctx.message.envelope.mail_from, robots) or (
             None if ctx.message.envelope.mail_from else "null sender")
         if why is not None:
             self._auto_reply(ctx, escalation, rule, expert, why)
@@ -258,11 +262,16 @@ class EscalateStage(Stage[EscalateOptions]):
             cancel(ctx, number)
             ctx.write(partial(tokens.update, token=token, state=ANSWERED,
                               answered_at=ctx.received_at))
-        ctx.write(partial(cases.add_case_message, number=number,
-                          message_id=ctx.message.message_id, role="expert", sender=expert,
-                          queue_id=ctx.queue_id),
-                  undo=partial(cases.remove_case_messages, queue_id=ctx.queue_id))
         to_customer = rule is not None and rule.expert_answers_customer
+        # an expert who answers the customer directly gives the case its response
+        ctx.write(partial(cases.add_case_message, number=number,
+                          message_id=ctx.message.message_id,
+                          role=cases.EXPERT_TO_CUSTOMER if to_customer else "expert",
+                          sender=expert, queue_id=ctx.queue_id),
+                  undo=partial(cases.remove_case_messages, queue_id=ctx.queue_id))
+        if to_customer:
+            sla, calendar = self.sla or (None, None)
+            on_agent_reply(ctx, number, row.route, sla, calendar)
         targets = ([row.customer] if to_customer else
                    [row.assignee] if row.assignee else
                    list(self.teams.get(row.route or "", ())) or [row.mailbox])

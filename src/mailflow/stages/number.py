@@ -174,7 +174,7 @@ class NumberStage(Stage[NumberOptions]):
         parent = None
         # an out-of-office or a bounce joins a closed case but does not reopen it
         if number is not None and status is CaseStatus.FOLLOWUP and closed and (
-                autoreply.automatic(message) is None):
+                autoreply.automatic(message, self.env.robots) is None):
             if self.options.on_closed_by_route.get(route or "", self.options.on_closed) == "reopen":
                 status = CaseStatus.REOPENED
                 ctx.write(partial(cases.update_case, number=number, status="open"),

@@ -206,7 +206,7 @@ class SlaStage(Stage[SlaOptions]):
         case = ctx.case
         if case is None or case.status.is_duplicate:
             return
-        why = autoreply.automatic(ctx.message)
+        why = autoreply.automatic(ctx.message, self.env.robots)
         if why is not None:
             ctx.note(deadline=None, because=f"automatic mail ({why}): no clock moves")
             return
