@@ -25,6 +25,7 @@ Each scenario prints one line of figures (``pytest -s``) and appends them to
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import time
@@ -50,6 +51,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 N = 1500
 CONCURRENCY = 8
+#: the kill -9 scenario as a long soak: MAILFLOW_SOAK_MESSAGES=10000 MAILFLOW_SOAK_KILLS=8
+SOAK_MESSAGES = int(os.environ.get("MAILFLOW_SOAK_MESSAGES", N))
+SOAK_KILLS = int(os.environ.get("MAILFLOW_SOAK_KILLS", 4))
+SOAK_RATE = 110.0  # messages per second: paced, so the load lasts across every kill
 
 
 @pytest.fixture
@@ -140,6 +145,7 @@ def in_crash_window(arrival: float, kills: list[float]) -> bool:
     return any(-0.5 <= k - arrival <= CRASH_WINDOW for k in kills)
 
 
+@pytest.mark.timeout(max(150, int(SOAK_MESSAGES / SOAK_RATE * 3) + 60))
 def test_kill_9_under_load_loses_nothing_and_sends_each_ack_once(
         daemon_factory: Any, sink: Sink, tmp_path: Path, figures_file: Path) -> None:
     """kill -9 at random moments, restart on the same state each time.
@@ -157,14 +163,16 @@ def test_kill_9_under_load_loses_nothing_and_sends_each_ack_once(
     handler = faulty_sink(sink)
     daemon: Daemon = daemon_factory(rules=full_chain_rules(tmp_path))
     db = daemon.tmp / "state" / "mailflow.sqlite3"
-    mails = make_mails(N, "kill")
+    mails = make_mails(SOAK_MESSAGES, "kill")
     started = time.monotonic()
-    # paced, so the load lasts across every kill
-    load = LoadGen(daemon.port, mails, concurrency=CONCURRENCY, rate=110, deadline=55).start()
+    lasts = SOAK_MESSAGES / SOAK_RATE
+    load = LoadGen(daemon.port, mails, concurrency=CONCURRENCY, rate=SOAK_RATE,
+                   deadline=lasts * 1.5 + 40).start()
     kills: list[float] = []
-    for _ in range(4):
-        time.sleep(rng.uniform(1.0, 3.0))
-        if load.done >= N:
+    gap = lasts / (SOAK_KILLS + 2)  # kills spread over the load
+    for _ in range(SOAK_KILLS):
+        time.sleep(rng.uniform(0.5, 1.5) * gap)
+        if load.done >= SOAK_MESSAGES:
             break
         kills.append(time.monotonic())
         daemon.kill()  # SIGKILL: nothing flushed, nothing finished
@@ -175,7 +183,7 @@ def test_kill_9_under_load_loses_nothing_and_sends_each_ack_once(
     accepted = [m for m in mails if m.accepted]
 
     # every 250'd message owes one ack (new case, ordinary sender): wait for the outbox
-    wait_for_acks(sink, accepted, timeout=30)
+    wait_for_acks(sink, accepted, timeout=max(30.0, lasts / 3))
     daemon.settle()  # nothing left to send: a second copy of anything would be here
     daemon.stop()
 
@@ -209,7 +217,7 @@ def test_kill_9_under_load_loses_nothing_and_sends_each_ack_once(
     figures.notes["acks_resent_after_kill"] = sum(len(cs) - 1 for cs in acks_again)
     report(figures, figures_file)
 
-    assert len(kills) >= 3, "the load ended before the daemon could be killed enough"
+    assert len(kills) >= SOAK_KILLS - 1, "the load ended before the daemon was killed enough"
     assert figures.corrupted == 0
     assert figures.lost == 0, figures
     assert figures.final_5xx == 0
