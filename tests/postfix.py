@@ -171,6 +171,11 @@ class PostfixInstance:
         self.filter_port = filter_port
         self.public_port = free_port()
         self.reinject_port = free_port()
+        #: with :meth:`enable_submission`: Postfix's submission smtpd, and mailflow's
+        #: second listener it feeds
+        self.submission_port: int | None = None
+        self.mailflow_submission_port: int | None = None
+        self._logins: dict[str, str] = {}
         self.running = False
 
     # -- configuration ------------------------------------------------------
@@ -186,6 +191,53 @@ class PostfixInstance:
         text = text.replace(f"{hop.host}:{hop.port}", f"127.0.0.1:{self.reinject_port}")
         return text.replace("/etc/postfix/", f"{self.config_dir}/")
 
+    def enable_submission(self, mailflow_submission_port: int,
+                          logins: dict[str, str]) -> None:
+        """Part 3 of master.cf.snippet uncommented (before :meth:`start`): agents log in
+        with SASL (Cyrus, a sasldb of ``logins``: address -> password) on a submission
+        smtpd of its own, whose mail goes to mailflow's second listener. No TLS here: the
+        snippet's ``smtpd_tls_security_level=encrypt`` is made ``none``, the one change."""
+        if shutil.which("saslpasswd2") is None:
+            raise RuntimeError("saslpasswd2 is missing (make test installs sasl2-bin)")
+        self.submission_port = free_port()
+        self.mailflow_submission_port = mailflow_submission_port
+        self._logins = logins
+
+    def _write_sasl(self) -> None:
+        """smtpd.conf, and the sasldb where the ``postfix`` user (smtpd after it dropped
+        privileges) can read it: the data directory's parent, not pytest's 0700 tmp."""
+        assert self.data_dir is not None
+        sasl_dir = self.data_dir.parent / "sasl"
+        sasl_dir.mkdir(exist_ok=True)
+        db = sasl_dir / "sasldb2"
+        for login, password in self._logins.items():
+            user, _, realm = login.partition("@")
+            subprocess.run(["saslpasswd2", "-p", "-c", "-f", str(db), "-u", realm, user],
+                           input=password, text=True, check=True, timeout=10)
+        # Debian's Postfix reads $config_directory/sasl/smtpd.conf (its README.Debian),
+        # before smtpd drops its privileges; the sasldb is opened after
+        (self.config_dir / "sasl").mkdir(exist_ok=True)
+        (self.config_dir / "sasl" / "smtpd.conf").write_text(
+            f"pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\n"
+            f"sasldb_path: {db}\n", encoding="utf-8")
+        postfix = pwd.getpwnam("postfix")
+        for path in (sasl_dir, db):
+            os.chown(path, postfix.pw_uid, postfix.pw_gid)
+
+    def _submission_master_cf(self) -> str:
+        """The commented part 3 of the snippet, uncommented, on this instance's ports."""
+        text = self._deploy_text("master.cf.snippet")
+        lines = text.split("# 3.", 1)[1].splitlines()
+        service = [line[1:] for line in lines if line.startswith("#submission")
+                   or line.startswith("#mailflow-submission") or line.startswith("#    -o")]
+        out = "\n".join(service) + "\n"
+        out = out.replace("submission inet n       -       y",
+                          f"127.0.0.1:{self.submission_port} inet n - n")
+        out = out.replace("smtpd_tls_security_level=encrypt", "smtpd_tls_security_level=none")
+        out = out.replace("[127.0.0.1]:10027", f"[127.0.0.1]:{self.mailflow_submission_port}")
+        assert f"mailflow-submission:[127.0.0.1]:{self.mailflow_submission_port}" in out, out
+        return out
+
     def write_config(self) -> None:
         """main.cf and master.cf: the base above, then the deploy snippets."""
         self.config_dir.mkdir(parents=True, exist_ok=True)
@@ -198,6 +250,9 @@ class PostfixInstance:
         main_cf += "\n" + self._deploy_text("main.cf.snippet")
         master_cf = (BASE_MASTER_CF.format(public=self.public_port) + "\n"
                      + self._deploy_text("master.cf.snippet"))
+        if self.submission_port is not None:
+            self._write_sasl()
+            master_cf += "\n" + self._submission_master_cf()
         (self.config_dir / "main.cf").write_text(main_cf, encoding="utf-8")
         (self.config_dir / "master.cf").write_text(master_cf, encoding="utf-8")
         assert f"content_filter = mailflow:[127.0.0.1]:{self.filter_port}\n" in main_cf
@@ -247,8 +302,9 @@ class PostfixInstance:
             self.public_port, self.reinject_port = free_port(), free_port()
         self.running = True
         try:
-            for port in (self.public_port, self.reinject_port):
-                wait_for_port(port, timeout)
+            for port in (self.public_port, self.reinject_port, self.submission_port):
+                if port is not None:
+                    wait_for_port(port, timeout)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}{self.log_tail()}") from None
         return self

@@ -74,6 +74,8 @@ class ScopePart:
     insiders: frozenset[str] = frozenset()
     #: base addresses (``experts@example.com``) whose ``+CASE.TOKEN`` forms are reply addresses
     reply_addresses: frozenset[str] = frozenset()
+    #: a colleague's mail to a service mailbox is no customer's (route's ``colleague_mail``)
+    colleagues_internal: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Scope:
     reply_addresses: frozenset[str] = frozenset()
     #: what marks a robot (an agent's out-of-office is no reply): the rules' robot tables
     robots: RobotDetector = SHIPPED
+    colleagues_internal: bool = False
 
     @classmethod
     def of(cls, local_domains: Iterable[str], parts: Iterable[ScopePart],
@@ -95,13 +98,15 @@ class Scope:
         agents: dict[str, str] = {}
         insiders: set[str] = set()
         bases: set[str] = set()
+        colleagues_internal = False
         for part in parts:
+            colleagues_internal |= part.colleagues_internal
             mailboxes.update({k.lower(): v for k, v in part.service_mailboxes.items()})
             agents.update({k.lower(): v for k, v in part.agents.items()})
             insiders.update(a.lower() for a in part.insiders)
             bases.update(a.lower() for a in part.reply_addresses)
         return cls(frozenset(d.lower().rstrip(".") for d in local_domains), mailboxes, agents,
-                   frozenset(insiders), frozenset(bases), robots)
+                   frozenset(insiders), frozenset(bases), robots, colleagues_internal)
 
     def is_local(self, address: str) -> bool:
         _, at, domain = address.rpartition("@")
@@ -210,6 +215,15 @@ def decide(message: Message, scope: Scope, source: Source,
             if not automatic:
                 agent, team = author
                 return Judgement(Direction.REPLY, f"from {agent} (team {team})", agent, team)
+    local_sender = bool(envelope.mail_from) and scope.is_local(envelope.mail_from)
+    if (scope.colleagues_internal and local_sender and source.agents_write_from_here
+            and any(scope.is_service_mailbox(r) for r in envelope.rcpt_to)):
+        # from outside, a local sender proves nothing: that mail stays customer mail
+        if all(scope.is_local(r) for r in envelope.rcpt_to):
+            return Judgement(Direction.INTERNAL, "a colleague's mail to a service mailbox"
+                             " (route.colleague_mail: internal)")
+        return Judgement(Direction.PASSTHROUGH, "a colleague's mail to a service mailbox and"
+                         " outside recipients (route.colleague_mail: internal)")
     for rcpt in envelope.rcpt_to:
         if scope.is_service_mailbox(rcpt):
             mailbox = rcpt.lower()
@@ -217,8 +231,7 @@ def decide(message: Message, scope: Scope, source: Source,
                    if mailbox not in scope.service_mailboxes and scope.is_reply_address(rcpt)
                    else f"for service mailbox {mailbox}")
             return Judgement(Direction.INBOUND, why, mailbox=mailbox)
-    if envelope.mail_from and scope.is_local(envelope.mail_from) and all(
-            scope.is_local(r) for r in envelope.rcpt_to):
+    if local_sender and all(scope.is_local(r) for r in envelope.rcpt_to):
         return Judgement(Direction.INTERNAL, "local sender, local recipients only")
     return Judgement(Direction.PASSTHROUGH, "no service mailbox among the recipients")
 

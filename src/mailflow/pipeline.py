@@ -289,25 +289,40 @@ class Pipeline:
         """Recipients the next hop refused while taking others (a whole copy, or some of
         its recipients): retried, each with the bytes of its copy, or reported to the sender."""
         refusals = [(data, result.refused if result.ok
-                     else dict.fromkeys(rcpts, (result.code, result.text)))
+                     else dict.fromkeys(rcpts, (result.code, result.text)), result.unknown)
                     for rcpts, data, result in sent]
         sender = ctx.message.envelope.mail_from
         mails = []
         permanent: dict[str, tuple[int, str]] = {}
-        for data, refused in refusals:
+        for data, refused, unknown in refusals:
             temporary = tuple(r for r, (code, _) in refused.items() if code < 500)
             if temporary:
-                mails.append(OutgoingMail("relay", temporary, data, mail_from=sender))
+                again = self._marked_again(ctx, temporary, data) if unknown else data
+                mails.append(OutgoingMail("relay", temporary, again, mail_from=sender))
             permanent.update({r: v for r, v in refused.items() if v[0] >= 500})
         if permanent and sender:
             mails.append(OutgoingMail("bounce", (sender,), self.bounce(ctx, permanent)))
-        refused_all = {r: f"{c} {t}" for _, refused in refusals for r, (c, t) in refused.items()}
+        refused_all = {r: f"{c} {t}" for _, refused, _ in refusals
+                       for r, (c, t) in refused.items()}
         if refused_all:
             log.warning("next_hop_refused_some", queue_id=ctx.queue_id,
                         refused=refused_all if ctx.direction in SERVICE_DIRECTIONS
                         else len(refused_all))
         return [functools.partial(Transaction.queue_outbox, mail=m, message=ctx.queue_id,
                                   held=False) for m in mails]
+
+    def _marked_again(self, ctx: MessageContext, recipients: tuple[str, ...],
+                      data: bytes) -> bytes:
+        """A copy whose first sending may have arrived (the next hop vanished after its
+        data), retried from the outbox: the company's copy says so, as a client's retry
+        would (``X-Mailflow-Duplicate``); a copy for outside recipients carries nothing."""
+        inside = self._chain_of().scope.is_inside
+        if ctx.case is None or not all(inside(r) for r in recipients):
+            return data
+        head = data.partition(b"\r\n\r\n")[0].lower()
+        if head.startswith(b"x-mailflow-duplicate:") or b"\nx-mailflow-duplicate:" in head:
+            return data
+        return f"X-Mailflow-Duplicate: {ctx.case.number}\r\n".encode() + data
 
     async def _abort(self, ctx: MessageContext) -> None:
         """Undo what the message committed: its client, having no 250, sends it again."""

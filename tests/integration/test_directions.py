@@ -179,6 +179,32 @@ def test_a_trusted_client_relaying_outside_gets_no_ack(mf: Daemon, sink: Sink) -
     assert got.data == original and acks(sink) == []
 
 
+def test_a_colleagues_mail_to_the_service_is_a_case_unless_the_rules_say_otherwise(
+        mf: Daemon, tmp_path: Path, daemon_factory: Any, sink: Sink) -> None:
+    note = mail("jean@example.com", "sav@example.com", "Imprimante", "col-1@example.com")
+    code, text = mf.send(note, mail_from="jean@example.com", rcpt_to=["sav@example.com"])
+    assert code == 250, text
+    (routed,) = sink.wait_for(1)  # a case, the colleague its customer (no ack: one of ours)
+    mf.settle()
+    assert parse_email(routed.data)["X-Mailflow-Case"] and routed.rcpt_tos != ["sav@example.com"]
+    assert query(mf, "SELECT customer FROM cases") == [("jean@example.com",)]
+    sink.reset()
+    rules = full_chain_rules(tmp_path / "rules-colleagues", route={"colleague_mail": "internal"})
+    quiet: Daemon = daemon_factory(config={"trusted_networks": ["127.0.0.0/8"]}, rules=rules)
+    code, text = quiet.send(note, mail_from="jean@example.com", rcpt_to=["sav@example.com"])
+    assert code == 250, text
+    (got,) = sink.wait_for(1)
+    quiet.settle()
+    assert got.data == note and got.rcpt_tos == ["sav@example.com"] and acks(sink) == []
+    assert query(quiet, "SELECT COUNT(*) FROM cases") == [(0,)]
+    assert metric(quiet, 'mailflow_messages_by_direction_total{direction="internal"}') == 1
+    (tmp_path / "col.eml").write_bytes(note)
+    tried = run_cli("try", str(tmp_path / "col.eml"), "--config", str(quiet.config_path),
+                    "--state-dir", str(tmp_path / "try-state"), "--peer", "127.0.0.1")
+    assert tried.returncode == 0, tried.stderr
+    assert "direction internal (a colleague's mail to a service mailbox" in tried.stdout
+
+
 def test_a_forged_agent_from_outside_is_customer_mail(tmp_path: Path, daemon_factory: Any,
                                                       sink: Sink) -> None:
     """Loopback not trusted: an agent's address is no proof, its mail is inbound."""
@@ -215,3 +241,27 @@ def test_a_next_hop_vanishing_after_the_data(mf: Daemon, sink: Sink) -> None:
     assert query(mf, "SELECT state FROM messages ORDER BY received_at") == [
         ("unknown",), ("delivered",)]
 
+
+
+def test_the_companys_copy_vanishing_while_the_outside_copy_is_taken(mf: Daemon,
+                                                                     sink: Sink) -> None:
+    """Two copies (ours with routing headers, the outsider's without): the next hop vanishes
+    after the first one's data and takes the second. The client hears 250 (a copy was
+    accepted: a retry would send it twice); our copy is retried from the outbox, marked,
+    since the first attempt may have arrived; the outsider's never carries our headers."""
+    original = mail("Claire <claire@client.test>", "sav@example.com",
+                    "Ma commande", "vanish-2@client.test", "Cc: ami@elsewhere.test\r\n")
+    sink.handler.vanish_after_data = 1
+    code, text = mf.send(original, mail_from="claire@client.test",
+                         rcpt_to=["sav@example.com", "ami@elsewhere.test"])
+    assert code == 250, text
+    sink.wait_for(4)  # our copy twice, the outsider's once, the ack
+    mf.settle()
+    ours = [m for m in relayed(sink) if "ami@elsewhere.test" not in m.rcpt_tos]
+    (theirs,) = [m for m in relayed(sink) if m.rcpt_tos == ["ami@elsewhere.test"]]
+    assert len(ours) == 2 and ours[0].rcpt_tos == ours[1].rcpt_tos
+    first, again = (parse_email(m.data) for m in ours)
+    case = first["X-Mailflow-Case"]
+    assert first["X-Mailflow-Duplicate"] is None and again["X-Mailflow-Duplicate"] == case
+    assert b"X-Mailflow-" not in theirs.data.partition(b"\r\n\r\n")[0]
+    assert len(acks(sink)) == 1

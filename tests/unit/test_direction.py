@@ -61,6 +61,28 @@ def test_direction(msg: Message, source: Source, expected: Direction) -> None:
     assert decide(msg, SCOPE, source).direction is expected
 
 
+COLLEAGUES_INTERNAL = Scope.of(["example.com"], [ScopePart(
+    service_mailboxes={"sav@example.com": "sav"}, agents={"alice@example.com": "sav"},
+    colleagues_internal=True)])
+
+
+@pytest.mark.parametrize(("msg", "source", "expected"), [
+    # the rules say a colleague's mail to the service is no customer's
+    (message("jean@example.com", "sav@example.com"), TRUSTED, Direction.INTERNAL),
+    (message("jean@example.com", "sav@example.com"), SUBMISSION, Direction.INTERNAL),
+    (message("jean@example.com", "sav@example.com", "ami@elsewhere.test"), TRUSTED,
+     Direction.PASSTHROUGH),
+    # a local sender from outside proves nothing: customer mail still
+    (message("jean@example.com", "sav@example.com"), OUTSIDE, Direction.INBOUND),
+    # customers and agents are unchanged
+    (message("claire@client.test", "sav@example.com"), TRUSTED, Direction.INBOUND),
+    (message("alice@example.com", "claire@client.test"), TRUSTED, Direction.REPLY),
+])
+def test_colleague_mail_may_be_internal(msg: Message, source: Source,
+                                        expected: Direction) -> None:
+    assert decide(msg, COLLEAGUES_INTERNAL, source).direction is expected
+
+
 def test_a_reply_names_its_agent_and_team() -> None:
     judged = decide(message("alice@example.com", "claire@client.test"), SCOPE, TRUSTED)
     assert (judged.agent, judged.team) == ("alice@example.com", "sav")

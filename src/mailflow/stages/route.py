@@ -111,6 +111,9 @@ class RouteOptions(StageOptions):
     account_managers_file: str | None = None
     timezone: TimeZoneName | None = None  # unset: the default calendar's (calendars:)
     allow_external: tuple[str, ...] = ()  # addresses outside our domains a rule may name
+    #: a colleague's mail to a service mailbox, sent from where agents write: a case with
+    #: the colleague as customer (``inbound``), or passed through untouched (``internal``)
+    colleague_mail: Literal["inbound", "internal"] = "inbound"
 
 
 class _CompiledRule(CompiledCondition):
@@ -245,7 +248,8 @@ class RouteStage(Stage[RouteOptions]):
                 people.setdefault(rule.person.lower(), rule.team or rule.name)
         for person in self.managers.values():
             people.setdefault(person, "account-manager")
-        return ScopePart(mailboxes, people, frozenset(insiders))
+        return ScopePart(mailboxes, people, frozenset(insiders),
+                         colleagues_internal=self.options.colleague_mail == "internal")
 
     def scope(self) -> ScopePart:
         return self._scope
