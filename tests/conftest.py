@@ -117,6 +117,20 @@ def drain_outbox(db: Path, timeout: float = 10.0) -> None:
     raise AssertionError("the outbox did not drain")
 
 
+def drain_outbox_pg(url: str, timeout: float = 10.0) -> None:
+    """``drain_outbox`` for a daemon on PostgreSQL."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url.partition("?")[0], autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT count(*) FROM outbox WHERE state = 'ready'").fetchone()
+            if row == (0,):
+                return
+            time.sleep(0.05)
+    raise AssertionError("the outbox did not drain")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -390,7 +404,11 @@ class Daemon:
     def settle(self, timeout: float = 10.0) -> None:
         """Wait until nothing more can leave: every outbox row sent or given up. What the
         next hop holds then is final, so an absence (no second copy) is proven, not slept on."""
-        drain_outbox(self.db, timeout)
+        store = str(self.config.get("store") or "")
+        if store.startswith("postgresql://"):
+            drain_outbox_pg(store, timeout)
+        else:
+            drain_outbox(self.db, timeout)
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None

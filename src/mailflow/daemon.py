@@ -71,7 +71,8 @@ class Application:
         self.metric_factory = MetricFactory(self.registry)
         self.clock: Clock = clock
         self.runtime: Runtime = load_runtime(settings, self.metric_factory, clock)
-        self.store: Store = open_store(settings.store_url, clock=clock)
+        self.store: Store = open_store(settings.store_url, clock=clock, node=settings.node_id,
+                                       migrate=settings.migrate == "auto")
         self.host = DaemonHost(settings=settings, store=self.store, metrics=self.metric_factory,
                                rules=lambda: self.runtime.rules, clock=self.clock, worker=worker)
         hop = settings.effective_next_hop
@@ -195,6 +196,8 @@ class Application:
     async def start(self, sock: socket.socket,
                     submission: socket.socket | None = None) -> list[asyncio.Server]:
         await self.store.open(self.runtime.schemas)
+        if self.worker == 0:  # the node's id is held by the daemon, for all its workers
+            await self.store.claim_node()
         for name in self.runtime.plugins:
             await call_one(self.runtime.pm, "mailflow_startup", name,
                            host=self.host.for_plugin(name))
@@ -288,9 +291,11 @@ def _die_with_parent() -> None:
 async def _prepare_store(settings: Settings, schemas: Sequence[Schema],
                          clock: Clock = SYSTEM_CLOCK) -> None:
     """Migrate, and recover from a crash, once, before the workers start."""
-    store = open_store(settings.store_url, clock=clock)
+    store = open_store(settings.store_url, clock=clock, node=settings.node_id,
+                       migrate=settings.migrate == "auto")
     await store.open(schemas)
     try:
+        await store.claim_node()  # refused now, before binding, if another daemon has it
         abandoned = await store.recover()
         if abandoned:
             log.warning("recovered_in_flight", messages=abandoned,

@@ -53,7 +53,8 @@ class OutboxWorker:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        # NODE:PID: a restarting node frees its own leases only (see Store.recover)
+        self.owner = f"{store.node or socket.gethostname()}:{os.getpid()}"
         self.queue = LeasedQueue("outbox", self._claim, self._send, settings.poll_interval)
         self._last_sweep = -float("inf")
 

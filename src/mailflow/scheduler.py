@@ -57,7 +57,7 @@ class Scheduler:
         self.handlers = handlers
         self.clock = clock
         self.on_commit = on_commit
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:scheduler"
+        self.owner = f"{store.node or socket.gethostname()}:{os.getpid()}:scheduler"
         self.queue = LeasedQueue("scheduler", self._claim, self._fire, settings.poll_interval)
         self._unhandled: set[str] = set()  # kinds already logged as having no handler
 

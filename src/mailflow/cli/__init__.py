@@ -1,4 +1,4 @@
-"""``mailflow serve | check | try | cases | agents | timers | version``.
+"""``mailflow serve | check | try | cases | agents | timers | migrate | version``.
 
 Each command is one module of this package with a ``run(args) -> int``,
 imported only when it runs: ``serve`` must choose how metrics are stored
@@ -21,12 +21,12 @@ from mailflow.config import ConfigError
 from mailflow.logs import configure
 from mailflow.store import StoreUnavailable
 
-DESCRIPTION = "``mailflow serve | check | try | cases | agents | timers | version``."
+DESCRIPTION = "``mailflow serve | check | try | cases | agents | timers | migrate | version``."
 #: the module of each command, in this package
 COMMANDS = {"serve": "serve", "check": "check", "try": "try_message", "cases": "cases",
-            "agents": "agents", "timers": "timers"}
+            "agents": "agents", "timers": "timers", "migrate": "migrate"}
 #: commands whose output is the answer: their logs stay quiet unless asked
-QUIET = frozenset({"check", "try", "cases", "agents", "timers"})
+QUIET = frozenset({"check", "try", "cases", "agents", "timers", "migrate"})
 #: the exit status of a process killed by SIGPIPE, as a shell reports it
 BROKEN_PIPE = 128 + 13
 
@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cases(sub)
     _add_agents(sub)
     _add_timers(sub)
+    migrate = sub.add_parser("migrate", help="bring the store's tables up to this version")
+    add_common(migrate)
+    migrate.add_argument("--check", action="store_true",
+                         help="change nothing; exit 1 if the store is behind")
     sub.add_parser("version", help="print the version")
     return parser
 

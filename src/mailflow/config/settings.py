@@ -16,6 +16,7 @@ import importlib.metadata
 import ipaddress
 import json
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -124,6 +125,11 @@ class Settings(Model):
     next_hop: NextHop | None = None
     state_dir: str = DEFAULT_STATE_DIR
     store: str | None = None
+    #: ``auto``: serve migrates the store at start; ``manual``: it refuses an older schema
+    migrate: Literal["auto", "manual"] = "auto"
+    #: this daemon's name among those sharing one database (the same across restarts)
+    node_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200,
+                         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     rules: str = DEFAULT_RULES_DIR
     metrics: str | None = None
     workers: int = Field(1, ge=1, le=64)
@@ -154,8 +160,10 @@ class Settings(Model):
     @field_validator("store")
     @classmethod
     def _store(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("sqlite:///"):
-            raise ValueError(f"'{value}' is not a supported store: use sqlite:///PATH")
+        if value is not None and not value.startswith(("sqlite:///", "postgresql://",
+                                                       "postgres://")):
+            raise ValueError(f"'{value}' is not a supported store: use sqlite:///PATH or"
+                             " postgresql://USER@HOST:PORT/DATABASE")
         return value
 
     @field_validator("listen", "submission_listen", "metrics")
@@ -244,7 +252,7 @@ def _anchored(value: str, base: Path) -> str:
 
 
 def _anchored_store(url: str | None, base: Path) -> str | None:
-    if url is None or url.startswith("sqlite:////"):
+    if url is None or not url.startswith("sqlite:///") or url.startswith("sqlite:////"):
         return url
     path, mark, query = url.removeprefix("sqlite:///").partition("?")
     return f"sqlite:///{_anchored(path, base)}{mark}{query}" if path else url

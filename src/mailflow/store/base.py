@@ -76,6 +76,8 @@ class Transaction(abc.ABC):
     """
 
     clock: Clock = SYSTEM_CLOCK
+    #: the daemon's node id: a message in flight is its node's to recover after a crash
+    node: str = ""
     #: each owner's ``forget`` (see ``Schema``), run by ``abandon_message``
     forgetters: Sequence[ForgetFn] = ()
 
@@ -95,9 +97,10 @@ class Transaction(abc.ABC):
                        received_at: float, details: dict[str, Any]) -> None:
         self.execute(
             "INSERT INTO messages (queue_id, message_id, mail_from, rcpt_to, state, verdict,"
-            " received_at, updated_at, details) VALUES (:queue_id, :message_id, :mail_from,"
-            " :rcpt_to, :state, :verdict, :received_at, :now, :details)",
+            " received_at, updated_at, details, node) VALUES (:queue_id, :message_id,"
+            " :mail_from, :rcpt_to, :state, :verdict, :received_at, :now, :details, :node)",
             {"queue_id": queue_id, "message_id": message_id, "mail_from": mail_from,
+             "node": self.node,
              "rcpt_to": json.dumps(list(rcpt_to)), "state": state, "verdict": verdict,
              "received_at": received_at, "now": self.now(),
              "details": json.dumps(details, default=str)})
@@ -262,6 +265,7 @@ class Store(abc.ABC):
     """A persistent store; ``open`` runs the schema migrations."""
 
     url: str
+    node: str = ""
     #: Why writes fail now (locked, full, read-only), set as soon as one fails for such a
     #: reason and cleared by the next that commits: /healthz reports it at once.
     error: str | None = None
@@ -343,6 +347,11 @@ class Store(abc.ABC):
     async def due_timers(self, now: float) -> dict[str, tuple[int, float]]:
         return await self.run_read(lambda tx: tx.due_timers(now))
 
+    async def claim_node(self) -> None:
+        """Hold this daemon's node id for its life; refused while another daemon holds it
+        (a shared store only: one SQLite file has one daemon)."""
+        return None
+
     @abc.abstractmethod
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the store can be written now."""
@@ -351,9 +360,18 @@ class Store(abc.ABC):
     async def pending_outbox(self) -> int: ...
 
 
-def open_store(url: str, *, readonly: bool = False, clock: Clock = SYSTEM_CLOCK) -> Store:
+def open_store(url: str, *, readonly: bool = False, clock: Clock = SYSTEM_CLOCK,
+               node: str = "", migrate: bool = True) -> Store:
     """The store for ``url``: ``sqlite:///PATH[?busy_timeout=SECONDS]`` (the embedded
-    default). ``readonly`` is the dry-run mode of ``mailflow try``: reads, never writes."""
+    default) or ``postgresql://…`` (several daemons on one database; ``node``: this
+    daemon's node id). ``readonly`` is the dry-run mode of ``mailflow try``: reads, never
+    writes. ``migrate=False``: refuse a schema older than the code instead of migrating."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from mailflow.store.postgres import PostgresStore, split_url
+
+        conninfo, pool_size, node_timeout = split_url(url)
+        return PostgresStore(conninfo, readonly=readonly, clock=clock, node=node,
+                             migrate=migrate, pool_size=pool_size, node_timeout=node_timeout)
     if url.startswith("sqlite:///"):
         from mailflow.store.sqlite import SqliteStore
 
@@ -364,5 +382,5 @@ def open_store(url: str, *, readonly: bool = False, clock: Clock = SYSTEM_CLOCK)
         except ValueError:
             raise ValueError(f"'{url}': busy_timeout is a number of seconds") from None
         return SqliteStore(path or "mailflow.sqlite3", readonly=readonly, busy_timeout=busy,
-                           clock=clock)
-    raise ValueError(f"unsupported store '{url}' (use sqlite:///PATH)")
+                           clock=clock, migrate=migrate)
+    raise ValueError(f"unsupported store '{url}' (use sqlite:///PATH or postgresql://…)")

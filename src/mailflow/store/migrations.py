@@ -69,4 +69,12 @@ CORE = Schema("core", (
         "ALTER TABLE timers ADD COLUMN last_error TEXT",
         "ALTER TABLE timers ADD COLUMN done_at DOUBLE PRECISION",
     ),
+    (  # 3: several daemons on one database: whose message is in flight, who is alive
+        "ALTER TABLE messages ADD COLUMN node TEXT",
+        """CREATE TABLE nodes (
+            node TEXT PRIMARY KEY,
+            instance TEXT NOT NULL,
+            heartbeat DOUBLE PRECISION NOT NULL
+        )""",
+    ),
 ))

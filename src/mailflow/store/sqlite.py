@@ -33,7 +33,7 @@ from mailflow.store.base import (
     WriteFn,
 )
 from mailflow.store.schema import ForgetFn, Schema
-from mailflow.store.sqlite_schema import apply_schemas
+from mailflow.store.sqlite_schema import apply_schemas, behind
 from mailflow.values import Timer
 
 log = structlog.get_logger("mailflow.store")
@@ -79,9 +79,11 @@ class SqliteStore(Store):
     """The SQLite implementation of ``Store``."""
 
     def __init__(self, path: str, readonly: bool = False, busy_timeout: float = 5.0,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, migrate: bool = True) -> None:
         """``readonly`` opens an existing store for dry runs: reads work, writes refuse.
-        ``busy_timeout``: seconds a locked database is waited for."""
+        ``busy_timeout``: seconds a locked database is waited for. ``migrate=False``:
+        refuse a schema older than the code (``migrate: manual``)."""
+        self.auto_migrate = migrate
         self.path = path
         self.readonly = readonly
         self.busy_timeout = busy_timeout
@@ -110,6 +112,9 @@ class SqliteStore(Store):
             raise StoreUnavailable(f"cannot open the store {self.path}: {exc}") from exc
         try:
             await asyncio.to_thread(self._migrate_now, conn, schemas)
+        except StoreUnavailable:
+            conn.close()
+            raise
         except sqlite3.Error as exc:
             conn.close()
             raise StoreUnavailable(f"cannot prepare the store {self.path}: {exc}") from exc
@@ -120,6 +125,12 @@ class SqliteStore(Store):
     def _migrate_now(self, conn: sqlite3.Connection, schemas: Sequence[Schema]) -> None:
         conn.execute("BEGIN IMMEDIATE")  # one migrator at a time, across processes
         try:
+            if not self.auto_migrate:
+                late = behind(self._transaction(conn), schemas)
+                if late:
+                    raise StoreUnavailable(
+                        f"the store's schema is older than this mailflow ({', '.join(late)})"
+                        " and migrate is manual: run 'mailflow migrate' first")
             apply_schemas(self._transaction(conn), schemas)
             conn.execute("COMMIT")
         except BaseException:

@@ -48,6 +48,15 @@ def apply_schemas(tx: Transaction, schemas: Sequence[Schema]) -> None:
             log.info("store_migrated", owner=schema.owner, version=target)
 
 
+def behind(tx: Transaction, schemas: Sequence[Schema]) -> list[str]:
+    """The owners whose tables are older than this code's (``migrate: manual``)."""
+    exists = tx.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                        " AND name = 'schema_versions'")
+    versions = dict(tx.execute("SELECT owner, version FROM schema_versions")) if exists else {}
+    return [f"{s.owner} {versions.get(s.owner, 0)} < {s.version}" for s in schemas
+            if versions.get(s.owner, 0) < s.version]
+
+
 _ADD_COLUMN = re.compile(r"^\s*ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(\w+)", re.IGNORECASE)
 
 

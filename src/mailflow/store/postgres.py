@@ -1,0 +1,344 @@
+"""PostgreSQL store: several daemons sharing one database, ``store: postgresql://…``.
+
+psycopg 3 with its connection pool. The stages' write functions are synchronous
+(``fn(tx)``), so each transaction runs on a pool connection in a worker thread;
+``run_write`` returns once PostgreSQL committed it (``synchronous_commit`` on: the
+WAL is flushed). Concurrent commits share WAL flushes on the server, which is what
+SQLite's grouped commits do by hand: "250 only once durable" at the same cost.
+
+What the daemons share, PostgreSQL coordinates; nothing of our own:
+- case numbers and other sequences: an atomic upsert counter (``sequences``);
+- outbox rows and timers: ``SELECT … FOR UPDATE SKIP LOCKED`` under a lease that
+  expires by the database's clock (the injected clock still says when a timer is due);
+- a node's liveness: a session advisory lock held by the daemon's first worker for its
+  whole life (released by the server the moment the process dies), and a heartbeat in
+  ``nodes``; a restarting daemon recovers its own node's rows only, and the others
+  recover a node silent for ``NODE_TIMEOUT`` seconds.
+
+Errors of the server or the connection (restart, killed session, pool exhausted,
+a unique constraint hit by two daemons at once) become ``StoreUnavailable``: the
+client gets a 4xx and sends again; the pool reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlencode
+
+import psycopg
+import structlog
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from mailflow.clock import SYSTEM_CLOCK, Clock
+from mailflow.store.base import OutboxRow, Store, StoreUnavailable, TimerRow, Transaction, WriteFn
+from mailflow.store.postgres_sql import apply_schemas, behind, db_now, to_pyformat
+from mailflow.store.schema import ForgetFn, Schema
+from mailflow.values import Timer
+
+log = structlog.get_logger("mailflow.store")
+T = TypeVar("T")
+
+#: this process tree's instance of its node (workers fork after it is made: they share it)
+INSTANCE = uuid.uuid4().hex
+#: seconds without a heartbeat after which the other daemons recover a node's rows
+NODE_TIMEOUT = 60.0
+POOL_SIZE = 8
+
+
+def split_url(url: str) -> tuple[str, int, float]:
+    """(the URL for libpq, pool size, node timeout): mailflow's own query parameters,
+    ``pool_size`` and ``node_timeout`` (seconds), are taken out; the rest is libpq's."""
+    base, _, query = url.partition("?")
+    options = parse_qs(query, keep_blank_values=True)
+    try:
+        pool_size = int(options.pop("pool_size", [str(POOL_SIZE)])[0])
+        node_timeout = float(options.pop("node_timeout", [str(NODE_TIMEOUT)])[0])
+    except ValueError:
+        raise ValueError(f"'{url}': pool_size and node_timeout are numbers") from None
+    if pool_size < 1 or node_timeout <= 0:
+        raise ValueError(f"'{url}': pool_size and node_timeout must be positive")
+    rest = urlencode(options, doseq=True)
+    return (f"{base}?{rest}" if rest else base), pool_size, node_timeout
+
+
+class PostgresTransaction(Transaction):
+    def __init__(self, conn: psycopg.Connection[Any], clock: Clock = SYSTEM_CLOCK,
+                 forgetters: Sequence[ForgetFn] = (), node: str = "") -> None:
+        self.conn = conn
+        self.clock = clock
+        self.forgetters = forgetters
+        self.node = node
+
+    def execute(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        values = params if isinstance(params, Mapping) else tuple(params)
+        cursor = self.conn.execute(to_pyformat(sql), values, prepare=False)
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+
+
+class PostgresStore(Store):
+    """The PostgreSQL implementation of ``Store``."""
+
+    def __init__(self, url: str, *, readonly: bool = False, clock: Clock = SYSTEM_CLOCK,
+                 node: str = "", pool_size: int = POOL_SIZE, migrate: bool = True,
+                 node_timeout: float = NODE_TIMEOUT) -> None:
+        self.url = url
+        self.readonly = readonly
+        self.clock = clock
+        self.node = node
+        self.pool_size = pool_size
+        self.node_timeout = node_timeout
+        self.auto_migrate = migrate
+        self._pool: ConnectionPool[Any] | None = None
+        self._threads = ThreadPoolExecutor(max_workers=pool_size + 2,
+                                           thread_name_prefix="mailflow-pg")
+        self._schemas: dict[str, Schema] = {}
+        self._forgetters: list[ForgetFn] = []
+        self._node_lock: psycopg.Connection[Any] | None = None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def open(self, schemas: Sequence[Schema] | None = None) -> None:
+        if schemas is None:
+            from mailflow.plugins import builtin_schemas
+
+            schemas = builtin_schemas()
+        pool: ConnectionPool[Any] = ConnectionPool(
+            self.url, min_size=1, max_size=self.pool_size, open=False, timeout=5.0,
+            kwargs={"connect_timeout": 5, "application_name": f"mailflow {self.node}"},
+            check=ConnectionPool.check_connection, reconnect_timeout=0)
+        try:
+            await self._call(pool.open, True, 10.0)
+        except (psycopg.Error, PoolTimeout) as exc:
+            await self._call(pool.close)
+            raise StoreUnavailable(f"cannot reach the store {self._where()}: {exc}") from exc
+        self._pool = pool
+        if self.readonly:
+            self._remember(schemas)
+            return
+        if self.auto_migrate:
+            await self.run_write(lambda tx: apply_schemas(tx, schemas))
+        else:
+            late = await self.run_read(lambda tx: behind(tx, schemas))
+            if late:
+                await self.close()
+                raise StoreUnavailable(
+                    f"the store's schema is older than this mailflow ({', '.join(late)})"
+                    " and migrate is manual: run 'mailflow migrate' first")
+        self._remember(schemas)
+
+    async def migrate(self, schemas: Sequence[Schema]) -> None:
+        if self.readonly:
+            return
+        await self.run_write(lambda tx: apply_schemas(tx, schemas))
+        self._remember(schemas)
+
+    def _remember(self, schemas: Sequence[Schema]) -> None:
+        for schema in schemas:
+            if schema.owner not in self._schemas:
+                self._schemas[schema.owner] = schema
+                if schema.forget is not None:
+                    self._forgetters.append(schema.forget)
+
+    async def close(self) -> None:
+        if self._node_lock is not None:
+            await self._call(self._node_lock.close)
+            self._node_lock = None
+        if self._pool is not None:
+            await self._call(self._pool.close)
+            self._pool = None
+        self._threads.shutdown(wait=False)
+
+    def _where(self) -> str:
+        """The URL without its password, for messages and logs."""
+        info = psycopg.conninfo.conninfo_to_dict(self.url)
+        return f"postgresql://{info.get('host', '')}:{info.get('port', 5432)}/" \
+               f"{info.get('dbname', '')}"
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+
+    # -- transactions --------------------------------------------------------
+
+    def _run(self, fn: WriteFn[T], read: bool) -> T:
+        if self._pool is None:
+            raise StoreUnavailable("store is not open")
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                if read:
+                    conn.execute("SET TRANSACTION READ ONLY")
+                result = fn(PostgresTransaction(conn, self.clock, self._forgetters, self.node))
+            self.error = None if not read else self.error
+            return result
+        except PoolTimeout as exc:
+            self.error = f"no database connection: {exc}"
+            raise StoreUnavailable(self.error) from exc
+        except psycopg.OperationalError as exc:  # server gone, connection killed
+            self.error = f"database unavailable: {exc}".strip()
+            raise StoreUnavailable(self.error) from exc
+        except psycopg.Error as exc:  # a conflict (two daemons, one message): try again
+            raise StoreUnavailable(str(exc).strip()) from exc
+
+    async def run_write(self, fn: WriteFn[T]) -> T:
+        if self.readonly:
+            raise StoreUnavailable("store is read-only (dry run)")
+        result: T = await self._call(self._run, fn, False)
+        return result
+
+    async def run_read(self, fn: WriteFn[T]) -> T:
+        result: T = await self._call(self._run, fn, True)
+        return result
+
+    # -- the node --------------------------------------------------------------
+
+    async def claim_node(self) -> None:
+        """Hold this node's advisory lock for the life of the daemon: refused when
+        another live daemon holds it (the same ``node_id`` twice)."""
+        def claim() -> None:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            (held,) = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
+                                   (f"mailflow node {self.node}",)).fetchone() or (False,)
+            if not held:
+                conn.close()
+                raise StoreUnavailable(
+                    f"node id '{self.node}' is in use by another running daemon on this"
+                    " database: give each daemon its own node_id")
+            self._node_lock = conn
+        try:
+            await self._call(claim)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"cannot reach the store {self._where()}: {exc}") from exc
+        await self.run_write(self._heartbeat)
+
+    def _heartbeat(self, tx: Transaction) -> None:
+        tx.execute(f"INSERT INTO nodes (node, instance, heartbeat) VALUES (:node, :instance,"
+                   f" {db_now()}) ON CONFLICT (node) DO UPDATE SET instance = excluded.instance,"
+                   " heartbeat = excluded.heartbeat", {"node": self.node, "instance": INSTANCE})
+
+    # -- outbox ---------------------------------------------------------------
+
+    async def claim_outbox(self, owner: str, limit: int, lease: float) -> list[OutboxRow]:
+        now = self.clock.now()
+
+        def claim(tx: Transaction) -> list[OutboxRow]:
+            rows = _claim(tx, "outbox", "next_attempt", "ready", now=now, owner=owner,
+                          limit=limit, lease=lease,
+                          columns="kind, mail_from, rcpt_to, data, attempts, message")
+            return [OutboxRow(r[0], r[1], r[2], tuple(json.loads(r[3])), bytes(r[4]), r[5],
+                              r[6]) for r in rows]
+        return await self.run_write(claim)
+
+    async def outbox_sent(self, row_id: int) -> None:
+        await self.run_write(lambda tx: tx.execute(
+            "UPDATE outbox SET state = 'sent', sent_at = :now, lease_until = NULL,"
+            " attempts = attempts + 1 WHERE id = :id", {"now": tx.now(), "id": row_id}))
+
+    async def outbox_retry(self, row_id: int, next_attempt: float, error: str,
+                           give_up: bool) -> None:
+        await self.run_write(lambda tx: tx.execute(
+            "UPDATE outbox SET state = :state, next_attempt = :next_attempt, last_error = :error,"
+            " lease_until = NULL, attempts = attempts + 1 WHERE id = :id",
+            {"state": "failed" if give_up else "ready", "next_attempt": next_attempt,
+             "error": error[:1000], "id": row_id}))
+
+    async def sweep_held(self, older_than: float) -> int:
+        def sweep(tx: Transaction) -> int:
+            rows = tx.execute("SELECT queue_id FROM messages WHERE state = 'pending'"
+                              " AND updated_at < :older_than FOR UPDATE SKIP LOCKED",
+                              {"older_than": older_than})
+            for (queue_id,) in rows:
+                tx.abandon_message(queue_id)
+            return len(rows)
+        return await self.run_write(sweep)
+
+    async def recover(self) -> int:
+        """This node's rows only: the other daemons' leases and messages in flight are
+        theirs (a node silent for ``NODE_TIMEOUT`` is recovered by :meth:`recover_dead`)."""
+        return await self.run_write(lambda tx: _recover_node(tx, self.node))
+
+    async def recover_dead(self) -> int:
+        """Recover the rows of nodes whose daemon stopped beating (and holds no lock)."""
+        def recover(tx: Transaction) -> int:
+            dead = tx.execute(f"SELECT node FROM nodes WHERE heartbeat < {db_now()} - :timeout"
+                              " AND node <> :node AND pg_try_advisory_xact_lock("
+                              "hashtext('mailflow node ' || node)) FOR UPDATE SKIP LOCKED",
+                              {"timeout": self.node_timeout, "node": self.node})
+            total = 0
+            for (node,) in dead:
+                total += _recover_node(tx, str(node))
+                tx.execute("DELETE FROM nodes WHERE node = :node", {"node": node})
+                log.warning("node_recovered", node=node, messages=total)
+            return total
+        return await self.run_write(recover)
+
+    async def pending_outbox(self) -> int:
+        rows = await self.run_read(lambda tx: tx.execute(
+            "SELECT count(*) FROM outbox WHERE state = 'ready'"))
+        return int(rows[0][0])
+
+    # -- timers ----------------------------------------------------------------
+
+    async def claim_timers(self, owner: str, now: float, limit: int, lease: float,
+                           kinds: Sequence[str] | None = None) -> list[TimerRow]:
+        if kinds is not None and not kinds:
+            return []
+
+        def claim(tx: Transaction) -> list[TimerRow]:
+            rows = _claim(tx, "timers", "COALESCE(next_attempt, due)", "active", now=now,
+                          owner=owner, limit=limit, lease=lease,
+                          columns="kind, key, due, payload, attempts", kinds=kinds)
+            return [TimerRow(r[0], Timer(r[1], r[3], r[2], json.loads(r[4])), r[5])
+                    for r in rows]
+        return await self.run_write(claim)
+
+    async def timer_done(self, timer_id: int) -> None:
+        await self.run_write(lambda tx: tx.execute(
+            "UPDATE timers SET state = 'done', done_at = :now, lease_until = NULL"
+            " WHERE id = :id", {"now": tx.now(), "id": timer_id}))
+
+    async def ping(self) -> None:
+        """A write (the node's heartbeat, or the health row), and the dead nodes' rows."""
+        if self._node_lock is not None:
+            await self.run_write(self._heartbeat)
+            await self.recover_dead()
+        else:
+            await self.run_write(lambda tx: tx.execute(
+                "INSERT INTO health (id, at) VALUES (1, :now) ON CONFLICT (id)"
+                " DO UPDATE SET at = excluded.at", {"now": tx.now()}))
+
+
+def _claim(tx: Transaction, table: str, due: str, state: str, *, now: float, owner: str,
+           limit: int, lease: float, columns: str,
+           kinds: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
+    """Lease up to ``limit`` due rows to ``owner``: rows another daemon is claiming are
+    skipped, not waited for; a lease runs out by the database's clock."""
+    only = " AND kind = ANY(:kinds)" if kinds else ""
+    rows = tx.execute(
+        f"UPDATE {table} SET lease_owner = :owner, lease_until = {db_now()} + :lease"
+        f" WHERE id IN (SELECT id FROM {table} WHERE state = :state AND {due} <= :now{only}"
+        f" AND (lease_until IS NULL OR lease_until < {db_now()}) ORDER BY {due}"
+        f" LIMIT :limit FOR UPDATE SKIP LOCKED) RETURNING {due}, id, {columns}",
+        {"owner": owner, "lease": lease, "state": state, "now": now, "limit": limit,
+         "kinds": list(kinds or ())})
+    return [row[1:] for row in sorted(rows, key=lambda row: (row[0], row[1]))]
+
+
+def _recover_node(tx: Transaction, node: str) -> int:
+    """Free ``node``'s leases; its messages caught between commit and the next hop's
+    answer become ``unknown`` (see ``Store.recover``)."""
+    mine = {"prefix": f"{node}:"}  # owners are NODE:PID (outbox) and NODE:PID:scheduler
+    for table, state in (("outbox", "ready"), ("timers", "active")):
+        tx.execute(f"UPDATE {table} SET lease_owner = NULL, lease_until = NULL WHERE"
+                   f" left(lease_owner, length(:prefix)) = :prefix AND state = '{state}'",
+                   mine)
+    rows = tx.execute("SELECT queue_id FROM messages WHERE state = 'pending' AND node = :node",
+                      {"node": node})
+    for (queue_id,) in rows:
+        tx.set_message_state(queue_id, "unknown")
+        tx.release_outbox(queue_id)
+        tx.release_timers(queue_id)
+    return len(rows)
