@@ -308,3 +308,56 @@ def test_migrate_manual_refuses_an_older_schema_until_mailflow_migrate(
             db.execute(bump)
     d.start()
     assert d.send(question(2)[1], mail_from="client2@customer.test")[0] == 250
+
+
+def test_escalation_on_the_fake_clock_with_two_daemons(daemon_factory: Any, tmp_path: Path,
+                                                       url: str, sink: Sink) -> None:
+    """The escalation tests' fake clock on PostgreSQL: the legal notice forwarded to the
+    lawyer, one reminder when both daemons' clocks pass its due time (sent once, by one of
+    them), and the lawyer's answer, with a Subject of their own, cancelling the rest."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    paris = ZoneInfo("Europe/Paris")
+
+    def at(*args: int) -> float:
+        return dt.datetime(*args, tzinfo=paris).timestamp()  # type: ignore[misc]
+
+    notice = (Path(__file__).parents[1] / "data" / "legal_notice.eml").read_bytes()
+    rules = full_chain_rules(tmp_path / "rules-legal")
+    a, b = (daemon_factory(config={"store": url, "node_id": n}, rules=rules,
+                           test_clock=at(2026, 11, 23, 10, 0)) for n in ("mx1", "mx2"))
+    expert = "maitre.durand@example.com"
+
+    def to_expert() -> list[Received]:
+        return [m for m in sink.messages if expert in m.rcpt_tos]
+
+    code, text = a.send(notice, mail_from="service.juridique@union-conso.test",
+                        rcpt_to=["contact@example.com"])
+    assert code == 250, text
+    deadline = time.monotonic() + 10
+    while not to_expert() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (forward,) = to_expert()
+    reply_to = str(parse_email(forward.data)["Reply-To"])
+    for d in (a, b):
+        d.set_time(at(2026, 11, 23, 15, 0))  # the first reminder is due (4 business hours)
+    deadline = time.monotonic() + 10
+    while len(to_expert()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # both schedulers polled several times since
+    a.settle()
+    assert len(to_expert()) == 2 and "Relance 1/2" in str(parse_email(to_expert()[1].data)[
+        "Subject"])
+    answer = (f"From: <durand@cabinet.test>\r\nTo: {reply_to}\r\nSubject: mon avis\r\n"
+              "Message-ID: <avis-1@cabinet.test>\r\n\r\nFondé.\r\n").encode()
+    code, text = b.send(answer, mail_from="durand@cabinet.test", rcpt_to=[reply_to])
+    assert code == 250, text
+    b.settle()
+    assert query(url, "SELECT count(*) FROM timers WHERE kind LIKE 'escalate.%%'"
+                 " AND state = 'active'") == [(0,)]
+    for d in (a, b):
+        d.set_time(at(2026, 11, 30, 12, 0))
+    time.sleep(1.0)
+    a.settle()
+    assert len(to_expert()) == 2
