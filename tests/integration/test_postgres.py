@@ -277,6 +277,13 @@ def test_the_database_going_away_and_back(daemon_factory: Any, tmp_path: Path, u
     sink.wait_for(4, timeout=20)
     d.settle()
     assert sorted(m.rcpt_tos[0] for m in acks(sink)) == [customer, customer2]
+    # the node's lock went with the old server: the daemon holds it again, so no other
+    # daemon takes it for dead
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and query(
+            url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == [(0,)]:
+        time.sleep(0.3)
+    assert query(url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == [(1,)]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -23,6 +23,7 @@ client gets a 4xx and sends again; the pool reconnects by itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -168,11 +169,18 @@ class PostgresStore(Store):
         if self._pool is None:
             raise StoreUnavailable("store is not open")
         try:
-            with self._pool.connection() as conn, conn.transaction():
-                if read:
-                    conn.execute("SET TRANSACTION READ ONLY")
-                result = fn(PostgresTransaction(conn, self.clock, self._forgetters, self.node))
-            self.error = None if not read else self.error
+            with self._pool.connection() as conn:
+                tx = PostgresTransaction(conn, self.clock, self._forgetters, self.node)
+                if read:  # one round trip per statement: a read needs no BEGIN/COMMIT
+                    conn.autocommit = True
+                    try:
+                        return fn(tx)
+                    finally:
+                        with contextlib.suppress(psycopg.Error):  # broken: the pool drops it
+                            conn.autocommit = False
+                with conn.transaction():
+                    result = fn(tx)
+            self.error = None
             return result
         except PoolTimeout as exc:
             self.error = f"no database connection: {exc}"
@@ -186,10 +194,14 @@ class PostgresStore(Store):
     async def run_write(self, fn: WriteFn[T]) -> T:
         if self.readonly:
             raise StoreUnavailable("store is read-only (dry run)")
+        if self._pool is None:  # closed: its threads are gone too
+            raise StoreUnavailable("store is not open")
         result: T = await self._call(self._run, fn, False)
         return result
 
     async def run_read(self, fn: WriteFn[T]) -> T:
+        if self._pool is None:
+            raise StoreUnavailable("store is not open")
         result: T = await self._call(self._run, fn, True)
         return result
 
@@ -213,6 +225,14 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot reach the store {self._where()}: {exc}") from exc
         await self.run_write(self._heartbeat)
+
+    def _lock_alive(self) -> bool:
+        """Is the session holding this node's lock still there?"""
+        conn = self._node_lock
+        try:
+            return conn is not None and not conn.closed and bool(conn.execute("SELECT 1"))
+        except psycopg.Error:
+            return False
 
     def _heartbeat(self, tx: Transaction) -> None:
         tx.execute(f"INSERT INTO nodes (node, instance, heartbeat) VALUES (:node, :instance,"
@@ -303,6 +323,11 @@ class PostgresStore(Store):
     async def ping(self) -> None:
         """A write (the node's heartbeat, or the health row), and the dead nodes' rows."""
         if self._node_lock is not None:
+            if not await self._call(self._lock_alive):
+                # the server restarted: the lock went with the session; take it again
+                # before anyone takes this node for dead
+                await self._call(self._node_lock.close)
+                await self.claim_node()
             await self.run_write(self._heartbeat)
             await self.recover_dead()
         else:
