@@ -557,3 +557,17 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("figures")
         for line in REPORTED:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """One private PostgreSQL for the whole session, started only when a test asks for
+    it (imported here, so a session that never does starts none); a failure, never a skip."""
+    from pg import PgServer, unavailable
+
+    problem = unavailable()
+    if problem is not None:  # make test installs what this needs
+        pytest.fail(f"no private PostgreSQL can run here: {problem}")
+    server = PgServer().start()
+    yield server
+    server.remove()

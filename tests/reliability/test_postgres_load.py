@@ -177,7 +177,7 @@ def test_the_database_restarted_under_load(daemon_factory: Any, tmp_path: Path, 
     loads[0].wait_progress(40, timeout=60)
     pg.stop()
     down_at = time.monotonic()
-    time.sleep(3)
+    time.sleep(7)  # longer than a store operation waits for a connection (5 s)
     pg.start()
     up_at = time.monotonic()
     for load in loads:

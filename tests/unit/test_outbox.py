@@ -1,4 +1,5 @@
-"""The outbox worker against a real store and a scripted next hop, on a fake clock."""
+"""The outbox worker against a real store (SQLite, and PostgreSQL) and a scripted next hop,
+on a fake clock."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from mailflow.clock import FakeClock
 from mailflow.config import OutboxSettings
 from mailflow.metrics import Metrics
 from mailflow.outbox import OutboxWorker, backoff
+from mailflow.plugins import builtin_schemas
 from mailflow.relay import DeliveryResult
-from mailflow.store import Store
-from mailflow.testing import temporary_store
+from mailflow.store import Store, open_store
 from mailflow.values import OutgoingMail
+from stores import BACKENDS, outlive_lease, store_url
 
 
 class ScriptedHop:
@@ -42,10 +44,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
-    async with temporary_store(tmp_path, clock=clock) as s:
-        yield s
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path,
+                clock: FakeClock) -> AsyncIterator[Store]:
+    s = open_store(store_url(request, tmp_path / "mailflow.sqlite3"), clock=clock)
+    await s.open(builtin_schemas())
+    yield s
+    await s.close()
 
 
 def worker(store: Store, hop: ScriptedHop, clock: FakeClock) -> tuple[OutboxWorker, Metrics]:
@@ -121,10 +126,10 @@ async def test_a_permanent_refusal_or_the_last_attempt_gives_up(store: Store,
 async def test_an_expired_lease_gives_the_row_to_another_worker(store: Store,
                                                                  clock: FakeClock) -> None:
     await queue(store)
-    claimed = await store.claim_outbox("crashed-worker", limit=10, lease=300)
+    claimed = await store.claim_outbox("crashed-worker", limit=10, lease=0.5)
     assert len(claimed) == 1
     hop = ScriptedHop()
     outbox, _ = worker(store, hop, clock)
     assert await outbox.run_once() == 0  # leased to the other one
-    clock.advance(301)
+    await outlive_lease(store, clock, 0.5)
     assert await outbox.run_once() == 1 and len(hop.sent) == 1

@@ -1,5 +1,5 @@
-"""The scheduler against a real SQLite store: what commits with a timer, and retries (the
-daemon end to end is tests/integration/test_scheduler.py)."""
+"""The scheduler against a real store (SQLite, and PostgreSQL): what commits with a timer,
+and retries (the daemon end to end is tests/integration/test_scheduler.py)."""
 
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ from mailflow.config import SchedulerSettings
 from mailflow.context import TimerContext, TimerHandler
 from mailflow.metrics import Metrics
 from mailflow.scheduler import Scheduler, backoff
-from mailflow.store import Transaction
+from mailflow.store import Store, Transaction, open_store
 from mailflow.store.migrations import CORE
 from mailflow.store.schema import Schema
-from mailflow.store.sqlite import SqliteStore
 from mailflow.values import OutgoingMail, Timer
+from stores import BACKENDS, store_url
 
 T0 = 1_800_000_000.0
 SETTINGS = SchedulerSettings(poll_interval=0.05, backoff_initial=10, backoff_max=40,
@@ -71,7 +71,7 @@ class Flaky:
 
 
 class Rig:
-    def __init__(self, store: SqliteStore, clock: FakeClock) -> None:
+    def __init__(self, store: Store, clock: FakeClock) -> None:
         self.store = store
         self.clock = clock
         self.registry = CollectorRegistry()
@@ -104,10 +104,15 @@ class Rig:
         return self.registry.get_sample_value(name, {"kind": kind} if kind else {})
 
 
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return store_url(request, tmp_path / "mailflow.sqlite3")
+
+
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(url: str) -> AsyncIterator[Rig]:
     clock = FakeClock(T0)
-    store = SqliteStore(str(tmp_path / "mailflow.sqlite3"), clock=clock)
+    store = open_store(url, clock=clock)
     await store.open()
     yield Rig(store, clock)
     await store.close()
@@ -245,7 +250,10 @@ async def test_a_timer_another_worker_took_over_commits_nothing(rig: Rig) -> Non
     await rig.schedule("test.slow", due=T0)
     running = asyncio.ensure_future(rig.scheduler.run_once())
     await asyncio.wait_for(started.wait(), 5)
-    (other,) = await rig.store.claim_timers("other", T0 + 10_000, 10, 60)
+    # its lease ran out (ended long ago, by either backend's clock: the injected one for
+    # SQLite, the database's for PostgreSQL), and another worker claimed it
+    await rig.store.write([lambda tx: tx.execute("UPDATE timers SET lease_until = 0")])
+    (other,) = await rig.store.claim_timers("other", T0 + 10, 10, 60)
     release.set()
     assert await running == 1
     assert await rig.mails() == []
@@ -260,17 +268,16 @@ async def test_claims_only_kinds_it_handles(rig: Rig) -> None:
     assert await rig.store.claim_timers("w", T0, 10, 60, kinds=[]) == []
 
 
-async def test_a_timer_of_a_store_from_before_the_scheduler_fires(tmp_path: Path) -> None:
+async def test_a_timer_of_a_store_from_before_the_scheduler_fires(url: str) -> None:
     """Core version 1 had no retry columns: the additive migration keeps its timers."""
     clock = FakeClock(T0)
-    path = str(tmp_path / "old.sqlite3")
-    old = SqliteStore(path, clock=clock)
+    old = open_store(url, clock=clock)
     await old.open([Schema("core", CORE.migrations[:1])])
     await old.write([lambda tx: tx.execute(
         "INSERT INTO timers (message, kind, key, due, payload, state)"
         " VALUES (NULL, 'test.ping', 'SAV-OLD', :due, '{}', 'active')", {"due": T0 - 60})])
     await old.close()
-    store = SqliteStore(path, clock=clock)
+    store = open_store(url, clock=clock)
     await store.open()
     try:
         rig = Rig(store, clock)

@@ -23,7 +23,6 @@ client gets a 4xx and sends again; the pool reconnects by itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -81,6 +80,10 @@ class PostgresTransaction(Transaction):
         return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
 
 
+#: How long an operation waits for a connection while the last one found the database away.
+OUTAGE_WAIT = 0.5
+
+
 class PostgresStore(Store):
     """The PostgreSQL implementation of ``Store``."""
 
@@ -95,6 +98,7 @@ class PostgresStore(Store):
         self.node_timeout = node_timeout
         self.auto_migrate = migrate
         self._pool: ConnectionPool[Any] | None = None
+        self._read_pool: ConnectionPool[Any] | None = None
         self._threads = ThreadPoolExecutor(max_workers=pool_size + 2,
                                            thread_name_prefix="mailflow-pg")
         self._schemas: dict[str, Schema] = {}
@@ -108,16 +112,15 @@ class PostgresStore(Store):
             from mailflow.plugins import builtin_schemas
 
             schemas = builtin_schemas()
-        pool: ConnectionPool[Any] = ConnectionPool(
-            self.url, min_size=1, max_size=self.pool_size, open=False, timeout=5.0,
-            kwargs={"connect_timeout": 5, "application_name": f"mailflow {self.node}"},
-            check=ConnectionPool.check_connection, reconnect_timeout=0)
+        pools = [self._new_pool(read_only=False), self._new_pool(read_only=True)]
         try:
-            await self._call(pool.open, True, 10.0)
+            for pool in pools:
+                await self._call(pool.open, True, 10.0)
         except (psycopg.Error, PoolTimeout) as exc:
-            await self._call(pool.close)
+            for pool in pools:
+                await self._call(pool.close)
             raise StoreUnavailable(f"cannot reach the store {self._where()}: {exc}") from exc
-        self._pool = pool
+        self._pool, self._read_pool = pools
         if self.readonly:
             self._remember(schemas)
             return
@@ -131,6 +134,27 @@ class PostgresStore(Store):
                     f"the store's schema is older than this mailflow ({', '.join(late)})"
                     " and migrate is manual: run 'mailflow migrate' first")
         self._remember(schemas)
+
+    def _new_pool(self, read_only: bool) -> ConnectionPool[Any]:
+        """Reads run in autocommit (no BEGIN/COMMIT round trips) on connections the
+        server itself keeps read-only, so a read can never persist a write."""
+        kwargs: dict[str, Any] = {"connect_timeout": 5,
+                                  "application_name": f"mailflow {self.node}"}
+        if read_only:
+            kwargs |= {"autocommit": True,
+                       "options": "-c default_transaction_read_only=on"}
+        return ConnectionPool(
+            self.url, min_size=1, max_size=self.pool_size, open=False, timeout=5.0,
+            kwargs=kwargs, check=self._check, reconnect_timeout=0)
+
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        """The pool's check of a connection it hands out; a dead one means the database
+        went away: say so (``/healthz``) and fail the next operations fast."""
+        try:
+            ConnectionPool.check_connection(conn)
+        except psycopg.Error as exc:
+            self.error = f"database unavailable: {exc}".strip()
+            raise
 
     async def migrate(self, schemas: Sequence[Schema]) -> None:
         if self.readonly:
@@ -149,9 +173,10 @@ class PostgresStore(Store):
         if self._node_lock is not None:
             await self._call(self._node_lock.close)
             self._node_lock = None
-        if self._pool is not None:
-            await self._call(self._pool.close)
-            self._pool = None
+        for pool in (self._pool, self._read_pool):
+            if pool is not None:
+                await self._call(pool.close)
+        self._pool = self._read_pool = None
         self._threads.shutdown(wait=False)
 
     def _where(self) -> str:
@@ -166,20 +191,19 @@ class PostgresStore(Store):
     # -- transactions --------------------------------------------------------
 
     def _run(self, fn: WriteFn[T], read: bool) -> T:
-        if self._pool is None:
+        pool = self._read_pool if read else self._pool
+        if pool is None:
             raise StoreUnavailable("store is not open")
         try:
-            with self._pool.connection() as conn:
+            # while the database is known to be away, fail fast: the client hears its 4xx
+            # now rather than after the pool's whole wait
+            with pool.connection(timeout=OUTAGE_WAIT if self.error else None) as conn:
                 tx = PostgresTransaction(conn, self.clock, self._forgetters, self.node)
-                if read:  # one round trip per statement: a read needs no BEGIN/COMMIT
-                    conn.autocommit = True
-                    try:
-                        return fn(tx)
-                    finally:
-                        with contextlib.suppress(psycopg.Error):  # broken: the pool drops it
-                            conn.autocommit = False
-                with conn.transaction():
+                if read:
                     result = fn(tx)
+                else:
+                    with conn.transaction():
+                        result = fn(tx)
             self.error = None
             return result
         except PoolTimeout as exc:
