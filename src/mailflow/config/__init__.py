@@ -21,6 +21,7 @@ from mailflow.config.settings import (
     SchedulerSettings,
     Settings,
     SmtpSettings,
+    StatisticsSettings,
     load_settings,
 )
 from mailflow.config.types import ClockTime, TimeRange, TimeZoneName
@@ -28,6 +29,7 @@ from mailflow.config.types import ClockTime, TimeRange, TimeZoneName
 __all__ = [
     "DEFAULT_LISTEN", "DEFAULT_RULES_DIR", "DEFAULT_STATE_DIR", "OVERRIDES", "ClockTime",
     "ConfigError", "Model", "NextHop", "OutboxSettings", "Problem", "RelaySettings",
-    "SchedulerSettings", "Settings", "SmtpSettings", "TimeRange", "TimeZoneName",
+    "SchedulerSettings", "Settings", "SmtpSettings", "StatisticsSettings", "TimeRange",
+    "TimeZoneName",
     "load_settings", "load_yaml", "parse_host_port", "position", "validate",
 ]

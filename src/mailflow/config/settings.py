@@ -19,11 +19,11 @@ import os
 import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from ruamel.yaml.comments import CommentedMap
 
 from mailflow.config.loading import (
@@ -116,6 +116,30 @@ class SchedulerSettings(Model):
     max_attempts: int = Field(10, ge=1)
 
 
+def _plain_days(value: Any) -> float | None:
+    """``retention: 180d`` (plain time only: a purge has no business hours) → seconds."""
+    if value is None:
+        return None
+    from mailflow.durations import parse_duration
+
+    duration = parse_duration(str(value))
+    if duration.is_business:
+        raise ValueError(f"'{value}': retention is plain time (180d), not business time")
+    return duration.seconds
+
+
+class StatisticsSettings(Model):
+    """What the statistics keep, and who may read the report page."""
+
+    #: per-agent figures (metrics, report); off where employee monitoring is not allowed
+    per_agent: bool = True
+    #: purge message records and closed cases older than this (seconds; ``180d`` in the
+    #: file); the aggregated statistics stay. None: keep everything
+    retention: Annotated[float | None, BeforeValidator(_plain_days)] = None
+    #: required by /report when the ``metrics`` listener is bound beyond loopback
+    report_token: str | None = Field(None, min_length=16)
+
+
 class Settings(Model):
     """The daemon's settings; rules live in their own folder."""
 
@@ -141,6 +165,7 @@ class Settings(Model):
     relay: RelaySettings = RelaySettings()
     outbox: OutboxSettings = OutboxSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    statistics: StatisticsSettings = StatisticsSettings()
     #: tests only: a file holding the Unix time the daemon runs on (needs --allow-test-clock)
     test_clock: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
