@@ -217,5 +217,7 @@ def test_retention_purges_old_records_and_keeps_the_statistics(
     assert query(d, "SELECT count(*) FROM acks WHERE case_number = ?", old) == [(0,)]
     assert query(d, "SELECT count(*) FROM messages") == [(0,)]  # all a month old, done
     assert query(d, "SELECT count(*) FROM fingerprints WHERE case_number = ?", old) == [(0,)]
-    for table, rows in kept.items():  # the aggregated statistics stay as they were
-        assert query(d, f"SELECT * FROM {table} ORDER BY 1") == rows
+    for table, rows in kept.items():  # the aggregated statistics stay as they were (the
+        # open case's breach, fired at the restart, adds a row of its own)
+        now = query(d, f"SELECT * FROM {table} ORDER BY 1")
+        assert set(rows) <= set(now), (rows, now)
