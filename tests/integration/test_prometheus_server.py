@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,6 +125,32 @@ def test_every_dashboard_query_and_alert_works_on_real_data(
             break
         time.sleep(1)
     assert not missing, "no data from Prometheus for:\n" + "\n".join(missing)
+
+    # and the figures are the traffic's: first answers 10 minutes after the case opened,
+    # all in time; the lawyer's 5 h 30 after the forward; the open cases the store's
+    panel = {where: expr for where, expr in exprs}
+
+    def values(where: str) -> dict[str, float]:
+        result = prometheus.query(substitute(panel[where]))["data"]["result"]
+        return {json.dumps(item["metric"], sort_keys=True): float(item["value"][1])
+                for item in result}
+
+    assert values("panel 'SLA success rate (range)' A") == {"{}": 1.0}
+    first = values("panel 'First-response time by route (p50, p90)' A")
+    assert 300 < first['{"route": "sav"}'] <= 900, first
+    expert = values("panel 'Expert answer time by rule (p50, p90, range)' A")
+    assert 14400 < expert['{"rule": "legal-notice"}'] <= 28800, expert
+    with sqlite3.connect(mailflow.db) as db:
+        (open_cases,) = db.execute("SELECT count(*) FROM cases WHERE status <> 'closed'"
+                                   ).fetchone()
+    assert open_cases >= 8
+    deadline = time.monotonic() + 45  # the gauge is recomputed every 30 s
+    while values("panel 'Open cases' A") != {"{}": float(open_cases)}:
+        assert time.monotonic() < deadline, (values("panel 'Open cases' A"), open_cases)
+        time.sleep(1)
+    # the scheduler's heartbeat is real time, the test clock's notwithstanding
+    (age,) = values("panel 'Scheduler heartbeat age' A").values()
+    assert 0 <= age < 30, age
 
     # every alert rule: loaded, evaluated by Prometheus without error
     rules: list[dict[str, Any]] = []
