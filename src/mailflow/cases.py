@@ -278,6 +278,11 @@ SCHEMA = Schema("cases", (
         )""",
         "CREATE INDEX fingerprints_sender ON fingerprints (sender, digest, created_at)",
     ),
+    (  # 2: the open cases counted every 30 s (mailflow_cases_open), the retention's purge
+        "CREATE INDEX cases_status ON cases (status, route, priority)",
+        "CREATE INDEX cases_closed ON cases (status, updated_at)",
+        "CREATE INDEX fingerprints_created ON fingerprints (created_at)",
+    ),
 ), forget=forget_message)
 
 

@@ -36,7 +36,7 @@ def apply_schemas(tx: Transaction, schemas: Sequence[Schema]) -> None:
     for schema in schemas:
         current = versions.get(schema.owner, 0)
         for target, statements in schema.steps(current, SQLITE_TYPES):
-            if adopting and target == 1:
+            if adopting:  # what the old store already had is kept, whatever its step
                 statements = [_if_not_exists(statement) for statement in statements]
             for statement in statements:
                 if adopting and _column_exists(tx, statement):
