@@ -7,12 +7,15 @@ BIN    := $(VENV)/bin
 # Debian packages the test suite starts for real (none of it talks to the internet):
 # a DNS server for the backscatter test, Postfix for tests/integration/test_postfix.py
 # (a private instance under a tmp dir: the system's own is neither configured nor
-# started), and CPython's own e-mail test corpus when this Python was installed without
-# its test package (Debian splits it out).
+# started), PostgreSQL for the store suite (a private cluster, the system's never started),
+# Prometheus for tests/integration/test_prometheus_*.py (promtool checks and unit-tests the
+# alert rules; a private server under a tmp dir scrapes a test daemon; the system's own
+# service is never started), and CPython's own e-mail test corpus when this Python was
+# installed without its test package (Debian splits it out).
 PY_TESTSUITE := $(shell $(PYTHON) -c "import os, sys, sysconfig; \
   print('' if os.path.isdir(os.path.join(sysconfig.get_paths()['stdlib'], 'test', 'test_email')) \
   else 'libpython%d.%d-testsuite' % sys.version_info[:2])" 2>/dev/null)
-TEST_DEBS ?= dnsmasq-base openssl postfix sasl2-bin postgresql $(PY_TESTSUITE)
+TEST_DEBS ?= dnsmasq-base openssl postfix sasl2-bin postgresql prometheus $(PY_TESTSUITE)
 
 .PHONY: run test debs clean bench
 
@@ -46,6 +49,11 @@ $(VENV)/.test-installed: $(VENV)/.installed pyproject.toml $(wildcard plugins/*/
 #   script nor its systemd unit starts a system instance, now or at boot;
 # - a policy-rc.d answering 101 ("forbidden") keeps invoke-rc.d from starting any service
 #   during the install (an existing one, as Docker images ship, is left alone);
+# - prometheus: the same policy-rc.d keeps its service from starting during the install,
+#   --no-install-recommends leaves out prometheus-node-exporter, and the service the
+#   package enabled is disabled then (systemd unit and init script: not started at boot
+#   either; stopped if systemd runs). The tests start /usr/bin/prometheus themselves, on
+#   a free loopback port, and never query the system's;
 # - --no-remove: rather fail than replace the machine's MTA (exim4 conflicts with postfix);
 #   then install postfix yourself (test_postfix.py needs it).
 POLICY_RC := /usr/sbin/policy-rc.d
@@ -65,6 +73,11 @@ debs:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends --no-remove $$missing || { \
 	    echo "apt-get failed (would it remove an MTA? see debs in the Makefile)" >&2; exit 1; }; \
+	  case " $$missing " in *" prometheus "*) \
+	    deb-systemd-helper disable prometheus.service >/dev/null 2>&1 || true; \
+	    update-rc.d prometheus disable >/dev/null 2>&1 || true; \
+	    if [ -d /run/systemd/system ]; then systemctl stop prometheus.service || true; fi;; \
+	  esac; \
 	fi
 
 bench: $(VENV)/.test-installed

@@ -180,6 +180,10 @@ def test_alerts_cover_what_operations_expect(alert_rules: list[dict[str, Any]]) 
                    "mailflow_outbox_failures_total", "mailflow_smtp_replies_total",
                    "mailflow_stage_failures_total", "mailflow_acks_suppressed_total"):
         assert metric in joined, f"no alert on {metric}"
+    for metric in ("mailflow_scheduler_heartbeat_timestamp_seconds",
+                   "mailflow_scheduler_lag_seconds", "mailflow_sla_breaches_total",
+                   "mailflow_outbox_oldest_age_seconds"):
+        assert metric in joined, f"no alert on {metric}"
     assert 'reason="global circuit breaker"' in joined
     unhealthy = next(rule for rule in alert_rules if "mailflow_healthy" in rule["expr"])
     assert re.search(r"mailflow_healthy\s*==\s*0", unhealthy["expr"])
@@ -221,5 +225,29 @@ def test_dashboard_shows_what_supervisors_asked_for(dashboard: dict[str, Any]) -
                    "mailflow_relay_duration_seconds_bucket",
                    "mailflow_stage_duration_seconds_bucket",
                    "mailflow_stage_failures_total", "mailflow_store_errors_total",
-                   "mailflow_healthy", "mailflow_smtp_sessions"):
+                   "mailflow_healthy", "mailflow_smtp_sessions",
+                   # what supervisors act on (issue 13)
+                   "mailflow_first_response_seconds_bucket", "mailflow_response_seconds_bucket",
+                   "mailflow_first_responses_total", "mailflow_sla_warnings_total",
+                   "mailflow_sla_breaches_total", "mailflow_agent_replies_total",
+                   "mailflow_agent_response_seconds_bucket", "mailflow_escalations_total",
+                   "mailflow_escalation_reminders_total", "mailflow_escalation_supervisor_total",
+                   "mailflow_expert_answer_seconds_bucket", "mailflow_cases_open",
+                   "mailflow_messages_by_direction_total", "mailflow_timers_due",
+                   "mailflow_scheduler_lag_seconds",
+                   "mailflow_scheduler_heartbeat_timestamp_seconds",
+                   "mailflow_outbox_oldest_age_seconds"):
         assert needle in joined, f"the dashboard does not show {needle}"
+    # every daemon on a shared database exports the same open-case figure: never summed
+    # across daemons
+    for _, expr, _ in dashboard_exprs(dashboard):
+        if "mailflow_cases_open{" in expr:
+            assert "max without (instance, job) (mailflow_cases_open{" in expr, expr
+    # the success rate: in time over the first responses that had a deadline
+    assert 'in_time="yes"' in joined and 'in_time=~"yes|no"' in joined
+
+
+def test_every_panel_says_what_it_answers(dashboard: dict[str, Any]) -> None:
+    for panel in all_panels(dashboard["panels"]):
+        if panel.get("type") != "row" and panel["id"] > 28:  # the supervisors' panels
+            assert "?" in panel.get("description", ""), panel["title"]
