@@ -80,3 +80,55 @@ class Rows:
                          " mailbox, route, priority, created_at, updated_at) VALUES"
                          " (?, ?, ?, 'Jeanne Secret', ?, 'sav@example.com', ?, ?, ?, ?)",
                          (number, status, customer, subject, route, priority, at, at))
+
+
+def has_stats_tables(db: Path) -> bool:
+    with sqlite3.connect(db) as conn:
+        return bool(conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'stats_responses'")
+                    .fetchall())
+
+
+def derive_statistics(db: Path, zone: str = "Europe/Paris") -> None:
+    """The rows the statistics writer records, derived from what the daemon stored of the
+    same mail (cases, their messages, their deadlines): for a daemon without the writer."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(zone)
+
+    def day(ts: float) -> str:
+        return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d")
+
+    ensure_stats_tables(db)
+    rows = Rows(db)
+    with sqlite3.connect(db) as conn:
+        cases = conn.execute("SELECT number, route, priority, created_at FROM cases").fetchall()
+        messages = conn.execute("SELECT case_number, role, sender, created_at FROM"
+                                " case_messages ORDER BY id").fetchall()
+        deadlines = dict(conn.execute("SELECT case_number, due FROM sla_deadlines"
+                                      " WHERE kind = 'first_response'").fetchall())
+    names = {"alice.moreau@example.com": "alice", "bruno.petit@example.com": "bruno",
+             "chloe.roger@example.com": "chloe"}
+    for number, route, priority, created in cases:
+        rows.count(day(created), "case_opened", 1, route=route or "", priority=priority or "")
+        rows.count(day(created), "mail", 1, route=route or "", priority=priority or "",
+                   label="inbound")
+        answers = [(s, t) for c, role, s, t in messages if c == number and role == "agent"]
+        if answers:
+            sender, at = answers[0]
+            due = deadlines.get(number)
+            for kind in ("first_response", "response"):
+                rows.response(at, day(at), kind, at - created, route=route or "",
+                              priority=priority or "", agent=names.get(sender, "other"),
+                              in_time=None if kind == "response" or due is None
+                              else int(at <= due))
+            rows.count(day(at), "mail", 1, label="reply")
+            if due is not None and at > due:
+                rows.count(day(due), "sla_breach", 1, route=route or "",
+                           priority=priority or "", label="first_response")
+        else:
+            due = deadlines.get(number)
+            if due is not None:
+                rows.count(day(due), "sla_warning", 1, route=route or "",
+                           priority=priority or "", label="first_response")
+    rows.count(day(cases[0][3]), "escalation", 1, route="sav", label="lawyer")

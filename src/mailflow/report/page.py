@@ -66,8 +66,9 @@ def route_name(route: str) -> str:
 
 
 def _layout(title: str, **extra: Any) -> dict[str, Any]:
-    return {"title": {"text": title}, "margin": {"l": 60, "r": 20, "t": 50, "b": 60},
-            "height": 340, "legend": {"orientation": "h"}, **extra}
+    return {"title": {"text": title}, "margin": {"l": 60, "r": 60, "t": 50, "b": 60},
+            "height": 340, "legend": {"orientation": "h"}, "xaxis": {"type": "category"},
+            **extra}
 
 
 def _bars(name: str, x: list[str], y: list[float], colour: str | None = None,
@@ -110,10 +111,11 @@ def figures(report: Report) -> dict[str, dict[str, Any]]:
     if report.per_agent:
         agents = list(report.agents)
         charts["agents"] = {"data": [
-            _bars("answers", [a.agent for a in agents], [a.answers for a in agents], "#17becf"),
+            _bars("answers", [a.agent for a in agents], [a.answers for a in agents], "#17becf",
+                  offsetgroup="answers"),
             _bars("median response (h)", [a.agent for a in agents],
                   [round((a.median or 0) / 3600, 2) for a in agents], "#bcbd22",
-                  yaxis="y2")],
+                  yaxis="y2", offsetgroup="median")],
             "layout": _layout("Agents: answers and median response time", barmode="group",
                               yaxis2={"overlaying": "y", "side": "right", "title": "hours"})}
     rules = list(report.rules)
