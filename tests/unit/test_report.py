@@ -18,54 +18,16 @@ from mailflow.report import data
 from mailflow.report.data import Report, build_report
 from mailflow.report.page import duration, plotly_js, plotly_version, render, text_summary
 from mailflow.store import open_store
-from statsrows import SECRET_CUSTOMER, SECRET_SUBJECT, Rows, make_store
-
-PARIS = ZoneInfo("Europe/Paris")
-#: Friday 27 November 2026, 15:00 in Paris: the report's "now"
-UNTIL = datetime(2026, 11, 27, 15, 0, tzinfo=PARIS).timestamp()
-WEEK = 7 * 86400.0
-
-
-def at(day: int, hour: int = 10) -> float:
-    return datetime(2026, 11, day, hour, 0, tzinfo=PARIS).timestamp()
-
-
-def fill(rows: Rows) -> None:
-    """A week of a small service desk, and older figures the report must leave out."""
-    for route, n in (("sav", 3), ("devis", 2)):
-        rows.count("2026-11-23", "mail", n, route=route, priority="normal", label="inbound")
-    rows.count("2026-11-23", "mail", 4, label="reply")
-    rows.count("2026-11-23", "mail", 1, label="internal")
-    rows.count("2026-11-24", "mail", 5, label="passthrough")
-    rows.count("2026-11-26", "mail", 1, route="sav", priority="high", label="inbound")
-    rows.count("2026-11-10", "mail", 100, route="sav", label="inbound")  # before the period
-    rows.count("2026-11-23", "case_opened", 3, route="sav", priority="normal")
-    rows.count("2026-11-23", "case_opened", 2, route="devis", priority="high")
-    for seconds, route, agent, in_time in ((1800, "sav", "Alice", 1), (7200, "sav", "Alice", 1),
-                                           (30000, "sav", "Bob", 0),
-                                           (90000, "devis", "Bob", 0),
-                                           (200000, "devis", "other", None)):
-        rows.response(at(24), "2026-11-24", "first_response", seconds, route=route,
-                      agent=agent, in_time=in_time)
-        rows.response(at(24), "2026-11-24", "response", seconds, route=route, agent=agent)
-    rows.response(at(25), "2026-11-25", "response", 600, route="sav", agent="Alice")
-    rows.response(at(10), "2026-11-10", "first_response", 5, route="sav", agent="Alice",
-                  in_time=1)  # before the period
-    rows.count("2026-11-24", "sla_warning", 2, route="sav", label="first_response")
-    rows.count("2026-11-25", "sla_breach", 1, route="sav", label="first_response")
-    rows.count("2026-11-25", "sla_breach", 1, route="devis", label="first_response")
-    rows.count("2026-11-26", "sla_breach", 1, route="devis", label="update")
-    rows.count("2026-11-24", "escalation", 2, route="sav", label="billing-expert")
-    rows.count("2026-11-25", "reminder", 1, route="sav", label="billing-expert")
-    rows.count("2026-11-26", "supervisor", 1, route="sav", label="billing-expert")
-    for seconds in (3600, 10800):
-        rows.response(at(25), "2026-11-25", "expert", seconds, route="sav",
-                      agent="billing-expert")
-    rows.case("SAV-1", route="sav", priority="normal")
-    rows.case("SAV-2", route="sav", priority="normal")
-    rows.case("DEV-1", route="devis", priority="high")
-    rows.case("SAV-0", route="sav", priority="normal", status="closed")
-    rows.case("X-1", route=None, priority=None)
+from statsrows import (
+    PARIS,
+    SECRET_CUSTOMER,
+    SECRET_SUBJECT,
+    UNTIL,
+    WEEK,
+    Rows,
+    fill,
+    make_store,
+)
 
 
 @pytest.fixture
