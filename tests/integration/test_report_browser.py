@@ -8,6 +8,8 @@ marks), that the figures on the page are the store's (read from the SQLite
 file with SQL of its own), that no customer address or subject is on it,
 that the page asked nothing of any server but the listener, and saves a
 screenshot (its path is printed; ``MAILFLOW_SCREENSHOT_DIR`` keeps a copy).
+The file ``mailflow report --html`` writes is opened from the disk too: drawn,
+the same figures, no request beyond ``file:`` and ``data:``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from chromium import Chromium
+from clirunner import run_cli
 from conftest import NULL_SENDERS, Daemon, Sink, full_chain_rules, parse_email, report
 from mailflow.report.data import BUCKET_LIMITS, percentile
 from statsrows import derive_statistics, has_stats_tables
@@ -200,6 +203,16 @@ def test_the_report_page_in_chromium(daemon_factory: Any, sink: Sink,
         html = browser.evaluate("document.documentElement.outerHTML")
         shot = browser.screenshot(tmp_path / "report.png")
         events = list(browser.events)
+        # the file of `mailflow report --html`, opened from the disk: drawn with nothing else
+        browser.events.clear()
+        done = run_cli("report", "--config", str(d.config_path), "--since", "60d",
+                       "--html", str(tmp_path / "report.html"))
+        assert done.returncode == 0, done.stderr
+        browser.navigate((tmp_path / "report.html").as_uri())
+        browser.wait_until("document.body && document.body.dataset.chartsDrawn === 'true'")
+        offline_charts = browser.evaluate(CHART_STATE_JS)
+        offline_page = browser.evaluate(FIGURES_JS)
+        offline_events = list(browser.events)
 
     assert [c["chart"] for c in charts] == list(CHARTS)
     for chart in charts:
@@ -220,6 +233,14 @@ def test_the_report_page_in_chromium(daemon_factory: Any, sink: Sink,
     errors = [e for e in events if e["method"] == "Runtime.exceptionThrown"
               or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
     assert errors == []  # no script error, no Content-Security-Policy violation
+
+    assert [c["chart"] for c in offline_charts] == list(CHARTS)
+    assert all(c["drawn"] and c["tall"] > 0 for c in offline_charts), offline_charts
+    check_figures(d.db, offline_page, per_agent=True)
+    offline_urls = [e["params"]["request"]["url"] for e in offline_events
+                    if e["method"] == "Network.requestWillBeSent"]
+    assert offline_urls and all(u.startswith(("file:", "data:")) for u in offline_urls), \
+        offline_urls
 
     assert shot.stat().st_size > 50_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     keep = os.environ.get("MAILFLOW_SCREENSHOT_DIR")
