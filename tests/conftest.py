@@ -56,7 +56,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     return "\n".join(missing) or None
 RULES = REPO / "rules"
 FULL_CHAIN = ("chain: [number, deduplicate, prioritise, route, sla, escalate, acknowledge,"
-              " replies]\n")
+              " replies, statistics]\n")
 RELAY_ONLY_CHAIN = "chain: [headers]\nheaders:\n  add:\n    X-Mailflow-Gateway: mailflow\n"
 
 

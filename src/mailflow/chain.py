@@ -52,9 +52,11 @@ class Chain:
         return tuple(s.name for s in self.stages)
 
     async def process(self, ctx: MessageContext) -> None:
-        """Run the stages for the service's mail only (inbound mail and replies); a reply
-        the ``replies`` stage found no case for is passed through after all."""
-        if ctx.direction not in SERVICE_DIRECTIONS:
+        """Run the stages for the service's mail (inbound mail and replies), and for other
+        mail those that ask for it (to count it); a reply the ``replies`` stage found no
+        case for is passed through after all."""
+        if ctx.direction not in SERVICE_DIRECTIONS and not any(
+                ctx.direction in stage.directions for stage in self.stages):
             return
         await self.run(ctx)
         if ctx.direction is Direction.REPLY and ctx.case is None:

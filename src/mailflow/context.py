@@ -238,6 +238,9 @@ class MessageContext(Effects):
     direction: Direction = Direction.INBOUND
     direction_reason: str = ""
     author: str | None = None  # for a reply: the agent who wrote it
+    #: for a reply: the rules' name of that agent ("other": one they do not name), for
+    #: statistics, which never label a series with an address
+    agent_label: str = "other"
     mailbox: str = ""  # for inbound mail: the service mailbox it was written to
     case: CaseInfo | None = None
     triage: Triage | None = None

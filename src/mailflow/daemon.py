@@ -49,10 +49,15 @@ from mailflow.scheduler import Scheduler
 from mailflow.session import SessionInfo
 from mailflow.smtp import Handler, MailflowSMTP
 from mailflow.smtp_sessions import SessionLimits
+from mailflow.stats.upkeep import Upkeep
 from mailflow.store import Store, StoreUnavailable, open_store
 from mailflow.store.schema import Schema
 
 log = structlog.get_logger("mailflow.daemon")
+
+#: seconds without a pass of the scheduler's loop before /healthz calls it stalled (a pass
+#: is at least every poll_interval; a handler may take HANDLER_TIMEOUT)
+SCHEDULER_STALLED = 300.0
 
 SHUTDOWN_GRACE = 30.0  # seconds for messages in flight to finish after SIGTERM
 
@@ -82,7 +87,9 @@ class Application:
                                    self.clock)
         self.scheduler = Scheduler(self.store, settings.scheduler, self.metrics,
                                    lambda: self.runtime.timer_handlers, clock,
-                                   on_commit=self.outbox.wake)
+                                   on_commit=self.outbox.wake,
+                                   upkeep=Upkeep(self.store, self.metrics,
+                                                 settings.statistics.retention, clock))
         self.pipeline = Pipeline(settings, self.store, self.client, self.metrics,
                                  lambda: self.runtime.chain, lambda: self.runtime.rules,
                                  self._released, clock)
@@ -109,10 +116,17 @@ class Application:
     # -- health ----------------------------------------------------------------
 
     def health(self) -> tuple[bool, str]:
-        error = self.store_error or self.store.error  # the probe's, or the last write's
-        if error:
-            return False, f"store: {error}"
-        return True, f"accepting mail, {self.handler.in_flight} in flight"
+        """Store, next hop and scheduler, each ``ok`` or why not (one line, for /healthz)."""
+        store = self.store_error or self.store.error  # the probe's, or the last write's
+        hop = self.client.error
+        silent = time.monotonic() - self.scheduler.last_pass
+        scheduler = None if silent < SCHEDULER_STALLED else \
+            f"no pass for {silent:.0f} s (timers are not fired)"
+        parts = [f"store: {store or 'ok'}", f"next hop: {hop or 'ok'}",
+                 f"scheduler: {scheduler or 'ok'}"]
+        if store or hop or scheduler:
+            return False, "; ".join(parts)
+        return True, "; ".join([*parts, f"accepting mail, {self.handler.in_flight} in flight"])
 
     async def _watch_store(self) -> None:
         """Probe the store so /healthz turns unhealthy, and back, without a restart."""

@@ -76,6 +76,8 @@ class ScopePart:
     reply_addresses: frozenset[str] = frozenset()
     #: a colleague's mail to a service mailbox is no customer's (route's ``colleague_mail``)
     colleagues_internal: bool = False
+    #: address -> the agent's name in the rules: the only agent names statistics show
+    agent_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,14 @@ class Scope:
     #: what marks a robot (an agent's out-of-office is no reply): the rules' robot tables
     robots: RobotDetector = SHIPPED
     colleagues_internal: bool = False
+    agent_labels: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, local_domains: Iterable[str], parts: Iterable[ScopePart],
            robots: RobotDetector = SHIPPED) -> Scope:
         mailboxes: dict[str, str] = {}
         agents: dict[str, str] = {}
+        labels: dict[str, str] = {}
         insiders: set[str] = set()
         bases: set[str] = set()
         colleagues_internal = False
@@ -103,10 +107,17 @@ class Scope:
             colleagues_internal |= part.colleagues_internal
             mailboxes.update({k.lower(): v for k, v in part.service_mailboxes.items()})
             agents.update({k.lower(): v for k, v in part.agents.items()})
+            labels.update({k.lower(): v for k, v in part.agent_labels.items()})
             insiders.update(a.lower() for a in part.insiders)
             bases.update(a.lower() for a in part.reply_addresses)
         return cls(frozenset(d.lower().rstrip(".") for d in local_domains), mailboxes, agents,
-                   frozenset(insiders), frozenset(bases), robots, colleagues_internal)
+                   frozenset(insiders), frozenset(bases), robots, colleagues_internal,
+                   labels)
+
+    def agent_label(self, address: str | None) -> str:
+        """The rules' name of the agent at ``address``; ``other`` for anyone else (a
+        metric label never holds an address from the internet)."""
+        return self.agent_labels.get((address or "").lower(), "other")
 
     def is_local(self, address: str) -> bool:
         _, at, domain = address.rpartition("@")

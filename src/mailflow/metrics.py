@@ -65,6 +65,20 @@ class Metrics:
         self.outbox_pending = Gauge("mailflow_outbox_pending",
                                     "Outbox rows waiting to be sent", registry=r,
                                     multiprocess_mode="livemax")
+        self.outbox_oldest_age = Gauge("mailflow_outbox_oldest_age_seconds",
+                                       "Age of the oldest outbox row waiting to be sent"
+                                       " (0 when none waits)", registry=r,
+                                       multiprocess_mode="livemax")
+        self.cases_open = Gauge("mailflow_cases_open",
+                                "Cases not closed, by route, priority and status, as the store"
+                                " holds them (every daemon on a shared database exports the"
+                                " same figure: aggregate with max)",
+                                ["route", "priority", "status"], registry=r,
+                                multiprocess_mode="livemax")
+        self.scheduler_heartbeat = Gauge("mailflow_scheduler_heartbeat_timestamp_seconds",
+                                         "Unix time of the scheduler's last pass (a stalled"
+                                         " scheduler's grows old)", registry=r,
+                                         multiprocess_mode="livemax")
         self.timers_fired = Counter("mailflow_timers_fired_total",
                                     "Timers whose handler ran and whose effects committed",
                                     ["kind"], registry=r)
@@ -114,9 +128,10 @@ class MetricFactory:
     def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
         return self._get(Gauge, name, documentation, labels)  # type: ignore[no-any-return]
 
-    def histogram(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Histogram:
+    def histogram(self, name: str, documentation: str, labels: Sequence[str] = (),
+                  buckets: Sequence[float] = SECONDS_BUCKETS) -> Histogram:
         return self._get(Histogram, name, documentation,  # type: ignore[no-any-return]
-                         labels, buckets=SECONDS_BUCKETS)
+                         labels, buckets=tuple(buckets))
 
 
 HealthCheck = Callable[[], tuple[bool, str]]

@@ -21,7 +21,7 @@ from mailflow.leased_queue import LeasedQueue
 from mailflow.message.compose import utf8_headers
 from mailflow.metrics import Metrics
 from mailflow.relay import NextHopClient
-from mailflow.store import OutboxRow, Store, StoreUnavailable
+from mailflow.store import OutboxRow, Store, StoreUnavailable, Transaction
 
 log = structlog.get_logger("mailflow.outbox")
 
@@ -41,6 +41,13 @@ def needs_smtputf8(row: OutboxRow) -> bool:
     its bytes, whose 8-bit headers are as often legacy charsets as UTF-8."""
     return not all(r.isascii() for r in row.rcpt_to) or (
         row.kind != "relay" and utf8_headers(row.data))
+
+
+def backlog(tx: Transaction) -> tuple[int, float | None]:
+    """(rows waiting to be sent, when the oldest of them was written)."""
+    (waiting, oldest), = tx.execute("SELECT count(*), MIN(created_at) FROM outbox"
+                                    " WHERE state = 'ready'")
+    return int(waiting), None if oldest is None else float(oldest)
 
 
 class OutboxWorker:
@@ -81,7 +88,10 @@ class OutboxWorker:
 
     async def _claim(self) -> list[OutboxRow]:
         rows = await self.store.claim_outbox(self.owner, self.settings.batch_size, LEASE_SECONDS)
-        self.metrics.outbox_pending.set(await self.store.pending_outbox())
+        waiting, oldest = await self.store.run_read(backlog)
+        self.metrics.outbox_pending.set(waiting)
+        self.metrics.outbox_oldest_age.set(0.0 if oldest is None
+                                           else max(0.0, self.clock.now() - oldest))
         return rows
 
     async def _record_sent(self, row: OutboxRow) -> None:

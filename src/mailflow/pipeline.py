@@ -103,6 +103,7 @@ class Pipeline:
                              recipients=list(envelope.rcpt_to), store=self.store,
                              trusted=trusted, clock=self.clock, direction=judged.direction,
                              direction_reason=judged.reason, author=judged.agent,
+                             agent_label=chain.scope.agent_label(judged.agent),
                              mailbox=judged.mailbox)
         await chain.process(ctx)
         self._stage_metrics(ctx)
@@ -156,9 +157,25 @@ class Pipeline:
         if not any(result.ok for _, _, result in sent):
             return _refused_outcome(sent)
         refusals = self._refusal_ops(ctx, sent)
+        effects = [op for op, _ in ctx.writes]  # the stages' (statistics): no address
         if refusals:
-            await self._write_after_relay(ctx.queue_id, refusals)
+            await self._write_after_relay(ctx.queue_id, [*refusals, *effects])
+        elif effects:
+            self._write_beside(ctx.queue_id, effects)
         return Outcome(f"250 2.0.0 Ok: queued as {ctx.queue_id}", "deliver")
+
+    def _write_beside(self, queue_id: str, ops: WriteOps) -> None:
+        """What the chain wrote about passed mail (its counts): committed without holding
+        up the reply, since the mail itself is the next hop's already."""
+        async def write() -> None:
+            try:
+                await self.store.write(ops)
+            except StoreUnavailable as exc:
+                log.warning("passed_effects_lost", queue_id=queue_id, error=str(exc))
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._deferred.add(task)
+        task.add_done_callback(self._deferred.discard)
 
     # -- commit, relay, release -----------------------------------------------
 

@@ -40,6 +40,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "mailflow.stages.acknowledge",
     "mailflow.stages.replies",
     "mailflow.stages.headers",
+    "mailflow.stages.statistics",
 )
 
 

@@ -52,6 +52,9 @@ class DeliveryResult:
 
 
 class NextHopClient(Protocol):
+    #: why the last attempt could not reach the next hop (None: it answered), for /healthz
+    error: str | None
+
     async def send(self, mail_from: str, rcpt_to: list[str], data: bytes, *,
                    smtputf8: bool = False, body8bit: bool = False) -> DeliveryResult: ...
 
@@ -88,6 +91,7 @@ class SmtpRelay:
         self.local_hostname = local_hostname
         self._idle: list[tuple[aiosmtplib.SMTP, int]] = []  # connection, messages sent on it
         self._slots = asyncio.Semaphore(settings.pool_size)
+        self.error: str | None = None
 
     async def _connect(self) -> aiosmtplib.SMTP:
         start_tls: bool | None = {"auto": None, "never": False, "require": True}[
@@ -117,10 +121,14 @@ class SmtpRelay:
         try:
             # waiting for a free connection counts against the deadline too
             async with asyncio.timeout(self.settings.timeout), self._slots:
-                return await self._send_pooled(mail_from, rcpt_to, data, smtputf8, body8bit,
-                                               progress)
+                result = await self._send_pooled(mail_from, rcpt_to, data, smtputf8,
+                                                 body8bit, progress)
         except TimeoutError:
-            return DeliveryResult(451, "4.4.2 next hop timed out", unknown=bool(progress))
+            result = DeliveryResult(451, "4.4.2 next hop timed out", unknown=bool(progress))
+        # our own 4.4.x: no conversation with the next hop (any reply of its own is one)
+        self.error = f"{self.hop}: {result.text}" if result.code == 451 and \
+            result.text.startswith("4.4.") else None
+        return result
 
     async def _send_pooled(self, mail_from: str, rcpt_to: list[str], data: bytes,
                            smtputf8: bool, body8bit: bool, progress: list[str],
@@ -241,6 +249,7 @@ class MaildirDelivery:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._counter = 0
+        self.error: str | None = None
 
     def _deliver(self, data: bytes) -> Path:
         for sub in ("tmp", "new", "cur"):
@@ -270,7 +279,9 @@ class MaildirDelivery:
             final = await asyncio.to_thread(self._deliver, envelope + data)
         except OSError as exc:
             log.error("maildir_write_failed", path=str(self.path), error=str(exc))
+            self.error = f"cannot write the Maildir {self.path}: {exc}"
             return DeliveryResult(451, "4.3.0 cannot write the Maildir")
+        self.error = None
         return DeliveryResult(250, f"2.0.0 delivered to {final.name}")
 
     async def close(self) -> None:

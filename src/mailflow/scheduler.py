@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Callable, Mapping
 
 import structlog
@@ -28,6 +29,7 @@ from mailflow.config import SchedulerSettings
 from mailflow.context import TimerContext, TimerHandler
 from mailflow.leased_queue import LeasedQueue
 from mailflow.metrics import Metrics
+from mailflow.stats.upkeep import Upkeep
 from mailflow.store import Store, StoreUnavailable, TimerLost, TimerRow
 
 log = structlog.get_logger("mailflow.scheduler")
@@ -50,7 +52,8 @@ class Scheduler:
     def __init__(self, store: Store, settings: SchedulerSettings, metrics: Metrics,
                  handlers: Callable[[], Mapping[str, TimerHandler]],
                  clock: Clock = SYSTEM_CLOCK,
-                 on_commit: Callable[[], None] | None = None) -> None:
+                 on_commit: Callable[[], None] | None = None,
+                 upkeep: Upkeep | None = None) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
@@ -60,6 +63,9 @@ class Scheduler:
         self.owner = f"{store.node or socket.gethostname()}:{os.getpid()}:scheduler"
         self.queue = LeasedQueue("scheduler", self._claim, self._fire, settings.poll_interval)
         self._unhandled: set[str] = set()  # kinds already logged as having no handler
+        self.upkeep = upkeep
+        #: time.monotonic() of the loop's last pass (/healthz: a stalled scheduler)
+        self.last_pass = time.monotonic()
 
     def wake(self) -> None:
         """A timer may be due now: look at once rather than at the next poll."""
@@ -75,6 +81,9 @@ class Scheduler:
 
     async def observe(self) -> None:
         """Gauges, and one warning per kind due with no handler to fire it."""
+        self.last_pass = time.monotonic()
+        if self.upkeep is not None:
+            await self.upkeep.run()
         now = self.clock.now()
         due = await self.store.due_timers(now)
         handled = self.handlers()

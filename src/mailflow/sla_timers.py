@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter
 from mailflow import autoreply, cases, deadlines
 from mailflow.context import TimerContext, TimerHandler
 from mailflow.deadlines import FIRST_RESPONSE, Kind
+from mailflow.stats.store import Count, Measure, day_of
 from mailflow.store import Transaction
 from mailflow.values import OutgoingMail
 
@@ -61,6 +62,12 @@ class Notice:
 
 def _what(kind: str) -> str:
     return "first response" if kind == FIRST_RESPONSE else "update"
+
+
+def _count(ctx: TimerContext, notice: Notice, measure: Measure) -> None:
+    """The day's warnings or breaches, by route, priority and deadline (the report's)."""
+    day = day_of(ctx.clock.now(), ZoneInfo(notice.zone))
+    ctx.write(Count(day, measure, notice.route, notice.priority, notice.deadline).add)
 
 
 class SlaTimers:
@@ -114,6 +121,7 @@ class SlaTimers:
                    f"The {_what(notice.deadline)} to case {row.number} ({row.customer}:"
                    f" {row.subject}) is due {notice.local(notice.due)}.")
         self.warnings.labels(route=notice.route, priority=notice.priority).inc()
+        _count(ctx, notice, "sla_warning")
 
     async def breach(self, ctx: TimerContext) -> None:
         notice = Notice.from_payload(ctx.timer.payload)
@@ -132,6 +140,7 @@ class SlaTimers:
                    f" {row.assignee or ', '.join(notice.watchers) or 'nobody'}, has had no"
                    f" {_what(notice.deadline)} by its deadline, {notice.local(notice.due)}.")
         self.breaches.labels(route=notice.route, priority=notice.priority).inc()
+        _count(ctx, notice, "sla_breach")
 
     async def auto_close(self, ctx: TimerContext) -> None:
         number, after = str(ctx.timer.payload["case"]), float(ctx.timer.payload["after"])

@@ -31,7 +31,7 @@ from mailflow.context import (
     WriteOp,
     safe_header_value,
 )
-from mailflow.direction import ScopePart
+from mailflow.direction import SERVICE_DIRECTIONS, ScopePart
 from mailflow.values import CaseStatus, Direction, OutgoingMail, Timer, Verdict
 
 if TYPE_CHECKING:
@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from mailflow.textmatch import TermIndex
 
 __all__ = [
-    "ALL_DIRECTIONS", "CaseInfo", "CaseStatus", "Decision", "Direction", "FailurePolicy",
+    "ALL_DIRECTIONS", "SERVICE_DIRECTIONS", "CaseInfo", "CaseStatus", "Decision", "Direction",
+    "FailurePolicy",
     "MessageContext", "OutgoingMail", "ScopePart", "Stage", "StageEnv", "StageOptions", "Stash",
     "StashKey", "Timer", "Triage", "Verdict", "WriteOp", "safe_header_value",
 ]
@@ -117,7 +118,10 @@ class Stage(Generic[OptionsT]):
     Options: ClassVar[type[StageOptions]] = StageOptions
     on_error: ClassVar[FailurePolicy] = "tempfail"
     requires: ClassVar[tuple[str, ...]] = ()
-    directions: ClassVar[frozenset[Direction]] = ALL_DIRECTIONS
+    #: the service's mail by default; a stage naming ``internal`` or ``passthrough`` too
+    #: sees that mail as well, to look and count (it is relayed as received whatever the
+    #: stage does, and what it writes commits after the relay: no addresses)
+    directions: ClassVar[frozenset[Direction]] = SERVICE_DIRECTIONS
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -21,8 +21,10 @@ _LINE_ENDING = re.compile(rb"\r\n|\r|\n")
 _HEADER_END = re.compile(rb"\r\n\r\n")
 #: Our own headers, and anything pretending to be: removed unless the client is trusted.
 #: The loop marker stays: forging it can only silence our robots, and they must see it.
-_INTERNAL_HEADER = re.compile(rb"^X-Mailflow-(?!Loop:)[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*",
-                              re.IGNORECASE | re.MULTILINE)
+#: a field and its folded lines; the last line of a message without a body may lack its CRLF
+_INTERNAL_HEADER = re.compile(
+    rb"^X-Mailflow-(?!Loop:)[^\r\n]*(?:\r\n|\Z)(?:[ \t][^\r\n]*(?:\r\n|\Z))*",
+    re.IGNORECASE | re.MULTILINE)
 _SUBJECT = re.compile(rb"^Subject:[ \t]*", re.IGNORECASE | re.MULTILINE)
 _ENHANCED_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
 

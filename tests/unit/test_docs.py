@@ -177,9 +177,10 @@ def framework_metric_names() -> set[str]:
 
 
 def stage_metric_names() -> set[str]:
-    """Names the built-in stages pass to ``env.metrics.counter/gauge/histogram``."""
+    """Names the built-in stages (and the statistics they share) pass to
+    ``env.metrics.counter/gauge/histogram``."""
     names = set()
-    for path in STAGES.glob("*.py"):
+    for path in [*STAGES.glob("*.py"), *(STAGES.parent / "stats").glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                     and node.func.attr in ("counter", "gauge", "histogram") and node.args

@@ -125,6 +125,14 @@ def test_no_internal_header_survives(fields: list[tuple[str, str]], body: bytes)
     assert count == sum(1 for n, _ in fields if internal(n))
 
 
+@pytest.mark.parametrize("raw", [b"x-mailflow-:", b"X-Mailflow-Case: X\r\n folded",
+                                 b"Subject: a\r\nX-Mailflow-Route: sav"])
+def test_an_internal_header_on_the_last_line_without_its_crlf_goes_too(raw: bytes) -> None:
+    out, count = strip_internal_headers(raw)
+    assert count == 1 and b"mailflow" not in out.lower()
+    assert strip_internal_headers(b"X-Mailflow-Loop: 1") == (b"X-Mailflow-Loop: 1", 0)
+
+
 # -- assemble ----------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from mailflow.durations import parse_duration
 from mailflow.escalation import mail, tokens
 from mailflow.escalation.tokens import WAITING, Escalation
 from mailflow.metrics import MetricFactory
+from mailflow.stats.store import Count, Measure, day_of
 from mailflow.store import Transaction
 from mailflow.values import OutgoingMail, Timer
 
@@ -136,6 +137,11 @@ class EscalationTimers:
         calendar = self.calendar(follow.calendar)
         return calendar.format(datetime.fromtimestamp(ts, calendar.zone), "fr")
 
+    def _count(self, ctx: TimerContext, follow: FollowUp, measure: Measure, rule: str) -> None:
+        """The day's reminders or supervisor escalations, by rule (the report's)."""
+        day = day_of(ctx.clock.now(), self.calendar(follow.calendar).zone)
+        ctx.write(Count(day, measure, label=rule).add)
+
     async def remind(self, ctx: TimerContext) -> None:
         follow = FollowUp.from_payload(ctx.timer.payload)
         found = await self._waiting(ctx, follow.token)
@@ -154,6 +160,7 @@ class EscalationTimers:
         ctx.write(partial(tokens.update, token=found.token, reminders_sent=number))
         schedule_next(ctx, self.calendar(follow.calendar), now, found.case, follow, number)
         self.reminders.inc()
+        self._count(ctx, follow, "reminder", found.rule)
         log.info("escalation_reminder_queued", case=found.case, to=list(found.experts),
                  number=number)
 
@@ -176,6 +183,7 @@ class EscalationTimers:
                                       now=ctx.clock.now())
         ctx.queue_mail(OutgoingMail("escalation-supervisor", (follow.supervisor,), data))
         self.supervisor.inc()
+        self._count(ctx, follow, "supervisor", found.rule)
         log.info("escalation_supervisor_queued", case=found.case, to=follow.supervisor)
 
 

@@ -70,6 +70,9 @@ from mailflow.stage import (
 )
 from mailflow.stages.route import RouteOptions
 from mailflow.stages.sla import on_agent_reply, sla_of
+from mailflow.stats.metrics import StatsMetrics
+from mailflow.stats.responses import record_answer
+from mailflow.stats.store import Count, Response, day_of, forget_responses
 from mailflow.store import Transaction
 from mailflow.store.schema import Schema
 from mailflow.textmatch import parse_term
@@ -116,6 +119,9 @@ class EscalateStage(Stage[EscalateOptions]):
         self.teams = _teams(env)
         # an expert answering the customer directly stops the SLA clocks, as an agent would
         self.sla = sla_of(env)
+        self.per_agent = env.settings.statistics.per_agent
+        self.stats = StatsMetrics.of(env.metrics, self.per_agent)
+        self.zone = env.calendars.default.zone
         self.counter = env.metrics.counter("mailflow_escalations_total",
                                            "Cases forwarded to an expert, by rule", ["rule"])
         HANDLERS.bind(env.calendars,
@@ -224,6 +230,9 @@ class EscalateStage(Stage[EscalateOptions]):
                           role="escalation", sender=experts[0], queue_id=ctx.queue_id))
         timer = schedule_next(ctx, self.calendar, ctx.received_at, case.number, follow, 0)
         self.counter.labels(rule=rule.name).inc()
+        count = Count(day_of(ctx.received_at, self.zone), "escalation", case.route or "",
+                      ctx.triage.priority if ctx.triage is not None else "", rule.name)
+        ctx.write(count.add, undo=count.give_back)
         log.info("escalation_queued", queue_id=ctx.queue_id, case=case.number, rule=rule.name,
                  to=experts)
         ctx.note(rule=rule.name, experts=experts, reply_to=follow.reply_to,
@@ -269,9 +278,12 @@ class EscalateStage(Stage[EscalateOptions]):
                           role=cases.EXPERT_TO_CUSTOMER if to_customer else "expert",
                           sender=expert, queue_id=ctx.queue_id),
                   undo=partial(cases.remove_case_messages, queue_id=ctx.queue_id))
+        if escalation.state != ANSWERED:
+            self._count_answer(ctx, escalation)
         if to_customer:
             sla, calendar = self.sla or (None, None)
             on_agent_reply(ctx, number, row.route, sla, calendar)
+            await record_answer(ctx, number, self.stats, self.zone, self.per_agent)
         targets = ([row.customer] if to_customer else
                    [row.assignee] if row.assignee else
                    list(self.teams.get(row.route or "", ())) or [row.mailbox])
@@ -281,6 +293,15 @@ class EscalateStage(Stage[EscalateOptions]):
         log.info("expert_answer_relayed", queue_id=ctx.queue_id, case=number, expert=expert,
                  to=targets)
         ctx.note(case=number, expert=expert, relayed_to=targets, timers_cancelled=True)
+
+    def _count_answer(self, ctx: MessageContext, escalation: Escalation) -> None:
+        """The expert's first answer: how long the expert took, by rule."""
+        seconds = max(0.0, ctx.received_at - escalation.created_at)
+        self.stats.expert_answer.labels(rule=escalation.rule).observe(seconds)
+        answer = Response(ctx.received_at, day_of(ctx.received_at, self.zone), "expert",
+                          seconds, agent=escalation.rule)
+        ctx.write(partial(answer.record, queue_id=ctx.queue_id),
+                  undo=partial(forget_responses, queue_id=ctx.queue_id))
 
     def _auto_reply(self, ctx: MessageContext, escalation: Escalation,
                     rule: EscalationRule | None, expert: str, why: str) -> None:

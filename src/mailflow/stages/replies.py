@@ -20,7 +20,9 @@ Configuration (rules section ``replies``, optional)::
                            # customer's answer joins the case (rewriting breaks DKIM)
 
 Metrics: ``mailflow_replies_total{outcome}`` (``joined``, ``no_case``,
-``not_to_customer``).
+``not_to_customer``); a joined reply's delays in ``mailflow_first_response_seconds``,
+``mailflow_response_seconds``, ``mailflow_first_responses_total`` and, per agent,
+``mailflow_agent_*`` (:mod:`mailflow.stats.responses`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from mailflow.stage import (
     StageOptions,
 )
 from mailflow.stages.sla import on_agent_reply, sla_of
+from mailflow.stats.metrics import StatsMetrics
+from mailflow.stats.responses import record_answer
 from mailflow.store import Transaction
 from mailflow.store.schema import Schema
 
@@ -61,6 +65,9 @@ class RepliesStage(Stage[RepliesOptions]):
                                            ["outcome"])
         # the chain's SLA: a reply stops its clocks (and may start the auto-close one)
         self.sla = sla_of(env)
+        self.per_agent = env.settings.statistics.per_agent
+        self.stats = StatsMetrics.of(env.metrics, self.per_agent)
+        self.zone = env.calendars.default.zone
 
     async def process(self, ctx: MessageContext) -> None:
         assert ctx.store is not None
@@ -78,13 +85,15 @@ class RepliesStage(Stage[RepliesOptions]):
             ctx.note(case=None, because=f"not addressed to {customer}, the customer of {number}")
             return
         agent = ctx.author or ctx.message.envelope.mail_from.lower()
-        ctx.case = CaseInfo(number=number, status=CaseStatus.REPLY, customer=customer)
+        ctx.case = CaseInfo(number=number, status=CaseStatus.REPLY, customer=customer,
+                            route=route)
         ctx.write(partial(cases.add_case_message, number=number,
                           message_id=ctx.message.message_id, role="agent", sender=agent,
                           queue_id=ctx.queue_id),
                   undo=partial(cases.remove_case_messages, queue_id=ctx.queue_id))
         sla, calendar = self.sla or (None, None)
         on_agent_reply(ctx, number, route, sla, calendar)
+        await record_answer(ctx, number, self.stats, self.zone, self.per_agent)
         if self.options.tag_subject:
             ctx.subject_tag = f"[{number}]"
         self.counter.labels(outcome="joined").inc()

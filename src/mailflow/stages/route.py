@@ -248,8 +248,12 @@ class RouteStage(Stage[RouteOptions]):
                 people.setdefault(rule.person.lower(), rule.team or rule.name)
         for person in self.managers.values():
             people.setdefault(person, "account-manager")
+        labels = {person: person.partition("@")[0] for person in people}
+        labels.update({m.address.lower(): m.agent for team in o.teams.values()
+                       for m in team.members})
         return ScopePart(mailboxes, people, frozenset(insiders),
-                         colleagues_internal=self.options.colleague_mail == "internal")
+                         colleagues_internal=self.options.colleague_mail == "internal",
+                         agent_labels=labels)
 
     def scope(self) -> ScopePart:
         return self._scope
