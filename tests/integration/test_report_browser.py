@@ -18,6 +18,7 @@ import datetime as dt
 import os
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,7 +29,6 @@ from chromium import Chromium
 from clirunner import run_cli
 from conftest import NULL_SENDERS, Daemon, Sink, full_chain_rules, parse_email, report
 from mailflow.report.data import BUCKET_LIMITS, percentile
-from statsrows import derive_statistics, has_stats_tables
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -37,7 +37,10 @@ SLA = {"priorities": {p: {"first_response": "2bh", "update": "1bd", "warn_before
                       for p in ("urgent", "high", "normal", "low")}}
 CUSTOMERS = (("claire.dupont@client.test", "sav@example.com", "Colis jamais arrivé 88121"),
              ("marc.leroy@client.test", "sav@example.com", "Retour produit cassé 88122"),
-             ("ines.haddad@client.test", "devis@example.com", "Demande de devis 88123"))
+             ("ines.haddad@client.test", "devis@example.com", "Demande de devis 88123"),
+             # "mise en demeure": the legal team, and the lawyer asked (an escalation)
+             ("paul.martin@client.test", "sav@example.com",
+              "Mise en demeure, commande 88124"))
 CHARTS = ("volumes", "routes", "first-response", "success", "breaches", "agents",
           "escalations")
 
@@ -89,7 +92,7 @@ def paris(*args: int) -> float:
 
 def customer_mail(sender: str, to: str, subject: str, mid: str) -> bytes:
     return (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{mid}>\r\n"
-            "\r\nBonjour,\r\nje vous écris au sujet de ma commande.\r\n").encode()
+            f"\r\nBonjour,\r\nje vous écris au sujet de : {subject}.\r\n").encode()
 
 
 def agent_mail(agent: str, customer: str, case: str, mid: str, in_reply_to: str) -> bytes:
@@ -122,6 +125,18 @@ def answer(d: Daemon, sink: Sink, agent: str, n: int, case: str) -> None:
     sink.wait_for(1)
     d.settle()
     sink.reset()
+
+
+def wait_for_count(db: Path, measure: str, count: int, timeout: float = 20.0) -> None:
+    """Until the scheduler recorded ``count`` of ``measure`` (its timers fire on their own)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        (found,), = query(db, "SELECT COALESCE(SUM(count), 0) FROM stats_counts"
+                              " WHERE measure = ?", measure)
+        if found >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{measure}: {found} recorded, not {count}, in {timeout}s")
 
 
 def query(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -181,14 +196,14 @@ def test_the_report_page_in_chromium(daemon_factory: Any, sink: Sink,
     rules = full_chain_rules(tmp_path / "rules-src", sla=SLA)
     d: Daemon = daemon_factory(config={"trusted_networks": ["127.0.0.0/8"]}, rules=rules,
                                test_clock=paris(2026, 11, 24, 9, 30))
-    (sav_1, agent_1), (sav_2, agent_2), _ = open_cases(d, sink)
+    (sav_1, agent_1), (sav_2, agent_2), _, _ = open_cases(d, sink)
     d.advance(40 * 60)
-    answer(d, sink, agent_1, 0, sav_1)        # 40 minutes: in time
-    d.advance(4 * 3600)
-    answer(d, sink, agent_2, 1, sav_2)        # 4 h 40 later: past the 2 business hours
-    if not has_stats_tables(d.db):  # a daemon without the statistics writer
-        derive_statistics(d.db)
-    d.advance(3600)
+    answer(d, sink, agent_1, 0, sav_1)        # after 40 minutes: in time
+    d.advance(4 * 3600 + 40 * 60)             # 14:50: 3 h 40 of business time since 09:30
+    wait_for_count(d.db, "sla_breach", 3)     # the three cases left unanswered
+    wait_for_count(d.db, "reminder", 1)       # the lawyer, after 4 business hours
+    answer(d, sink, agent_2, 1, sav_2)        # late
+    d.settle()
 
     url = f"http://127.0.0.1:{d.metrics_port}/report?since=7d"
     with Chromium() as browser:

@@ -11,32 +11,10 @@ from typing import Any
 import pytest
 
 from mailflow.report.data import Report, build_report
-from mailflow.store import Transaction, open_store
-from statsrows import PARIS, STATS_DDL, UNTIL, WEEK, Rows, fill, make_store
+from mailflow.store import open_store
+from statsrows import PARIS, UNTIL, WEEK, Rows, fill
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-async def _fill_postgres(url: str) -> None:
-    store = open_store(url)
-    await store.open()
-    try:
-        def tables(tx: Transaction) -> None:
-            if not tx.execute("SELECT 1 FROM schema_versions WHERE owner = 'stats'"):
-                for statement in STATS_DDL:
-                    tx.execute(statement.format(
-                        id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"))
-                tx.execute("INSERT INTO schema_versions (owner, version) VALUES ('stats', 1)")
-        await store.run_write(tables)
-        statements: list[tuple[str, dict[str, Any]]] = []
-        fill(Rows(lambda sql, params: statements.append((sql, dict(params)))))
-
-        def insert(tx: Transaction) -> None:
-            for sql, params in statements:
-                tx.execute(sql, params)
-        await store.run_write(insert)
-    finally:
-        await store.close()
 
 
 async def _report(url: str) -> Report:
@@ -50,11 +28,11 @@ async def _report(url: str) -> Report:
 
 
 def test_postgresql_gives_the_sqlite_report(pg_server: Any, tmp_path: Path) -> None:
-    db = tmp_path / "mailflow.sqlite3"
-    make_store(db)
-    fill(Rows(db))
-    url = pg_server.database()
-    asyncio.run(_fill_postgres(url))
+    db, url = tmp_path / "mailflow.sqlite3", pg_server.database()
+    for target in (db, url):
+        rows = Rows()
+        fill(rows)
+        rows.write(target)
     on_postgres, on_sqlite = asyncio.run(_report(url)), asyncio.run(_report(f"sqlite:///{db}"))
     assert on_postgres.has_statistics and on_postgres.first_responses == 5
     assert on_postgres == on_sqlite

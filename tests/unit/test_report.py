@@ -14,6 +14,7 @@ import pytest
 
 from clirunner import run_cli
 from conftest import RULES
+from mailflow import cases
 from mailflow.report import data
 from mailflow.report.data import Report, build_report
 from mailflow.report.page import duration, plotly_js, plotly_version, render, text_summary
@@ -26,7 +27,6 @@ from statsrows import (
     WEEK,
     Rows,
     fill,
-    make_store,
 )
 
 
@@ -34,8 +34,9 @@ from statsrows import (
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "state" / "mailflow.sqlite3"
     path.parent.mkdir()
-    make_store(path)
-    fill(Rows(path))
+    rows = Rows()
+    fill(rows)
+    rows.write(path)
     return path
 
 
@@ -136,10 +137,9 @@ def test_the_file_names_no_server_and_carries_plotly(db: Path) -> None:
 
 def test_names_from_the_rules_are_escaped(tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite3"
-    make_store(db)
     evil = "</script><script>alert(1)</script>"
-    Rows(db).count("2026-11-23", "mail", 1, route=evil, label="inbound")
-    Rows(db).count("2026-11-23", "sla_breach", 1, route=evil, label="first_response")
+    Rows().count("2026-11-23", "mail", 1, route=evil, label="inbound").count(
+        "2026-11-23", "sla_breach", 1, route=evil, label="first_response").write(db)
     page = render(report_of(db), inline_js=False)
     assert "<script>alert(1)" not in page
     assert "&lt;/script&gt;" in page  # in the tables
@@ -148,17 +148,10 @@ def test_names_from_the_rules_are_escaped(tmp_path: Path) -> None:
 
 def test_a_store_without_statistics_still_reports_open_cases(tmp_path: Path) -> None:
     db = tmp_path / "old.sqlite3"
-    asyncio.run(_plain_store(db))
-    Rows(db).case("SAV-9", route="sav", priority="normal")
+    Rows().case("SAV-9", route="sav", priority="normal").write(db, schemas=[cases.SCHEMA])
     report = report_of(db)
     assert not report.has_statistics and report.open_cases == {("sav", "normal", "open"): 1}
     assert 'id="no-statistics"' in render(report, inline_js=False)
-
-
-async def _plain_store(db: Path) -> None:
-    store = open_store(f"sqlite:///{db}")
-    await store.open()
-    await store.close()
 
 
 def test_durations_read_as_a_supervisor_reads_them() -> None:

@@ -21,7 +21,7 @@ from mailflow.config import Settings, StatisticsSettings, load_settings
 from mailflow.metrics import Metrics, serve_http
 from mailflow.report.http import is_loopback, report_app
 from mailflow.report.page import plotly_js
-from statsrows import SECRET_CUSTOMER, SECRET_SUBJECT, Rows, make_store
+from statsrows import SECRET_CUSTOMER, SECRET_SUBJECT, Rows
 
 TOKEN = "s3cret-token-for-the-report"
 #: the listener's "now": 1 December 2026, 12:00 UTC
@@ -38,11 +38,9 @@ def settings_for(db: Path, metrics: str, token: str | None = None,
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "mailflow.sqlite3"
-    make_store(path)
-    rows = Rows(path)
-    rows.count("2026-12-01", "mail", 2, route="sav", label="inbound")
-    rows.response(NOW - 3600, "2026-12-01", "response", 60, agent="Alice")
-    rows.case("SAV-1", route="sav", priority="normal")
+    Rows().count("2026-12-01", "mail", 2, route="sav", label="inbound").response(
+        NOW - 3600, "2026-12-01", "response", 60, agent="Alice").case(
+        "SAV-1", route="sav", priority="normal").write(path)
     return path
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from mailflow.stats.store import Measure, counts, open_cases, responses, volumes
 from mailflow.store import Transaction
 
 #: the directions of ``mail`` counts, in the order the report shows them
@@ -25,7 +26,10 @@ DIRECTIONS = ("inbound", "reply", "internal", "passthrough")
 BUCKET_LIMITS = (3600.0, 4 * 3600.0, 8 * 3600.0, 86400.0, 2 * 86400.0, math.inf)
 BUCKET_NAMES = ("< 1 h", "1–4 h", "4–8 h", "8 h–1 day", "1–2 days", "> 2 days")
 #: the escalate rules' measures, as ``stats_counts`` names them
-ESCALATION_MEASURES = ("escalation", "reminder", "supervisor")
+#: one answer as ``mailflow.stats.store.responses`` gives it: (route, priority, agent,
+#: seconds, in_time)
+Answer = tuple[str, str, str, float, bool | None]
+ESCALATION_MEASURES: tuple[Measure, ...] = ("escalation", "reminder", "supervisor")
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -140,7 +144,7 @@ class Report:
 
 
 # ---------------------------------------------------------------------------
-# Reads (the statistics contract's read helpers)
+# Reads: the statistics' own helpers (mailflow.stats.store), and this check
 # ---------------------------------------------------------------------------
 
 
@@ -151,41 +155,6 @@ def has_statistics(tx: Transaction) -> bool:
     except Exception:  # no schema_versions at all: a store never migrated
         return False
     return bool(rows) and int(rows[0][0]) > 0
-
-
-def volumes(tx: Transaction, since_day: str) -> list[tuple[str, str, str, int]]:
-    """(day, direction, route, messages) from ``since_day`` on."""
-    rows = tx.execute("SELECT day, label, route, SUM(count) FROM stats_counts"
-                      " WHERE measure = 'mail' AND day >= :since GROUP BY day, label, route",
-                      {"since": since_day})
-    return [(str(d), str(lbl), str(r), int(c)) for d, lbl, r, c in rows]
-
-
-def counts(tx: Transaction, since_day: str,
-           measure: str) -> list[tuple[str, str, str, str, int]]:
-    """(day, route, priority, label, count) of one measure from ``since_day`` on."""
-    rows = tx.execute("SELECT day, route, priority, label, SUM(count) FROM stats_counts"
-                      " WHERE measure = :measure AND day >= :since"
-                      " GROUP BY day, route, priority, label",
-                      {"measure": measure, "since": since_day})
-    return [(str(d), str(r), str(p), str(lbl), int(c)) for d, r, p, lbl, c in rows]
-
-
-def responses(tx: Transaction, since: float,
-              kind: str) -> list[tuple[str, str, str, float, int | None]]:
-    """(route, priority, agent, seconds, in_time) of the answers of ``kind`` since."""
-    rows = tx.execute("SELECT route, priority, agent, seconds, in_time FROM stats_responses"
-                      " WHERE kind = :kind AND at >= :since", {"kind": kind, "since": since})
-    return [(str(r), str(p), str(a), float(s), None if t is None else int(t))
-            for r, p, a, s, t in rows]
-
-
-def open_cases(tx: Transaction) -> list[tuple[str, str, str, int]]:
-    """(route, priority, status, cases) of the cases not closed, now."""
-    rows = tx.execute("SELECT COALESCE(route, ''), COALESCE(priority, ''), status, COUNT(*)"
-                      " FROM cases WHERE status <> 'closed'"
-                      " GROUP BY COALESCE(route, ''), COALESCE(priority, ''), status")
-    return [(str(r), str(p), str(s), int(c)) for r, p, s, c in rows]
 
 
 # ---------------------------------------------------------------------------
@@ -204,12 +173,12 @@ def days_between(first: str, last: str) -> tuple[str, ...]:
     return tuple((start + timedelta(days=n)).isoformat() for n in range((end - start).days + 1))
 
 
-def _route_figures(first: list[tuple[str, str, str, float, int | None]],
-                   sla: dict[str, Counter[str]]) -> tuple[RouteFigures, ...]:
-    by_route: dict[str, list[tuple[float, int | None]]] = defaultdict(list)
+def _route_figures(first: list[Answer], warnings: Counter[str],
+                   breaches: Counter[str]) -> tuple[RouteFigures, ...]:
+    by_route: dict[str, list[tuple[float, bool | None]]] = defaultdict(list)
     for route, _, _, taken, in_time in first:
         by_route[route].append((taken, in_time))
-    names = sorted(set(by_route) | set(sla["sla_warning"]) | set(sla["sla_breach"]),
+    names = sorted(set(by_route) | set(warnings) | set(breaches),
                    key=lambda r: (r == "", r))
     figures = []
     for route in names:
@@ -217,26 +186,24 @@ def _route_figures(first: list[tuple[str, str, str, float, int | None]],
         seconds = [s for s, _ in rows]
         figures.append(RouteFigures(
             route=route, first_responses=len(rows), p50=percentile(seconds, 0.5),
-            p90=percentile(seconds, 0.9), in_time=sum(1 for _, t in rows if t == 1),
-            late=sum(1 for _, t in rows if t == 0), warnings=sla["sla_warning"][route],
-            breaches=sla["sla_breach"][route]))
+            p90=percentile(seconds, 0.9), in_time=sum(1 for _, t in rows if t is True),
+            late=sum(1 for _, t in rows if t is False), warnings=warnings[route],
+            breaches=breaches[route]))
     return tuple(figures)
 
 
-def _agent_figures(answers: list[tuple[str, str, str, float, int | None]],
-                   first: list[tuple[str, str, str, float, int | None]]
-                   ) -> tuple[AgentFigures, ...]:
+def _agent_figures(answers: list[Answer], first: list[Answer]) -> tuple[AgentFigures, ...]:
     times: dict[str, list[float]] = defaultdict(list)
     for _, _, agent, seconds, _ in answers:
         times[agent].append(seconds)
-    firsts: dict[str, list[int | None]] = defaultdict(list)
+    firsts: dict[str, list[bool | None]] = defaultdict(list)
     for _, _, agent, _, in_time in first:
         firsts[agent].append(in_time)
     names = sorted((set(times) | set(firsts)) - {""}, key=lambda a: (a == "other", a))
     return tuple(AgentFigures(agent=a, answers=len(times.get(a, [])),
                               median=percentile(times.get(a, []), 0.5),
                               first_responses=len(firsts.get(a, [])),
-                              first_in_time=sum(1 for t in firsts.get(a, []) if t == 1))
+                              first_in_time=sum(1 for t in firsts.get(a, []) if t is True))
                  for a in names)
 
 
@@ -278,15 +245,17 @@ def build_report(tx: Transaction, *, since: float, until: float, zone: ZoneInfo 
     start = start_of_day(since_day, zone)
     days = days_between(since_day, last_day)
     zone_name = str(zone or "local time")
-    now_open = {(r, p, s): c for r, p, s, c in open_cases(tx)}
+    now_open: dict[tuple[str, str, str], int] = defaultdict(int)
+    for route, priority, status, count in open_cases(tx):  # NULL and '' are both "none"
+        now_open[(route, priority, status)] += count
     if not has_statistics(tx):
         return Report(since=start, until=until, zone=zone_name, days=days,
-                      has_statistics=False, per_agent=per_agent, open_cases=now_open)
+                      has_statistics=False, per_agent=per_agent, open_cases=dict(now_open))
     first = responses(tx, start, "first_response")
     answers = responses(tx, start, "response")
     seconds = [row[3] for row in first]
     buckets = Counter(bucket_of(s) for s in seconds)
-    sla: dict[str, Counter[str]] = {m: Counter() for m in ("sla_warning", "sla_breach")}
+    sla: dict[Measure, Counter[str]] = {m: Counter() for m in ("sla_warning", "sla_breach")}
     breaches: dict[tuple[str, str], int] = defaultdict(int)
     for measure, counter in sla.items():
         for _, route, _, kind, count in counts(tx, since_day, measure):
@@ -302,10 +271,11 @@ def build_report(tx: Transaction, *, since: float, until: float, zone: ZoneInfo 
         first_p90=percentile(seconds, 0.9),
         first_mean=sum(seconds) / len(seconds) if seconds else None,
         buckets=tuple(buckets[i] for i in range(len(BUCKET_LIMITS))),
-        in_time=sum(1 for row in first if row[4] == 1),
-        late=sum(1 for row in first if row[4] == 0),
+        in_time=sum(1 for row in first if row[4] is True),
+        late=sum(1 for row in first if row[4] is False),
         no_deadline=sum(1 for row in first if row[4] is None),
         answers=len(answers), answer_p50=percentile([row[3] for row in answers], 0.5),
-        routes=_route_figures(first, sla), breaches=dict(breaches),
+        routes=_route_figures(first, sla["sla_warning"], sla["sla_breach"]),
+        breaches=dict(breaches),
         agents=_agent_figures(answers, first) if per_agent else (),
-        rules=_rule_figures(tx, start, since_day), open_cases=now_open)
+        rules=_rule_figures(tx, start, since_day), open_cases=dict(now_open))
