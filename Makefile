@@ -15,7 +15,7 @@ BIN    := $(VENV)/bin
 PY_TESTSUITE := $(shell $(PYTHON) -c "import os, sys, sysconfig; \
   print('' if os.path.isdir(os.path.join(sysconfig.get_paths()['stdlib'], 'test', 'test_email')) \
   else 'libpython%d.%d-testsuite' % sys.version_info[:2])" 2>/dev/null)
-TEST_DEBS ?= dnsmasq-base openssl postfix sasl2-bin postgresql prometheus $(PY_TESTSUITE)
+TEST_DEBS ?= dnsmasq-base openssl postfix sasl2-bin postgresql prometheus chromium $(PY_TESTSUITE)
 
 .PHONY: run test debs clean bench
 

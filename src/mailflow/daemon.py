@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 import uvloop
@@ -319,6 +320,18 @@ async def _prepare_store(settings: Settings, schemas: Sequence[Schema],
         await store.close()
 
 
+def _report_routes(app: Application) -> dict[str, Any]:
+    """``/report`` beside ``/metrics``: read from a store connection of its own, with days
+    in the running rules' default calendar and the time on the daemon's clock."""
+    from mailflow.report.http import report_app
+
+    def zone() -> ZoneInfo | None:
+        calendars = app.runtime.rules.calendars
+        return calendars.default.zone if calendars.configured else None
+
+    return report_app(app.settings, zone, app.clock.now)
+
+
 def describe_startup(settings: Settings) -> str:
     hop = settings.effective_next_hop
     where = (f"into the Maildir {Path(hop.path).resolve()}" if hop.kind == "maildir"
@@ -369,7 +382,8 @@ def run(config: str | None, overrides: dict[str, Any], *,
     http = None
     if worker == 0 and metrics_address:
         try:
-            http = serve_http(metrics_address, exposition_registry(app.registry), app.health)
+            http = serve_http(metrics_address, exposition_registry(app.registry), app.health,
+                              _report_routes(app))
         except OSError as exc:  # the workers forked already: they must not serve on alone
             forward(signal.SIGTERM)
             for pid in children:

@@ -1,4 +1,4 @@
-"""Prometheus metrics and the /metrics + /healthz endpoint.
+"""Prometheus metrics and the /metrics + /healthz endpoint (and the report's pages).
 
 Metrics live on an injected ``CollectorRegistry`` (no module-level globals,
 so tests build a fresh one). The endpoint binds to loopback unless told
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from wsgiref.simple_server import WSGIServer, make_server
 
@@ -157,12 +157,20 @@ def worker_exited(pid: int) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
 def serve_http(address: tuple[str, int], registry: CollectorRegistry,
-               health: HealthCheck) -> WSGIServer:
-    """Serve /metrics and /healthz on ``address`` from a daemon thread."""
+               health: HealthCheck, routes: Mapping[str, WsgiApp] | None = None) -> WSGIServer:
+    """Serve /metrics and /healthz on ``address`` from a daemon thread; ``routes``: more
+    pages by exact path (the report's)."""
     metrics_app = make_wsgi_app(registry)
+    pages = dict(routes or {})
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        page = pages.get(environ.get("PATH_INFO", ""))
+        if page is not None:
+            return page(environ, start_response)
         if environ.get("PATH_INFO") == "/healthz":
             ok, detail = health()
             start_response("200 OK" if ok else "503 Service Unavailable",

@@ -1,4 +1,4 @@
-"""``mailflow serve | check | try | cases | agents | timers | migrate | version``.
+"""``mailflow serve | check | try | cases | agents | timers | report | migrate | version``.
 
 Each command is one module of this package with a ``run(args) -> int``,
 imported only when it runs: ``serve`` must choose how metrics are stored
@@ -21,12 +21,13 @@ from mailflow.config import ConfigError
 from mailflow.logs import configure
 from mailflow.store import StoreUnavailable
 
-DESCRIPTION = "``mailflow serve | check | try | cases | agents | timers | migrate | version``."
+DESCRIPTION = ("``mailflow serve | check | try | cases | agents | timers | report | migrate"
+               " | version``.")
 #: the module of each command, in this package
 COMMANDS = {"serve": "serve", "check": "check", "try": "try_message", "cases": "cases",
-            "agents": "agents", "timers": "timers", "migrate": "migrate"}
+            "agents": "agents", "timers": "timers", "report": "report", "migrate": "migrate"}
 #: commands whose output is the answer: their logs stay quiet unless asked
-QUIET = frozenset({"check", "try", "cases", "agents", "timers", "migrate"})
+QUIET = frozenset({"check", "try", "cases", "agents", "timers", "report", "migrate"})
 #: the exit status of a process killed by SIGPIPE, as a shell reports it
 BROKEN_PIPE = 128 + 13
 
@@ -84,6 +85,22 @@ def _add_timers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     timers.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = sub.add_parser(
+        "report", help="the statistics of the last days: a summary, or an HTML page",
+        description="Volumes per day, first-response times, the share answered within the"
+                    " promised time, SLA breaches by team, agents and escalations, read from"
+                    " the store (read-only). Only aggregate figures and configured agent"
+                    " names: no customer address, no subject.")
+    add_common(report)
+    report.add_argument("--since", default="7d", metavar="DURATION",
+                        help="how far back: 7d, 24h, 90m (whole days, from the day it falls"
+                             " on; default 7d)")
+    report.add_argument("--html", metavar="FILE",
+                        help="write the page with its charts to FILE ('-': stdout); it needs"
+                             " no network (the chart library is inside)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailflow", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"mailflow {version()}")
@@ -97,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cases(sub)
     _add_agents(sub)
     _add_timers(sub)
+    _add_report(sub)
     migrate = sub.add_parser("migrate", help="bring the store's tables up to this version")
     add_common(migrate)
     migrate.add_argument("--check", action="store_true",
