@@ -10,8 +10,9 @@ BIN    := $(VENV)/bin
 # started), PostgreSQL for the store suite (a private cluster, the system's never started),
 # Prometheus for tests/integration/test_prometheus_*.py (promtool checks and unit-tests the
 # alert rules; a private server under a tmp dir scrapes a test daemon; the system's own
-# service is never started), and CPython's own e-mail test corpus when this Python was
-# installed without its test package (Debian splits it out).
+# service is never started), Chromium for tests/integration/test_report_browser.py
+# (headless, driven over its DevTools protocol on loopback), and CPython's own e-mail test
+# corpus when this Python was installed without its test package (Debian splits it out).
 PY_TESTSUITE := $(shell $(PYTHON) -c "import os, sys, sysconfig; \
   print('' if os.path.isdir(os.path.join(sysconfig.get_paths()['stdlib'], 'test', 'test_email')) \
   else 'libpython%d.%d-testsuite' % sys.version_info[:2])" 2>/dev/null)
