@@ -25,10 +25,10 @@ DIRECTIONS = ("inbound", "reply", "internal", "passthrough")
 #: upper limits (seconds) of the first-response buckets, and their names
 BUCKET_LIMITS = (3600.0, 4 * 3600.0, 8 * 3600.0, 86400.0, 2 * 86400.0, math.inf)
 BUCKET_NAMES = ("< 1 h", "1–4 h", "4–8 h", "8 h–1 day", "1–2 days", "> 2 days")
-#: the escalate rules' measures, as ``stats_counts`` names them
 #: one answer as ``mailflow.stats.store.responses`` gives it: (route, priority, agent,
 #: seconds, in_time)
 Answer = tuple[str, str, str, float, bool | None]
+#: the escalate rules' measures, as ``stats_counts`` names them
 ESCALATION_MEASURES: tuple[Measure, ...] = ("escalation", "reminder", "supervisor")
 
 
