@@ -88,7 +88,10 @@ class OutboxWorker:
 
     async def _claim(self) -> list[OutboxRow]:
         rows = await self.store.claim_outbox(self.owner, self.settings.batch_size, LEASE_SECONDS)
-        waiting, oldest = await self.store.run_read(backlog)
+        try:
+            waiting, oldest = await self.store.run_read(backlog)
+        except StoreUnavailable:  # the rows are leased to us now: send them, gauges later
+            return rows
         self.metrics.outbox_pending.set(waiting)
         self.metrics.outbox_oldest_age.set(0.0 if oldest is None
                                            else max(0.0, self.clock.now() - oldest))

@@ -15,7 +15,7 @@ from mailflow.metrics import Metrics
 from mailflow.outbox import OutboxWorker, backoff
 from mailflow.plugins import builtin_schemas
 from mailflow.relay import DeliveryResult
-from mailflow.store import Store, open_store
+from mailflow.store import Store, StoreUnavailable, open_store
 from mailflow.values import OutgoingMail
 from stores import BACKENDS, outlive_lease, store_url
 
@@ -133,3 +133,26 @@ async def test_an_expired_lease_gives_the_row_to_another_worker(store: Store,
     assert await outbox.run_once() == 0  # leased to the other one
     await outlive_lease(store, clock, 0.5)
     assert await outbox.run_once() == 1 and len(hop.sent) == 1
+
+
+async def test_the_backlog_gauges_and_a_failing_look_at_them(
+        store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    hop = ScriptedHop(DeliveryResult(451, "4.3.0 later"))
+    outbox, metrics = worker(store, hop, clock)
+    await queue(store)
+    clock.advance(40)
+    await queue(store)
+    assert await outbox.run_once() == 2  # one refused (retry in 30 s), one sent
+    assert await outbox.run_once() == 0  # the gauges are read at each look
+    assert metrics.outbox_pending._value.get() == 1
+    assert metrics.outbox_oldest_age._value.get() == 40.0  # the first, written 40 s ago
+
+    async def away(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("database unavailable")
+
+    clock.advance(31)
+    monkeypatch.setattr(store, "run_read", away)
+    # the row is leased by the claim: the gauges' failing read must not lose it
+    assert await outbox.run_once() == 1
+    monkeypatch.undo()
+    assert await states(store) == [("sent", 2), ("sent", 1)]  # attempts: each claim
