@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -25,6 +26,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as AioSMTP
 from aiosmtpd.smtp import Envelope, Session
+from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 
 from rawsmtp import RawClient
@@ -571,3 +573,15 @@ def pg_server() -> Iterator[Any]:
     server = PgServer().start()
     yield server
     server.remove()
+
+
+def metric(d: Daemon, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples carrying ``labels``, as the daemon's /metrics shows now
+    (0 when there is none)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics",
+                                timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(float(sample.value) for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v
+                                              for k, v in labels.items()))

@@ -16,12 +16,9 @@ import re
 import signal
 import socket
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import (
     FULL_CHAIN,
@@ -31,6 +28,7 @@ from conftest import (
     Received,
     Sink,
     full_chain_rules,
+    metric,
     parse_email,
 )
 from rawsmtp import RawClient
@@ -66,17 +64,6 @@ def traffic_rules(folder: Path) -> Path:
 
 def traffic_config() -> dict[str, object]:
     return {"trusted_networks": TRUSTED, "plugin_dirs": [str(FIXTURES / "plugin_dir")]}
-
-
-def metric(d: Daemon, name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples with ``labels``, as the daemon's /metrics shows now."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics",
-                                timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(sample.value for family in text_string_to_metric_families(text)
-               for sample in family.samples
-               if sample.name == name and all(sample.labels.get(k) == v
-                                              for k, v in labels.items()))
 
 
 def wait_metric(d: Daemon, above: float, name: str, timeout: float = 15.0,

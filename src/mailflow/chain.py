@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import structlog
@@ -47,6 +48,11 @@ class Chain:
     #: who is ours (service mailboxes, agents), from what the stages declare
     scope: Scope = field(default_factory=lambda: Scope(frozenset()))
 
+    @cached_property
+    def directions(self) -> frozenset[Direction]:
+        """Every direction some stage runs for (the service's, and what others ask)."""
+        return SERVICE_DIRECTIONS.union(*(stage.directions for stage in self.stages))
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.stages)
@@ -55,8 +61,7 @@ class Chain:
         """Run the stages for the service's mail (inbound mail and replies), and for other
         mail those that ask for it (to count it); a reply the ``replies`` stage found no
         case for is passed through after all."""
-        if ctx.direction not in SERVICE_DIRECTIONS and not any(
-                ctx.direction in stage.directions for stage in self.stages):
+        if ctx.direction not in self.directions:
             return
         await self.run(ctx)
         if ctx.direction is Direction.REPLY and ctx.case is None:

@@ -14,18 +14,24 @@ import datetime as dt
 import re
 import sqlite3
 import time
-import urllib.request
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 
 from clirunner import run_cli
-from conftest import NULL_SENDERS, Daemon, Received, Sink, full_chain_rules, parse_email
+from conftest import (
+    NULL_SENDERS,
+    Daemon,
+    Received,
+    Sink,
+    full_chain_rules,
+    metric,
+    parse_email,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -104,16 +110,6 @@ def answer(d: Daemon, reply_to: str, *, subject: str = "Mon avis", extra: str = 
             "La demande est fondée : proposez un remplacement.\r\n").encode()
     code, text = d.send(data, mail_from=sender, rcpt_to=[reply_to])
     assert code == 250, text
-
-
-def metric(d: Daemon, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics",
-                                timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(sample.value for family in text_string_to_metric_families(text)
-               for sample in family.samples
-               if sample.name == name and all(sample.labels.get(k) == v
-                                              for k, v in labels.items()))
 
 
 def roles(d: Daemon, case: str) -> list[str]:

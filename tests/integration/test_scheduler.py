@@ -10,16 +10,14 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 
 from clirunner import run_cli
-from conftest import Daemon, Received, Sink, parse_email, wait_for_port
+from conftest import Daemon, Received, Sink, metric, parse_email, wait_for_port
 from mailflow.cli.cases import calendar_zone, when
 from mailflow.config import load_settings
 
@@ -85,17 +83,6 @@ def wait_quiet(d: Daemon, polls: int = 5) -> None:
 
 def timers_cli(d: Daemon, *args: str) -> Any:
     return run_cli("timers", *args, "--config", str(d.config_path))
-
-
-def metric(d: Daemon, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics",
-                                timeout=5) as resp:
-        text = resp.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
 
 
 def test_a_timer_fires_once_when_the_clock_passes_its_due_time(daemon_factory: Any,

@@ -11,13 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from clirunner import run_cli
 from conftest import (
@@ -27,6 +25,7 @@ from conftest import (
     ack_case,
     full_chain_rules,
     is_ack,
+    metric,
     parse_email,
 )
 from mailflow.business_hours import BusinessCalendar, CalendarOptions
@@ -121,14 +120,6 @@ def quiet(d: Daemon) -> None:
 def query(d: Daemon, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     with sqlite3.connect(d.db) as db:
         return list(db.execute(sql, args))
-
-
-def metric(d: Daemon, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics",
-                                timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(float(s.value) for family in text_string_to_metric_families(text)
-               for s in family.samples if s.name == name and s.labels == labels)
 
 
 def cases_cli(d: Daemon, *args: str) -> Any:

@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from clirunner import run_cli
-from conftest import NULL_SENDERS, Daemon, Sink, full_chain_rules, parse_email
+from conftest import NULL_SENDERS, Daemon, Sink, full_chain_rules, metric, parse_email
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -85,10 +85,6 @@ def samples(d: Daemon) -> list[Any]:
                                 timeout=5) as resp:
         text = resp.read().decode()
     return [s for family in text_string_to_metric_families(text) for s in family.samples]
-
-
-def metric(d: Daemon, name: str, **labels: str) -> float:
-    return sum(float(s.value) for s in samples(d) if s.name == name and s.labels == labels)
 
 
 def test_an_answer_records_its_delays_in_the_store_and_the_metrics(

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Daemon, Sink, report
-from traffic import OUTSIDE, ClientFrom, mail, metric, paris, traffic_config, traffic_rules
+from conftest import Daemon, Sink, metric, report
+from traffic import OUTSIDE, ClientFrom, mail, paris, traffic_config, traffic_rules
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
