@@ -18,9 +18,12 @@ from typing import Any
 
 import structlog
 
+from mailflow.automatic import SHIPPED, AutomaticDetector
 from mailflow.config import ConfigError, Problem, validate
 from mailflow.direction import SERVICE_DIRECTIONS, Scope
+from mailflow.events import NO_LISTENERS, CasePrioritised, EventBus
 from mailflow.rules import RuleSet
+from mailflow.services import TRIAGE_SCALE, Services
 from mailflow.stage import (
     CaseInfo,
     Decision,
@@ -33,10 +36,14 @@ from mailflow.stage import (
     Verdict,
 )
 from mailflow.store.base import StoreUnavailable
+from mailflow.triage import DEFAULT_SCALE, Scale
 
 log = structlog.get_logger("mailflow.chain")
 
 TERMINAL = (Verdict.REJECT, Verdict.TEMPFAIL)
+#: what the client hears for a terminal verdict when the stage chose no reply of its own
+DEFAULT_REPLIES = {Verdict.REJECT: "550 5.7.1 Message refused by policy",
+                   Verdict.TEMPFAIL: "451 4.3.0 Try again later"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,11 @@ class Chain:
     timeout: float
     #: who is ours (service mailboxes, agents), from what the stages declare
     scope: Scope = field(default_factory=lambda: Scope(frozenset()))
+    #: what the stages offer each other, and who listens to which case event
+    services: Services = field(default_factory=Services)
+    events: EventBus = NO_LISTENERS
+    #: the rules' automatic-mail signs: the reception asks them once per message
+    automatic: AutomaticDetector = SHIPPED
 
     @cached_property
     def directions(self) -> frozenset[Direction]:
@@ -56,6 +68,11 @@ class Chain:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.stages)
+
+    @cached_property
+    def scale(self) -> Scale:
+        """The priority levels' thresholds (``prioritise``'s, else the defaults)."""
+        return self.services.get(TRIAGE_SCALE) or DEFAULT_SCALE
 
     async def process(self, ctx: MessageContext) -> None:
         """Run the stages for the service's mail (inbound mail and replies), and for other
@@ -77,6 +94,7 @@ class Chain:
                     await self._run_stage(stage, ctx)
                     if ctx.verdict in TERMINAL:
                         return
+                await self._settle_triage(ctx)
         except TimeoutError:
             ctx.verdict = Verdict.TEMPFAIL
             ctx.reply = "451 4.3.0 Message processing took too long, try again later"
@@ -85,6 +103,14 @@ class Chain:
                                           reason=f"chain exceeded {self.timeout:g}s"))
         finally:
             ctx.current = None
+
+    @staticmethod
+    async def _settle_triage(ctx: MessageContext) -> None:
+        """The customer's message ended its chain with this priority: the case's owner
+        records it (one write, whatever signals came after ``prioritise``)."""
+        case = ctx.case
+        if ctx.triage is not None and case is not None and case.status.from_customer:
+            await ctx.emit(CasePrioritised(case.number, ctx.received_at, ctx.triage.priority))
 
     async def _run_stage(self, stage: Stage[Any], ctx: MessageContext) -> None:
         decision = Decision(stage.name)
@@ -181,10 +207,17 @@ def build_chain(rules: RuleSet, stage_types: Mapping[str, type[Stage[Any]]], env
     if len(set(rules.chain)) != len(rules.chain):
         dupes = sorted({n for n in rules.chain if rules.chain.count(n) > 1})
         problems.append(_at_chain(rules, f"stage(s) listed twice in the chain: {', '.join(dupes)}"))
+    for stage in stages:
+        try:
+            stage.provide(env.services)
+        except ValueError as exc:  # two stages offering one service
+            problems.append(_at_chain(rules, str(exc), rules.chain.index(stage.name)))
     if problems:
         raise ConfigError(problems)
+    events = EventBus(pair for stage in stages for pair in stage.listeners())
     return Chain(tuple(stages), timeout,
-                 Scope.of(rules.local_domains, (stage.scope() for stage in stages), env.robots))
+                 Scope.of(rules.local_domains, (stage.scope() for stage in stages)),
+                 env.services, events, env.automatic)
 
 
 def _at_chain(rules: RuleSet, message: str, index: int | None = None) -> Problem:

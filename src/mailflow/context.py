@@ -6,27 +6,40 @@ a verdict) and the framework carries everything out in one store transaction,
 only if the message is accepted. That is what makes dry runs exact.
 
 State shared between stages is typed: the case (``ctx.case``), the triage
-result (``ctx.triage``), the direction. A plugin keeps its own per-message
-state under a typed key (``ctx.stash[KEY]``, like pytest's ``StashKey``).
-Caches of the framework live in ``ctx.cache``, apart from what
-``mailflow try`` shows.
+(``ctx.triage``, changed only through ``ctx.add_signal``), the direction, and
+the facts computed once (``ctx.automatic``, ``ctx.language``,
+``ctx.customer_text``: :mod:`mailflow.facts`). A plugin keeps its own
+per-message state under a typed key (``ctx.stash[KEY]``, like pytest's
+``StashKey``). Caches of the framework live in ``ctx.cache``, apart from what
+``mailflow try`` shows. Stages meet through case events (``await
+ctx.emit(...)``, :mod:`mailflow.events`) and services, not imports.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from email.header import Header as EmailHeader
 from functools import partial
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
+from mailflow.automatic.verdict import Automatic
 from mailflow.clock import SYSTEM_CLOCK, Clock
+from mailflow.events import NO_LISTENERS, CaseEvent, EventBus
+from mailflow.facts import MessageFacts
+from mailflow.language import LanguageGuess
+from mailflow.stash import Stash, StashKey
+from mailflow.triage import DEFAULT_SCALE, Scale, Signal, Triage
 from mailflow.values import CaseStatus, Direction, OutgoingMail, Priority, Timer, Verdict
 
 if TYPE_CHECKING:
     from mailflow.message import Message
     from mailflow.store.base import Transaction
+
+__all__ = ["CaseInfo", "Decision", "Effects", "MessageContext", "Signal", "StageStore",
+           "Stash", "StashKey", "TimerContext", "TimerHandler", "Triage", "WriteOp",
+           "safe_header_value"]
 
 T = TypeVar("T")
 WriteOp = Callable[["Transaction"], object]
@@ -47,68 +60,6 @@ class StageStore(Protocol):
     async def next_value(self, name: str, *, peek: bool = False) -> int:
         """The next value of sequence ``name`` (1, 2, …), taken at once and never given
         twice; with ``peek``, the value the next call would give, taking nothing."""
-
-
-class StashKey(Generic[T]):
-    """A typed key into a :class:`Stash`; create one per module, at import time.
-
-    ``name`` (optional) is what ``mailflow try`` shows the value under.
-    """
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str = "") -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"StashKey({self.name!r})" if self.name else super().__repr__()
-
-
-class Stash:
-    """Per-message state of plugins, under typed keys. Store values you replace, not mutate:
-    the chain restores the stash as it was when a stage fails."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, items: dict[StashKey[Any], Any] | None = None) -> None:
-        self._items: dict[StashKey[Any], Any] = dict(items or {})
-
-    def __getitem__(self, key: StashKey[T]) -> T:
-        return cast(T, self._items[key])
-
-    def __setitem__(self, key: StashKey[T], value: T) -> None:
-        self._items[key] = value
-
-    def __delitem__(self, key: StashKey[Any]) -> None:
-        del self._items[key]
-
-    def __contains__(self, key: StashKey[Any]) -> bool:
-        return key in self._items
-
-    def __iter__(self) -> Iterator[StashKey[Any]]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @overload
-    def get(self, key: StashKey[T]) -> T | None: ...
-
-    @overload
-    def get(self, key: StashKey[T], default: T) -> T: ...
-
-    def get(self, key: StashKey[T], default: T | None = None) -> T | None:
-        return cast("T | None", self._items.get(key, default))
-
-    def setdefault(self, key: StashKey[T], default: T) -> T:
-        return cast(T, self._items.setdefault(key, default))
-
-    def copy(self) -> Stash:
-        return Stash(self._items)
-
-    def named(self) -> dict[str, Any]:
-        """The entries whose key has a name, for ``mailflow try``."""
-        return {k.name: v for k, v in self._items.items() if k.name}
 
 
 @dataclass(frozen=True)
@@ -132,14 +83,6 @@ class CaseInfo:
     @property
     def duplicate_of(self) -> str | None:
         return self.number if self.status.is_duplicate else None
-
-
-@dataclass(frozen=True)
-class Triage:
-    """The priority level and what scored it (set by ``prioritise``)."""
-
-    priority: Priority
-    score: float = 0.0
 
 
 @dataclass
@@ -177,6 +120,17 @@ class Effects:
     timers: list[Timer] = field(default_factory=list)
     cancelled_timers: list[tuple[str, str]] = field(default_factory=list)
     writes: list[tuple[WriteOp, WriteOp | None]] = field(default_factory=list)
+    store: StageStore | None = None
+    clock: Clock = SYSTEM_CLOCK
+    #: the message this work is for (its writes are undone if the next hop refuses it)
+    queue_id: str | None = None
+    #: the listeners of case events (the chain's stages')
+    events: EventBus = field(default=NO_LISTENERS, repr=False)
+
+    async def emit(self, event: CaseEvent) -> None:
+        """Raise a case event: its listeners run now, on this context, and what they ask
+        for commits with the rest of this work."""
+        await self.events.emit(self, event)
 
     def queue_mail(self, mail: OutgoingMail) -> None:
         """Send mail through the outbox once this work is safely committed."""
@@ -230,10 +184,8 @@ class MessageContext(Effects):
     message: Message
     queue_id: str
     recipients: list[str] = field(default_factory=list)
-    store: StageStore | None = None
     trusted: bool = False
     dry_run: bool = False
-    clock: Clock = SYSTEM_CLOCK
     received_at: float = 0.0  # the clock's time when the message arrived (set if left 0)
     direction: Direction = Direction.INBOUND
     direction_reason: str = ""
@@ -243,7 +195,13 @@ class MessageContext(Effects):
     agent_label: str = "other"
     mailbox: str = ""  # for inbound mail: the service mailbox it was written to
     case: CaseInfo | None = None
+    #: the priority and the signals that make it: change it with ``add_signal`` only
     triage: Triage | None = None
+    #: the thresholds of the levels (the ``prioritise`` stage's, else the defaults)
+    scale: Scale = DEFAULT_SCALE
+    #: facts computed once: automatic or not, language, the customer's own text
+    #: (judged with the shipped signs when not given, as a test's hand-built context is)
+    facts: MessageFacts = field(default=cast("MessageFacts", None), repr=False)
     stash: Stash = field(default_factory=Stash)
     #: the framework's own per-message caches (folded text, keyword scans): not shown
     cache: Stash = field(default_factory=Stash, repr=False)
@@ -257,6 +215,10 @@ class MessageContext(Effects):
     def __post_init__(self) -> None:
         if not self.received_at:
             self.received_at = self.clock.now()
+        if self.facts is None:  # a context built by hand (a test): judged as shipped
+            from mailflow.automatic import SHIPPED
+
+            self.facts = MessageFacts(self.message, SHIPPED)
 
     # -- what stages read ---------------------------------------------------
 
@@ -270,6 +232,22 @@ class MessageContext(Effects):
     @property
     def priority(self) -> Priority:
         return self.triage.priority if self.triage is not None else "normal"
+
+    @property
+    def automatic(self) -> Automatic | None:
+        """Why the message is automatic (a bounce, an out-of-office, a list…), or None:
+        decided once, by the rules' ``automatic:`` signs."""
+        return self.facts.automatic
+
+    @property
+    def language(self) -> LanguageGuess:
+        """The language of the customer's words, with why (computed once, when asked)."""
+        return self.facts.language
+
+    @property
+    def customer_text(self) -> str:
+        """The body without quoted history, signature or disclaimer (computed once)."""
+        return self.facts.customer_text
 
     async def next_value(self, name: str, *, give_back: bool = False) -> int:
         """The next value of sequence ``name``; a dry run only peeks at it.
@@ -314,6 +292,20 @@ class MessageContext(Effects):
             raise ValueError("a message needs at least one recipient; use discard instead")
         self.recipients = list(dict.fromkeys(recipients))
 
+    def add_signal(self, name: str, weight: float, why: str = "") -> Triage:
+        """Add one triage signal (a second of the same ``name`` replaces the first): the
+        priority, its headers and, at the end of the chain, the case's recorded priority
+        follow."""
+        return self.add_signals([Signal(name, weight, why)])
+
+    def add_signals(self, signals: Iterable[Signal]) -> Triage:
+        """Add several signals at once (none: the message is triaged, score 0)."""
+        base = self.triage or Triage.of((), self.scale)
+        self.triage = base.adding(signals, self.scale)
+        self.set_header("X-Mailflow-Priority", self.triage.priority)
+        self.set_header("X-Mailflow-Score", f"{self.triage.score:g}")
+        return self.triage
+
     def note(self, **details: Any) -> None:
         """Explain a decision: shown by ``mailflow try`` and logged."""
         if self.current is not None:
@@ -335,7 +327,6 @@ class TimerContext(Effects):
 
     timer: Timer
     store: StageStore
-    clock: Clock = SYSTEM_CLOCK
 
 
 TimerHandler = Callable[[TimerContext], Awaitable[None]]

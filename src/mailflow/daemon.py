@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 import uvloop
@@ -31,7 +30,7 @@ from prometheus_client import CollectorRegistry
 from mailflow import sdnotify
 from mailflow.clock import SYSTEM_CLOCK, Clock, daemon_clock
 from mailflow.config import ConfigError, Settings, load_settings
-from mailflow.host import DaemonHost
+from mailflow.host import DaemonHost, Housekeeping, Route
 from mailflow.listening import bind_socket, listen_error, tls_context
 from mailflow.metrics import (
     MetricFactory,
@@ -42,14 +41,13 @@ from mailflow.metrics import (
 )
 from mailflow.outbox import OutboxWorker
 from mailflow.pipeline import Pipeline
-from mailflow.plugins import call_one
+from mailflow.plugins import call_one, collect_for_host
 from mailflow.relay import NextHopClient, next_hop_client
 from mailflow.runtime import Runtime, load_runtime
 from mailflow.scheduler import Scheduler
 from mailflow.session import SessionInfo
 from mailflow.smtp import Handler, MailflowSMTP
 from mailflow.smtp_sessions import SessionLimits
-from mailflow.stats.upkeep import Upkeep
 from mailflow.store import Store, StoreUnavailable, open_store
 from mailflow.store.schema import Schema
 
@@ -77,6 +75,8 @@ class Application:
         self.metric_factory = MetricFactory(self.registry)
         self.clock: Clock = clock
         self.runtime: Runtime = load_runtime(settings, self.metric_factory, clock)
+        if worker == 0:
+            self.runtime.log_warnings()
         self.store: Store = open_store(settings.store_url, clock=clock, node=settings.node_id,
                                        migrate=settings.migrate == "auto")
         self.host = DaemonHost(settings=settings, store=self.store, metrics=self.metric_factory,
@@ -85,14 +85,14 @@ class Application:
         self.client: NextHopClient = next_hop_client(hop, settings.relay, settings.smtp.hostname)
         self.outbox = OutboxWorker(self.store, self.client, settings.outbox, self.metrics,
                                    self.clock)
+        self.housekeeping: list[Housekeeping] = []  # the plugins' jobs, asked at each load
         self.scheduler = Scheduler(self.store, settings.scheduler, self.metrics,
                                    lambda: self.runtime.timer_handlers, clock,
                                    on_commit=self.outbox.wake,
-                                   upkeep=Upkeep(self.store, self.metrics,
-                                                 settings.statistics.retention, clock))
+                                   housekeeping=lambda: self.housekeeping,
+                                   events=lambda: self.runtime.chain.events)
         self.pipeline = Pipeline(settings, self.store, self.client, self.metrics,
-                                 lambda: self.runtime.chain, lambda: self.runtime.rules,
-                                 self._released, clock)
+                                 lambda: self.runtime.chain, self._released, clock)
         self.handler = Handler(settings, lambda: self.runtime.pm, lambda: self.runtime.rules,
                                self.pipeline, self.metrics,
                                lambda: self.runtime.plugin_options, self.host)
@@ -169,6 +169,7 @@ class Application:
             runtime = load_runtime(settings, self.metric_factory, self.clock)
         except ConfigError as exc:
             return self._reload_failed([str(p) for p in exc.problems])
+        runtime.log_warnings()
         fixed = ("listen", "submission_listen", "store", "state_dir", "workers", "next_hop",
                  "smtp", "relay", "metrics", "trusted_networks", "outbox", "scheduler",
                  "test_clock", "log_level")
@@ -185,6 +186,7 @@ class Application:
         for name in added:
             await self._plugin_hook(runtime, "mailflow_startup", name)
         self.runtime = runtime
+        self.housekeeping = self._housekeeping(runtime) if self.worker == 0 else []
         for name in removed:
             await self._plugin_hook(old, "mailflow_shutdown", name)
         self.scheduler.wake()  # timers of a kind the reload brought a handler for
@@ -216,6 +218,8 @@ class Application:
         for name in self.runtime.plugins:
             await call_one(self.runtime.pm, "mailflow_startup", name,
                            host=self.host.for_plugin(name))
+        if self.worker == 0:  # gauges and purges once per daemon, not per worker
+            self.housekeeping = self._housekeeping(self.runtime)
         loop = asyncio.get_running_loop()
         context = tls_context(self.settings)
         servers = [await loop.create_server(
@@ -230,6 +234,15 @@ class Application:
         if interval:
             self._tasks.append(loop.create_task(self._watchdog(interval), name="watchdog"))
         return servers
+
+    def _housekeeping(self, runtime: Runtime) -> list[Housekeeping]:
+        return collect_for_host(runtime.pm, "mailflow_housekeeping",
+                                lambda name: self.host.for_plugin(name,
+                                                                  rules=lambda: runtime.rules))
+
+    def http_routes(self) -> list[Route]:
+        """The plugins' pages on the internal HTTP listener (the report's)."""
+        return collect_for_host(self.runtime.pm, "mailflow_http_routes", self.host.for_plugin)
 
     async def stop(self, servers: list[asyncio.Server]) -> None:
         sdnotify.notify("STOPPING=1")
@@ -320,18 +333,6 @@ async def _prepare_store(settings: Settings, schemas: Sequence[Schema],
         await store.close()
 
 
-def _report_routes(app: Application) -> dict[str, Any]:
-    """``/report`` beside ``/metrics``: read from a store connection of its own, with days
-    in the running rules' default calendar and the time on the daemon's clock."""
-    from mailflow.report.http import report_app
-
-    def zone() -> ZoneInfo | None:
-        calendars = app.runtime.rules.calendars
-        return calendars.default.zone if calendars.configured else None
-
-    return report_app(app.settings, zone, app.clock.now)
-
-
 def describe_startup(settings: Settings) -> str:
     hop = settings.effective_next_hop
     where = (f"into the Maildir {Path(hop.path).resolve()}" if hop.kind == "maildir"
@@ -383,7 +384,7 @@ def run(config: str | None, overrides: dict[str, Any], *,
     if worker == 0 and metrics_address:
         try:
             http = serve_http(metrics_address, exposition_registry(app.registry), app.health,
-                              _report_routes(app))
+                              app.http_routes())
         except OSError as exc:  # the workers forked already: they must not serve on alone
             forward(signal.SIGTERM)
             for pid in children:

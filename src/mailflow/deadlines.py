@@ -104,11 +104,10 @@ def mark(tx: Transaction, *, number: str, kind: Kind, field: Literal["warned_at"
 
 
 def cancel_case(tx: Transaction, *, number: str, at: float) -> None:
-    """A case closed by hand: its pending deadlines stop, and every timer keyed by it."""
+    """A closed case: its pending deadlines stop (their timers are cancelled apart)."""
     tx.execute("UPDATE sla_deadlines SET cancelled_at = :at WHERE case_number = :number"
                " AND met_at IS NULL AND breached_at IS NULL AND cancelled_at IS NULL",
                {"number": number, "at": at})
-    tx.cancel_timer_ids([t.id for t in tx.list_timers(key=number)])
 
 
 def forget(tx: Transaction, queue_id: str) -> None:

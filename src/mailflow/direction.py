@@ -16,8 +16,8 @@ business. In this order:
    envelope sender or From; ``From: sav@`` is a reply of that team) writing
    from where agents write: a trusted network (the original client, as
    XFORWARD tells) or the submission listener. Automatic mail (an agent's
-   out-of-office) is never a reply. The ``replies`` stage then joins its
-   case; a reply that matches none is passed through.
+   out-of-office: the message's facts say) is never a reply. The ``replies``
+   stage then joins its case; a reply that matches none is passed through.
 3. ``inbound``: any other message with a service mailbox among its
    recipients, whatever the network.
 4. ``internal``: from a local-domain sender to local recipients only.
@@ -35,9 +35,8 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from mailflow.autoreply import SHIPPED, robot_message, robot_sender
+from mailflow.facts import MessageFacts
 from mailflow.message import Message
-from mailflow.robots import RobotDetector
 from mailflow.values import Direction
 
 #: the directions the chain runs for; the others are relayed as received
@@ -89,14 +88,11 @@ class Scope:
     agents: Mapping[str, str] = field(default_factory=dict)
     insiders: frozenset[str] = frozenset()
     reply_addresses: frozenset[str] = frozenset()
-    #: what marks a robot (an agent's out-of-office is no reply): the rules' robot tables
-    robots: RobotDetector = SHIPPED
     colleagues_internal: bool = False
     agent_labels: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, local_domains: Iterable[str], parts: Iterable[ScopePart],
-           robots: RobotDetector = SHIPPED) -> Scope:
+    def of(cls, local_domains: Iterable[str], parts: Iterable[ScopePart]) -> Scope:
         mailboxes: dict[str, str] = {}
         agents: dict[str, str] = {}
         labels: dict[str, str] = {}
@@ -111,8 +107,7 @@ class Scope:
             insiders.update(a.lower() for a in part.insiders)
             bases.update(a.lower() for a in part.reply_addresses)
         return cls(frozenset(d.lower().rstrip(".") for d in local_domains), mailboxes, agents,
-                   frozenset(insiders), frozenset(bases), robots, colleagues_internal,
-                   labels)
+                   frozenset(insiders), frozenset(bases), colleagues_internal, labels)
 
     def agent_label(self, address: str | None) -> str:
         """The rules' name of the agent at ``address``; ``other`` for anyone else (a
@@ -208,9 +203,12 @@ def reply_tokens(message: Message, scope: Scope) -> list[Token]:
 
 
 def decide(message: Message, scope: Scope, source: Source,
-           valid_tokens: Collection[Token] = ()) -> Judgement:
+           valid_tokens: Collection[Token] = (), *,
+           facts: MessageFacts | None = None) -> Judgement:
     """The direction of ``message``, in the order described above; ``valid_tokens``: the
-    reply-address tokens the store confirmed (an expert's answer, from any network)."""
+    reply-address tokens the store confirmed (an expert's answer, from any network);
+    ``facts``: the message's facts, asked whether it is automatic (an agent's
+    out-of-office is no reply) only when that decides (the shipped signs when none)."""
     envelope = message.envelope
     for token in reply_tokens(message, scope) if valid_tokens else ():
         if token in valid_tokens:
@@ -221,9 +219,11 @@ def decide(message: Message, scope: Scope, source: Source,
     if source.agents_write_from_here and envelope.mail_from:
         author = _reply_author(message, scope)
         if author is not None:
-            automatic = (robot_message(message, scope.robots)
-                         or robot_sender(envelope.mail_from, scope.robots))
-            if not automatic:
+            if facts is None:
+                from mailflow.automatic import SHIPPED
+
+                facts = MessageFacts(message, SHIPPED)
+            if facts.automatic is None:
                 agent, team = author
                 return Judgement(Direction.REPLY, f"from {agent} (team {team})", agent, team)
     local_sender = bool(envelope.mail_from) and scope.is_local(envelope.mail_from)

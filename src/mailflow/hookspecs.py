@@ -23,7 +23,7 @@ import pluggy
 if TYPE_CHECKING:
     from mailflow.config import Model
     from mailflow.context import TimerHandler
-    from mailflow.host import Host
+    from mailflow.host import Host, Housekeeping, Route
     from mailflow.session import SessionInfo
     from mailflow.stage import Stage
     from mailflow.store.schema import Schema
@@ -88,6 +88,21 @@ def mailflow_startup(host: Host) -> Awaitable[None] | None:
 def mailflow_shutdown(host: Host) -> Awaitable[None] | None:
     """Called when the daemon stops, after the last message in flight, and for a
     plugin that a reload removes."""
+
+
+@hookspec
+def mailflow_housekeeping(host: Host) -> Iterable[Housekeeping]:  # type: ignore[empty-body]
+    """Jobs the daemon's scheduler loop runs for this plugin, each every ``every``
+    seconds: ``Housekeeping(name, every, run)``. Asked at start and at each reload; a
+    plain function."""
+
+
+@hookspec
+def mailflow_http_routes(host: Host) -> Iterable[Route]:  # type: ignore[empty-body]
+    """Pages this plugin adds to the daemon's internal HTTP listener (the ``metrics:``
+    one, beside ``/metrics`` and ``/healthz``): ``Route(path, wsgi_app)``, a path
+    ending with ``/`` taking every path under it. Asked once at start; a plain
+    function. A route that reads the store opens it read-only."""
 
 
 # ---------------------------------------------------------------------------

@@ -9,7 +9,8 @@ reload) and the worker number of this process.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import structlog
@@ -21,6 +22,30 @@ if TYPE_CHECKING:
     from mailflow.metrics import MetricFactory
     from mailflow.rules import RuleSet
     from mailflow.store import Store
+
+
+#: a WSGI application (PEP 3333): what a plugin's HTTP route answers with
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A page a plugin adds to the daemon's internal HTTP listener (the one of
+    ``/metrics``): ``path`` exactly, or every path under it when it ends with ``/``."""
+
+    path: str
+    app: WsgiApp
+
+
+@dataclass(frozen=True)
+class Housekeeping:
+    """A job of a plugin's that the daemon's scheduler loop runs every ``every`` seconds
+    (the first time at start), in each daemon process's first worker: a gauge read from
+    the store, a purge. A job that raises is logged and tried again next time."""
+
+    name: str
+    every: float
+    run: Callable[[], Awaitable[None]]
 
 
 @runtime_checkable

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+
+if TYPE_CHECKING:
+    from mailflow.host import Route, WsgiApp
 
 SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                    10, 30, 60)
@@ -69,12 +72,6 @@ class Metrics:
                                        "Age of the oldest outbox row waiting to be sent"
                                        " (0 when none waits)", registry=r,
                                        multiprocess_mode="livemax")
-        self.cases_open = Gauge("mailflow_cases_open",
-                                "Cases not closed, by route, priority and status, as the store"
-                                " holds them (every daemon on a shared database exports the"
-                                " same figure: aggregate with max)",
-                                ["route", "priority", "status"], registry=r,
-                                multiprocess_mode="livemax")
         self.scheduler_heartbeat = Gauge("mailflow_scheduler_heartbeat_timestamp_seconds",
                                          "Unix time of the scheduler's last pass (a stalled"
                                          " scheduler's grows old)", registry=r,
@@ -125,8 +122,12 @@ class MetricFactory:
     def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
         return self._get(Counter, name, documentation, labels)  # type: ignore[no-any-return]
 
-    def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
-        return self._get(Gauge, name, documentation, labels)  # type: ignore[no-any-return]
+    def gauge(self, name: str, documentation: str, labels: Sequence[str] = (),
+              multiprocess_mode: str = "all") -> Gauge:
+        """``multiprocess_mode``: how workers' values add up (``livemax``: a figure every
+        worker reads from the store)."""
+        return self._get(Gauge, name, documentation,  # type: ignore[no-any-return]
+                         labels, multiprocess_mode=multiprocess_mode)
 
     def histogram(self, name: str, documentation: str, labels: Sequence[str] = (),
                   buckets: Sequence[float] = SECONDS_BUCKETS) -> Histogram:
@@ -157,26 +158,42 @@ def worker_exited(pid: int) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+def _route_app(routes: Sequence[Route]) -> Callable[[str], WsgiApp | None]:
+    """The page for a path: an exact route, else the longest route ending in ``/`` that
+    the path lies under."""
+    exact = {r.path: r.app for r in routes if not r.path.endswith("/")}
+    prefixes = sorted((r for r in routes if r.path.endswith("/")),
+                      key=lambda r: len(r.path), reverse=True)
+
+    def find(path: str) -> WsgiApp | None:
+        if path in exact:
+            return exact[path]
+        return next((r.app for r in prefixes if path.startswith(r.path)), None)
+
+    return find
 
 
 def serve_http(address: tuple[str, int], registry: CollectorRegistry,
-               health: HealthCheck, routes: Mapping[str, WsgiApp] | None = None) -> WSGIServer:
-    """Serve /metrics and /healthz on ``address`` from a daemon thread; ``routes``: more
-    pages by exact path (the report's)."""
+               health: HealthCheck, routes: Sequence[Route] = ()) -> WSGIServer:
+    """Serve /metrics and /healthz on ``address`` from a daemon thread, with the plugins'
+    ``routes`` (the report's); any other path is answered 404."""
     metrics_app = make_wsgi_app(registry)
-    pages = dict(routes or {})
+    page_for = _route_app(routes)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        page = pages.get(environ.get("PATH_INFO", ""))
-        if page is not None:
-            return page(environ, start_response)
-        if environ.get("PATH_INFO") == "/healthz":
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/healthz":
             ok, detail = health()
             start_response("200 OK" if ok else "503 Service Unavailable",
                            [("Content-Type", "text/plain; charset=utf-8")])
             return [f"{'ok' if ok else 'unhealthy'}: {detail}\n".encode()]
-        return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        page = page_for(path)
+        if page is not None:
+            return page(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"not found: /metrics, /healthz and the plugins' pages are served here\n"]
 
     host, port = address
     server_class = ThreadingWSGIServer

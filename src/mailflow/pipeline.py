@@ -1,8 +1,9 @@
-"""One message after DATA: prepare it, run the chain, commit, relay, answer.
+"""One message after DATA: receive it, commit, relay, answer: the live outcome.
 
-Preparing (clean, parse once, check) is :mod:`mailflow.intake`'s; the bytes
-relayed are :mod:`mailflow.wire`'s. What stays here is the order that makes
-"250 only once safe" true:
+Receiving (clean, parse once, the facts, the direction, the chain) is
+:mod:`mailflow.reception`'s, the same for every door; the bytes relayed are
+:mod:`mailflow.wire`'s. What stays here is the order that makes "250 only once
+safe" true:
 
 1. the chain decides (nothing is written yet);
 2. every change it asked for commits in ONE transaction, the message marked
@@ -24,22 +25,21 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from mailflow import direction, intake, wire
-from mailflow.chain import Chain, describe
+from mailflow import wire
+from mailflow.chain import DEFAULT_REPLIES, Chain, describe
 from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.context import MessageContext
 from mailflow.direction import SERVICE_DIRECTIONS
-from mailflow.escalation import tokens as reply_tokens
 from mailflow.message import Envelope
 from mailflow.metrics import Metrics
 from mailflow.outbox import STALE_PENDING_SECONDS
+from mailflow.reception import Door, Reception
 from mailflow.relay import DeliveryResult, NextHopClient
 from mailflow.store import Store, StoreUnavailable, Transaction
 from mailflow.values import OutgoingMail, Verdict
 
 if TYPE_CHECKING:
     from mailflow.config import Settings
-    from mailflow.rules import RuleSet
 
 log = structlog.get_logger("mailflow.message")
 
@@ -69,15 +69,15 @@ class Pipeline:
     """Turns an accepted DATA into a reply; shared by every SMTP session."""
 
     def __init__(self, settings: Settings, store: Store, client: NextHopClient,
-                 metrics: Metrics, chain_of: Callable[[], Chain], rules_of: Callable[[], RuleSet],
+                 metrics: Metrics, chain_of: Callable[[], Chain],
                  on_release: Callable[[], None], clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
         self.store = store
         self.client = client
         self.metrics = metrics
         self.clock = clock
+        self.reception = Reception(settings.smtp, chain_of, clock)
         self._chain_of = chain_of
-        self._rules_of = rules_of
         self._on_release = on_release
         self._deferred: set[asyncio.Task[None]] = set()  # releases waiting for the store
 
@@ -87,25 +87,13 @@ class Pipeline:
                       submission: bool = False) -> Outcome:
         started = time.perf_counter()
         queue_id = wire.new_queue_id(self.clock)
-        prepared = await intake.prepare(raw, envelope, self.settings.smtp, trusted=trusted)
-        if prepared.refusal is not None:
-            self._log(queue_id, envelope, None, "reject", prepared.refusal, started)
-            return Outcome(prepared.refusal, "reject")
-        assert prepared.message is not None  # not refused: parsed
-        chain = self._chain_of()
-        # an expert's answer is known by its reply address's token: asked of the store
-        # here, so that decide() stays pure
-        valid = await reply_tokens.verified(prepared.message, chain.scope, self.store,
-                                            self.clock.now())
-        judged = direction.decide(prepared.message, chain.scope,
-                                  direction.Source(trusted, submission), valid)
-        ctx = MessageContext(message=prepared.message, queue_id=queue_id,
-                             recipients=list(envelope.rcpt_to), store=self.store,
-                             trusted=trusted, clock=self.clock, direction=judged.direction,
-                             direction_reason=judged.reason, author=judged.agent,
-                             agent_label=chain.scope.agent_label(judged.agent),
-                             mailbox=judged.mailbox)
-        await chain.process(ctx)
+        received = await self.reception.receive(raw, envelope, Door(trusted, submission),
+                                                self.store, queue_id=queue_id)
+        ctx = received.ctx
+        if ctx is None:
+            refusal = received.refusal or "554 5.6.0 Message refused"
+            self._log(queue_id, envelope, None, "reject", refusal, started)
+            return Outcome(refusal, "reject")
         self._stage_metrics(ctx)
         self.metrics.directions.labels(direction=ctx.direction.value).inc()
         try:
@@ -124,10 +112,8 @@ class Pipeline:
     async def _settle(self, ctx: MessageContext) -> Outcome:
         """Carry out the chain's verdict: refuse, keep without relaying, or deliver."""
         verdict = ctx.verdict
-        if verdict is Verdict.REJECT:
-            return Outcome(ctx.reply or "550 5.7.1 Message refused by policy", "reject")
-        if verdict is Verdict.TEMPFAIL:
-            return Outcome(ctx.reply or "451 4.3.0 Try again later", "tempfail")
+        if verdict in (Verdict.REJECT, Verdict.TEMPFAIL):
+            return Outcome(ctx.reply or DEFAULT_REPLIES[verdict], verdict.value)
         if verdict in (Verdict.DISCARD, Verdict.QUARANTINE):
             return await self._keep(ctx, verdict)
         return await self._deliver(ctx)

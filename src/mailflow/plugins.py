@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,23 @@ def _sync_results(pm: pluggy.PluginManager, hook: str,
                                     " (it runs once, at load time), not 'async def'"))
             continue
         yield impl.plugin_name, impl.function()
+
+
+def collect_for_host(pm: pluggy.PluginManager, hook: str,
+                     host_for: Callable[[str], object]) -> list[Any]:
+    """Every item each plugin's ``hook`` gives, the plugin's own host view passed in
+    (``mailflow_housekeeping``, ``mailflow_http_routes``): plain functions, at load time."""
+    problems: list[Problem] = []
+    found: list[Any] = []
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        if inspect.iscoroutinefunction(impl.function):
+            problems.append(Problem(impl.plugin_name, 0, 0, f"{hook} must be a plain function"
+                                    " (it runs at load time), not 'async def'"))
+            continue
+        found.extend(impl.function(host=host_for(impl.plugin_name)) or ())
+    if problems:
+        raise ConfigError(problems)
+    return found
 
 
 def collect_sections(pm: pluggy.PluginManager) -> dict[str, tuple[str, type[Model]]]:

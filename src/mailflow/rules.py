@@ -1,8 +1,9 @@
 """The rules folder: the YAML that teams edit, kept apart from the daemon's settings.
 
 Every ``*.yaml`` file in the folder is read; their top-level keys are merged.
-Core keys are ``local_domains``, ``own_addresses``, ``chain`` and
-``calendars`` (the business calendars every stage shares); every other top-level key is the
+Core keys are ``local_domains``, ``own_addresses``, ``chain``, ``calendars`` (the
+business calendars every stage shares) and ``automatic`` (what marks automatic
+mail, for every stage alike); every other top-level key is the
 section of the stage (or plugin) of that name, validated later by the stage
 that owns it, so a typo is reported at ``file:line:column``.
 """
@@ -17,11 +18,12 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap
 
+from mailflow.automatic import AutomaticDetector, AutomaticRules
 from mailflow.business_hours import CalendarOptions
 from mailflow.calendars import DEFAULT, Calendars, CalendarsSection
 from mailflow.config import ConfigError, Problem, load_yaml, position, validate
 
-CORE_KEYS = ("local_domains", "chain", "own_addresses", "calendars")
+CORE_KEYS = ("local_domains", "chain", "own_addresses", "calendars", "automatic")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class RuleSet:
     chain_section: Section | None
     sections: Mapping[str, Section] = field(default_factory=dict)
     calendars: Calendars = field(default_factory=Calendars)
+    automatic: AutomaticRules = field(default_factory=AutomaticRules)
+    #: what is allowed but deserves a word (a deprecated key): `check` prints them
+    warnings: tuple[Problem, ...] = ()
 
     def section(self, name: str) -> Section | None:
         return self.sections.get(name)
@@ -110,6 +115,8 @@ def load_rules(directory: str | Path) -> RuleSet:
             sections[key] = Section(key, tree[key], str(file), tree, line, col)
     domains, own, chain = _core(sections, problems)
     calendars = _calendars(sections, problems)
+    warnings: list[Problem] = []
+    automatic = _automatic(sections, problems, warnings)
     if problems:
         raise ConfigError(problems)
     return RuleSet(
@@ -120,7 +127,41 @@ def load_rules(directory: str | Path) -> RuleSet:
         chain_section=sections.get("chain"),
         sections={k: v for k, v in sections.items() if k not in CORE_KEYS},
         calendars=calendars,
+        automatic=automatic,
+        warnings=tuple(warnings),
     )
+
+
+def _automatic(sections: Mapping[str, Section], problems: list[Problem],
+               warnings: list[Problem]) -> AutomaticRules:
+    """The ``automatic:`` section, validated now (a language without shipped markers is
+    refused at its line); without one, the deprecated ``acknowledge.robots`` stands for
+    it, with a warning."""
+    section = sections.get("automatic")
+    where: tuple[str, ...] = ("automatic",)
+    if section is None:
+        section = sections.get("acknowledge")
+        where = ("acknowledge", "robots")
+        if (section is None or not isinstance(section.data, Mapping)
+                or section.data.get("robots") is None):
+            return AutomaticRules()
+        warnings.append(section.problem(
+            "'acknowledge.robots' is deprecated: move it to a top-level 'automatic:'"
+            " section (it decides for every stage: priority and escalation included)",
+            ("robots",)))
+    data = section.data if where == ("automatic",) else section.data.get("robots")
+    if data is None:
+        return AutomaticRules()
+    try:
+        rules = validate(AutomaticRules, data, section.file, section.tree, prefix=where)
+        AutomaticDetector(rules)  # a language without shipped markers
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    except ValueError as exc:
+        problems.append(section.problem(str(exc), (*where[1:], "languages")))
+    else:
+        return rules
+    return AutomaticRules()
 
 
 def _calendars(sections: Mapping[str, Section], problems: list[Problem]) -> Calendars:

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
+import structlog
 
+from mailflow.automatic import AutomaticDetector
 from mailflow.chain import Chain, build_chain
 from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.config import ConfigError, Model, Problem, Settings, validate
@@ -28,6 +30,8 @@ from mailflow.rules import RuleSet, load_rules
 from mailflow.stage import Stage, StageEnv
 from mailflow.store.schema import Schema
 
+log = structlog.get_logger("mailflow.runtime")
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -41,6 +45,12 @@ class Runtime:
     timer_handlers: Mapping[str, TimerHandler] = field(default_factory=dict)
     #: every owner's tables (core, built-in stages, plugins), migrated when the store opens
     schemas: tuple[Schema, ...] = ()
+
+    def log_warnings(self) -> None:
+        """What the rules allow but deserve a word about (a deprecated key), in the log."""
+        for warning in self.rules.warnings:
+            log.warning("rules_warning", at=f"{warning.file}:{warning.line}:{warning.column}",
+                        warning=warning.message)
 
     @property
     def plugins(self) -> dict[str, object]:
@@ -62,7 +72,7 @@ def load_runtime(settings: Settings, metrics: MetricFactory | None = None,
     handlers = collect_timer_handlers(pm)
     schemas = tuple(collect_schemas(pm))
     env = StageEnv(rules=rules, settings=settings, metrics=metrics or MetricFactory(),
-                   clock=clock)
+                   clock=clock, automatic=AutomaticDetector(rules.automatic))
     problems: list[Problem] = []
     options = _plugin_options(rules, sections, problems)
     try:

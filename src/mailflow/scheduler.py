@@ -20,16 +20,17 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
 from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.config import SchedulerSettings
 from mailflow.context import TimerContext, TimerHandler
+from mailflow.events import NO_LISTENERS, EventBus
+from mailflow.host import Housekeeping
 from mailflow.leased_queue import LeasedQueue
 from mailflow.metrics import Metrics
-from mailflow.stats.upkeep import Upkeep
 from mailflow.store import Store, StoreUnavailable, TimerLost, TimerRow
 
 log = structlog.get_logger("mailflow.scheduler")
@@ -53,17 +54,20 @@ class Scheduler:
                  handlers: Callable[[], Mapping[str, TimerHandler]],
                  clock: Clock = SYSTEM_CLOCK,
                  on_commit: Callable[[], None] | None = None,
-                 upkeep: Upkeep | None = None) -> None:
+                 housekeeping: Callable[[], Sequence[Housekeeping]] = tuple,
+                 events: Callable[[], EventBus] = lambda: NO_LISTENERS) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
         self.handlers = handlers
+        self.events = events
         self.clock = clock
         self.on_commit = on_commit
         self.owner = f"{store.node or socket.gethostname()}:{os.getpid()}:scheduler"
         self.queue = LeasedQueue("scheduler", self._claim, self._fire, settings.poll_interval)
         self._unhandled: set[str] = set()  # kinds already logged as having no handler
-        self.upkeep = upkeep
+        self.housekeeping = housekeeping
+        self._kept: dict[str, float] = {}  # job name -> time.monotonic() of its last run
         #: time.monotonic() of the loop's last pass (/healthz: a stalled scheduler)
         self.last_pass = time.monotonic()
 
@@ -82,8 +86,8 @@ class Scheduler:
     async def observe(self) -> None:
         """Gauges, and one warning per kind due with no handler to fire it."""
         self.last_pass = time.monotonic()
-        if self.upkeep is not None:
-            await self.upkeep.run()
+        self.metrics.scheduler_heartbeat.set(time.time())
+        await self.keep_house()
         now = self.clock.now()
         due = await self.store.due_timers(now)
         handled = self.handlers()
@@ -98,6 +102,21 @@ class Scheduler:
                             detail="no plugin handles this kind: its timers wait, untouched")
         self._unhandled = set(unhandled)  # handled again, or gone: log it again if it returns
 
+    async def keep_house(self) -> None:
+        """The plugins' housekeeping jobs whose time has come (each at start, then every
+        ``every`` seconds); one that fails is logged and tried again next time."""
+        for job in self.housekeeping():
+            now = time.monotonic()
+            if now - self._kept.get(job.name, float("-inf")) < job.every:
+                continue
+            self._kept[job.name] = now
+            try:
+                await job.run()
+            except StoreUnavailable as exc:  # the store's own health says it
+                log.warning("housekeeping_failed", job=job.name, error=str(exc))
+            except Exception:
+                log.exception("housekeeping_failed", job=job.name)
+
     async def _claim(self) -> list[TimerRow]:
         return await self.store.claim_timers(self.owner, self.clock.now(),
                                              self.settings.batch_size, LEASE_SECONDS,
@@ -109,15 +128,18 @@ class Scheduler:
         if handler is None:  # a reload removed it between claim and fire
             await self.store.timer_release(row.id)
             return
-        ctx = TimerContext(timer=row.timer, store=self.store, clock=self.clock)
+        ctx = TimerContext(timer=row.timer, store=self.store, clock=self.clock,
+                           events=self.events())
         try:
             async with asyncio.timeout(HANDLER_TIMEOUT):
                 await handler(ctx)
         except Exception as exc:
             await self._failed(row, exc)
             return
-        ops = ctx.commit_ops(message=None, held=False)
-        ops.append(lambda tx: tx.finish_timer(row.id, self.owner))
+        # done first: a handler may cancel the timers of its own kind and key (a closed
+        # case's), this one aside
+        ops = [lambda tx: tx.finish_timer(row.id, self.owner),
+               *ctx.commit_ops(message=None, held=False)]
         try:
             await self.store.write(ops)
         except TimerLost:

@@ -25,9 +25,11 @@ from zoneinfo import ZoneInfo
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
-from mailflow import autoreply, cases, deadlines
+from mailflow import cases, deadlines
 from mailflow.context import TimerContext, TimerHandler
 from mailflow.deadlines import FIRST_RESPONSE, Kind
+from mailflow.events import CaseClosed
+from mailflow.message.compose import LOOP_HEADER
 from mailflow.stats.store import Count, Measure, day_of
 from mailflow.store import Transaction
 from mailflow.values import OutgoingMail
@@ -154,6 +156,7 @@ class SlaTimers:
         if not await ctx.store.run_read(look):
             return
         ctx.write(partial(cases.update_case, number=number, status="closed"))
+        await ctx.emit(CaseClosed(number, ctx.clock.now(), by="auto-close"))
         self.closed.inc()
         log.info("case_auto_closed", case=number)
 
@@ -171,7 +174,7 @@ class SlaTimers:
         mail["Auto-Submitted"] = "auto-generated"
         mail["X-Auto-Response-Suppress"] = "All"
         mail["Precedence"] = "bulk"
-        mail[autoreply.LOOP_HEADER] = self.hostname
+        mail[LOOP_HEADER] = self.hostname
         mail["X-Mailflow-Case"] = row.number
         mail.set_content(f"{text}\n\nRoute: {notice.route or '-'}, priority:"
                          f" {notice.priority}.\n-- \nmailflow (automatic message)\n")

@@ -13,18 +13,20 @@ generic parameter (or from ``Options`` when a class sets it).
 from __future__ import annotations
 
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import Field
 
+from mailflow.automatic import SHIPPED, Automatic, AutomaticDetector
 from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.config import Model
 from mailflow.context import (
     CaseInfo,
     Decision,
     MessageContext,
+    Signal,
     Stash,
     StashKey,
     Triage,
@@ -32,21 +34,22 @@ from mailflow.context import (
     safe_header_value,
 )
 from mailflow.direction import SERVICE_DIRECTIONS, ScopePart
+from mailflow.events import CaseEvent, Listener
+from mailflow.services import Services
 from mailflow.values import CaseStatus, Direction, OutgoingMail, Timer, Verdict
 
 if TYPE_CHECKING:
     from mailflow.calendars import Calendars
     from mailflow.config import Settings
     from mailflow.metrics import MetricFactory
-    from mailflow.robots import RobotDetector
     from mailflow.rules import RuleSet
     from mailflow.textmatch import TermIndex
 
 __all__ = [
-    "ALL_DIRECTIONS", "SERVICE_DIRECTIONS", "CaseInfo", "CaseStatus", "Decision", "Direction",
-    "FailurePolicy",
-    "MessageContext", "OutgoingMail", "ScopePart", "Stage", "StageEnv", "StageOptions", "Stash",
-    "StashKey", "Timer", "Triage", "Verdict", "WriteOp", "safe_header_value",
+    "ALL_DIRECTIONS", "SERVICE_DIRECTIONS", "Automatic", "AutomaticDetector", "CaseInfo", "CaseStatus", "Decision", "Direction",
+    "FailurePolicy", "MessageContext", "OutgoingMail", "ScopePart", "Services", "Signal",
+    "Stage", "StageEnv", "StageOptions", "Stash", "StashKey", "Timer", "Triage", "Verdict",
+    "WriteOp", "safe_header_value",
 ]
 
 FailurePolicy = Literal["tempfail", "skip"]
@@ -80,27 +83,16 @@ class StageEnv:
     #: every stage's keywords in one automaton: each message's text is scanned once
     terms: TermIndex = field(default_factory=lambda: _term_index())
     clock: Clock = SYSTEM_CLOCK
+    #: the rules' automatic-mail signs; stages read each message's verdict from
+    #: ``ctx.automatic`` and use this only for an address the message names
+    automatic: AutomaticDetector = SHIPPED
+    #: what the chain's stages offer each other (filled once the chain is built)
+    services: Services = field(default_factory=Services)
 
     @property
     def calendars(self) -> Calendars:
         """The rules' business calendars (``calendars:``): ``.get(name)``, ``.default``."""
         return self.rules.calendars
-
-    @cached_property
-    def robots(self) -> RobotDetector:
-        """What marks a robot, for every stage alike: the shipped tables plus the rules'
-        ``acknowledge.robots`` (one place to say it); the shipped tables alone when that
-        section is invalid (the acknowledge stage says why)."""
-        from pydantic import ValidationError
-
-        from mailflow.robots import RobotDetector, RobotRules
-
-        section = self.rules.section("acknowledge")
-        data = section.data if section is not None and isinstance(section.data, dict) else {}
-        try:
-            return RobotDetector(RobotRules.model_validate(data.get("robots") or {}))
-        except (ValidationError, ValueError):
-            return RobotDetector()
 
 
 class Stage(Generic[OptionsT]):
@@ -150,6 +142,15 @@ class Stage(Generic[OptionsT]):
         """The service mailboxes and agents this stage knows of (route's teams): they
         decide each message's direction (:mod:`mailflow.direction`). None by default."""
         return ScopePart()
+
+    def provide(self, services: Services) -> None:
+        """Offer services to the other stages (``services.provide(KEY, value, self.name)``),
+        once the whole chain is built (:mod:`mailflow.services`). None by default."""
+
+    def listeners(self) -> Iterable[tuple[type[CaseEvent], Listener]]:
+        """The case events this stage listens to, with their listener each
+        (:mod:`mailflow.events`); run in chain order. None by default."""
+        return ()
 
     async def process(self, ctx: MessageContext) -> None:
         raise NotImplementedError

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import ahocorasick
 
-from mailflow.context import StashKey
+from mailflow.stash import StashKey
 
 if TYPE_CHECKING:
     from mailflow.context import MessageContext

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime, formatdate
 
-from mailflow.autoreply import LOOP_HEADER
 from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.context import MessageContext, safe_header_value
+from mailflow.message.compose import LOOP_HEADER
 
 _LINE_ENDING = re.compile(rb"\r\n|\r|\n")
 _HEADER_END = re.compile(rb"\r\n\r\n")

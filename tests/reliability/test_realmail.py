@@ -30,7 +30,7 @@ import pytest
 from test_corpora import CLEAR_REPLY, crlf, relayed_copy, stuff
 
 from conftest import REALMAIL, Daemon, Sink, full_chain_rules, is_ack, parse_email, report
-from mailflow.autoreply import robot_message
+from mailflow.automatic import SHIPPED
 from mailflow.message import Envelope, parse_message
 from mailflow.wire import normalize_newlines, strip_internal_headers
 from rawsmtp import RawClient
@@ -253,7 +253,7 @@ def test_robots_known_by_the_message_itself() -> None:
     for item in index:
         if item.get("expect") is None:
             continue
-        found = robot_message(parse_message((REALMAIL / item["file"]).read_bytes(), neutral))
+        found = SHIPPED.by_content(parse_message((REALMAIL / item["file"]).read_bytes(), neutral))
         if item["expect"] == "auto" and not found:
             unknown.append(item["file"])
         if item["expect"] == "human" and found:

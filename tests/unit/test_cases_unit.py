@@ -1,6 +1,6 @@
 """Unit tests of the case lifecycle helpers: numbers, resend text, business calendar, robots.
 
-No daemon here: `mailflow.cases`, `mailflow.business_hours` and `mailflow.autoreply`
+No daemon here: `mailflow.cases`, `mailflow.business_hours` and `mailflow.automatic`
 are exercised directly, with small messages parsed by `mailflow.message.parse_message`
 exactly as the daemon parses them.
 """
@@ -15,7 +15,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from ruamel.yaml import YAML
 
-from mailflow import autoreply, cases
+from mailflow import cases
+from mailflow.automatic import SHIPPED
+from mailflow.stages.acknowledge import not_to_write
 from mailflow.business_hours import BusinessCalendar, CalendarOptions, PromiseOptions
 from mailflow.message import Envelope, Message, parse_message
 
@@ -275,8 +277,13 @@ def message(headers: str = "", *, mail_from: str = "claire@client.test",
     return parse_message(raw, Envelope(mail_from=mail_from, rcpt_to=("sav@example.com",)))
 
 
+def robot_address(address: str) -> str | None:
+    found = SHIPPED.address(address)
+    return found.why if found else None
+
+
 def why(msg: Message, recipient: str = "claire@client.test") -> str | None:
-    return autoreply.why_not(msg, recipient, OWN, LOCAL)
+    return not_to_write(SHIPPED.judge(msg), recipient, OWN, LOCAL, SHIPPED)
 
 
 def test_a_person_gets_an_answer() -> None:
@@ -338,13 +345,13 @@ def test_delivery_report() -> None:
 def test_robot_senders(address: str, reason: str) -> None:
     msg = message(mail_from=address)
     assert why(msg, address) == reason
-    assert autoreply.robot_sender(address) == reason
+    assert robot_address(address) == reason
 
 
 @pytest.mark.parametrize("address", ["claire@client.test", "noreplying.fan@client.test",
                                      "rootbeer@client.test", "no@client.test"])
 def test_people_are_not_robots(address: str) -> None:
-    assert autoreply.robot_sender(address) is None
+    assert robot_address(address) is None
 
 
 def test_robot_envelope_sender_even_when_the_customer_is_elsewhere() -> None:

@@ -22,7 +22,10 @@ from ruamel.yaml import YAML
 
 from mailflow.config import load_settings
 from mailflow.metrics import MetricFactory, Metrics
+from mailflow.host import DaemonHost
+from mailflow.plugins import collect_for_host
 from mailflow.runtime import load_runtime
+from mailflow.store import open_store
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "mailflow-dashboard.json"
@@ -45,7 +48,12 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
     Metrics(registry)
     state = tmp_path_factory.mktemp("state")
     settings = load_settings(None, {"rules": str(REPO / "rules"), "state_dir": str(state)})
-    load_runtime(settings, MetricFactory(registry))
+    factory = MetricFactory(registry)
+    runtime = load_runtime(settings, factory)
+    # and the plugins' housekeeping (the open-cases gauge), as the daemon asks them
+    host = DaemonHost(settings=settings, store=open_store(settings.store_url),
+                      metrics=factory, rules=lambda: runtime.rules)
+    collect_for_host(runtime.pm, "mailflow_housekeeping", host.for_plugin)
     # prometheus_client only exposes a labelled metric once a label set exists
     for collector in list(registry._collector_to_names):
         labelnames = getattr(collector, "_labelnames", ())

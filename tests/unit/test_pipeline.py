@@ -116,11 +116,10 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     released: list[int] = []
     settings = Settings(smtp={"hostname": "mx.example.com"})  # type: ignore[arg-type]
     none: Any = None
-    pipeline = Pipeline(settings, store, hop, Metrics(CollectorRegistry()), chain_of=none,
-                        rules_of=none, on_release=lambda: released.append(1),
-                        clock=FakeClock(NOW))
-    rig = Rig(store, hop, pipeline, released)
-    pipeline._chain_of = lambda: rig.chain
+    rig = Rig(store, hop, none, released)
+    rig.pipeline = Pipeline(settings, store, hop, Metrics(CollectorRegistry()),
+                            chain_of=lambda: rig.chain, on_release=lambda: released.append(1),
+                            clock=FakeClock(NOW))
     try:
         yield rig
     finally:

@@ -1,4 +1,4 @@
-"""What real robots look like (mailflow.robots, through autoreply.why_not): each class of
+"""What real robots look like (mailflow.automatic, its detector's verdict): each class of
 automatic mail that carries no Auto-Submitted, and the people who must still get an
 answer. The messages are written here after the real ones in ../shared/realmail."""
 
@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from mailflow import autoreply
+from mailflow.automatic import SHIPPED, SUBJECT_MARKERS, AutomaticDetector, AutomaticRules
 from mailflow.message import Envelope, Message, parse_message
-from mailflow.robots import SUBJECT_MARKERS, RobotDetector, RobotRules
 
-OWN = {"sav@example.com"}
-LOCAL = {"example.com"}
 
 
 def message(head: str, body: str = "Bonjour,\r\nune question.\r\n", *,
@@ -20,8 +17,9 @@ def message(head: str, body: str = "Bonjour,\r\nune question.\r\n", *,
     return parse_message(raw, Envelope(mail_from=mail_from, rcpt_to=("sav@example.com",)))
 
 
-def why(msg: Message, robots: RobotDetector = autoreply.SHIPPED) -> str | None:
-    return autoreply.why_not(msg, msg.envelope.mail_from, OWN, LOCAL, robots)
+def why(msg: Message, robots: AutomaticDetector = SHIPPED) -> str | None:
+    found = robots.judge(msg)
+    return found.why if found else None
 
 
 PERSON = "From: Claire Martin <claire@client.test>\r\nTo: sav@example.com\r\n"
@@ -136,14 +134,14 @@ def test_people_writing_about_such_things_are_people(subject: str) -> None:
     "bouncer.jean@client.test", "notify.me@client.test",
 ])
 def test_people_are_not_robots(address: str) -> None:
-    assert autoreply.robot_sender(address) is None
+    assert SHIPPED.address(address) is None
 
 
 def test_the_rules_choose_languages_and_add_their_own() -> None:
     german = message("From: a@b.test\r\nSubject: Abwesenheitsnotiz: x\r\n")
-    french_only = RobotDetector(RobotRules(languages=["fr"]))
+    french_only = AutomaticDetector(AutomaticRules(languages=["fr"]))
     assert why(german, french_only) is None
-    ours = RobotDetector(RobotRules(languages=["fr"], subjects=["Abwesenheitsnotiz",
+    ours = AutomaticDetector(AutomaticRules(languages=["fr"], subjects=["Abwesenheitsnotiz",
                                                                 "*en congé jusqu'au"],
                                     senders=["robot-crm", "alerts@monitoring.test"],
                                     headers=["X-Our-Crm"]))
@@ -156,7 +154,7 @@ def test_the_rules_choose_languages_and_add_their_own() -> None:
     assert why(message("From: a@b.test\r\nX-Our-Crm: 1\r\n"), ours) == (
         "auto-reply marker (X-Our-Crm)")
     with pytest.raises(ValueError, match="no shipped subject markers for xx"):
-        RobotDetector(RobotRules(languages=["xx"]))
+        AutomaticDetector(AutomaticRules(languages=["xx"]))
 
 
 def test_shipped_languages() -> None:

@@ -155,7 +155,8 @@ async def run(runtime: Runtime, raw: bytes, *, mail_from: str = "claire@client.t
               store: SqliteStore | None = None, case: str | None = None,
               case_status: str = "new", customer: str | None = None) -> MessageContext:
     message = parse_message(raw, Envelope(mail_from=mail_from, rcpt_to=rcpt_to))
-    ctx = MessageContext(message=message, queue_id="T1", recipients=list(rcpt_to), store=store)
+    ctx = MessageContext(message=message, queue_id="T1", recipients=list(rcpt_to), store=store,
+                         scale=runtime.chain.scale, events=runtime.chain.events)
     if case is not None or customer is not None:  # as `number` would have left it
         ctx.case = CaseInfo(number=case or "", status=CaseStatus(case_status),
                             customer=customer or mail_from)
@@ -611,16 +612,15 @@ async def test_follow_up_goes_to_the_case_assignee(triage: Runtime,
                         case_status="followup", **to_contact))[:2] == ("billing", None)
 
 
-async def test_new_case_records_route_and_assignee(triage: Runtime,
-                                                   store: SqliteStore) -> None:
-    await store.run_write(partial(cases.insert_case, number="SAV-9",
-                                  customer="claire@client.test", customer_name="",
-                                  subject="s", mailbox="sav@example.com"))
-    ctx = await run(triage, mail("Accident", "Vite."), store=store, case="SAV-9",
-                    case_status="new")
+async def test_new_case_records_route_assignee_and_priority(tmp_path: Path,
+                                                            store: SqliteStore) -> None:
+    numbered = runtime_for(tmp_path, chain="[number, prioritise, route]")
+    ctx = await run(numbered, mail("Accident", "Vite."), store=store)
     await commit(store, ctx)
-    row = await store.run_read(partial(cases.get_case, number="SAV-9"))
+    assert ctx.case is not None
+    row = await store.run_read(partial(cases.get_case, number=ctx.case.number))
     assert row is not None
+    # the priority is the case owner's to record, once the chain has ended
     assert (row.route, row.assignee, row.priority) == ("sav", "alice@example.com", "high")
 
 

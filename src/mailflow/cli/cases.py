@@ -3,7 +3,9 @@
 Times are shown in the zone of the rules' default business calendar
 (``calendars: default``: the zone the customer's promise was made in), else
 in the system's, always with the zone's name. ``show`` lists each SLA
-deadline and whether it was met; ``close`` also cancels the case's timers.
+deadline and whether it was met. ``close`` and ``reopen`` raise the same case
+events as the daemon (``CaseClosed``, ``CaseReopened``): the chain's stages
+hear them, so closing a case stops its SLA clocks and reminders.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from zoneinfo import ZoneInfo
 
 from mailflow import cases, deadlines
 from mailflow.cli.options import existing_store_url, settings_from
+from mailflow.clock import SYSTEM_CLOCK
 from mailflow.config import ConfigError, Settings
+from mailflow.context import Effects
+from mailflow.events import CaseClosed, CaseReopened, EventBus
 from mailflow.rules import load_rules
 from mailflow.store import Store, Transaction, open_store
+from mailflow.store.schema import Schema
 
 #: actions that only read: they open the store read-only
 READ_ONLY = frozenset({"list", "show"})
@@ -132,8 +138,20 @@ async def _show(store: Store, zone: ZoneInfo | None, row: cases.CaseRow, as_json
     return 0
 
 
+async def _change(store: Store, events: EventBus, row: cases.CaseRow, action: str) -> str:
+    """Close or reopen the case, raising its event in the same transaction."""
+    status = "closed" if action == "close" else "open"
+    effects = Effects(store=store, clock=SYSTEM_CLOCK, events=events)
+    effects.write(partial(cases.update_case, number=row.number, status=status))
+    now = SYSTEM_CLOCK.now()
+    await effects.emit(CaseClosed(row.number, now, by="command line") if action == "close"
+                       else CaseReopened(row.number, now))
+    await store.write(effects.commit_ops(message=None, held=False))
+    return status
+
+
 async def _act(store: Store, zone: ZoneInfo | None, action: str, number: str,
-               as_json: bool) -> int:
+               as_json: bool, events: EventBus) -> int:
     """show, close or reopen one case."""
     row: cases.CaseRow | None = await store.run_read(partial(cases.get_case, number=number))
     if row is None:
@@ -141,14 +159,7 @@ async def _act(store: Store, zone: ZoneInfo | None, action: str, number: str,
         return 1
     if action == "show":
         return await _show(store, zone, row, as_json)
-    new_status = "closed" if action == "close" else "open"
-
-    def change(tx: Transaction) -> None:
-        cases.update_case(tx, row.number, status=new_status)
-        if new_status == "closed":  # a case closed by hand: nothing follows it up
-            deadlines.cancel_case(tx, number=row.number, at=tx.now())
-    await store.run_write(change)
-    print(f"{row.number} {new_status}")
+    print(f"{row.number} {await _change(store, events, row, action)}")
     return 0
 
 
@@ -157,14 +168,22 @@ async def run_cases(settings: Settings, action: str, number: str | None, *,
     if action != "list" and not number:
         print(f"mailflow cases {action}: give a case number", file=sys.stderr)
         return 2
-    store = open_store(existing_store_url(settings), readonly=action in READ_ONLY)
+    url = existing_store_url(settings)
     zone = calendar_zone(settings)
-    await store.open()
+    schemas: tuple[Schema, ...] = ()
+    if action in READ_ONLY:
+        store, events = open_store(url, readonly=True), EventBus()
+    else:  # the chain's stages hear the case close or reopen, as in the daemon
+        from mailflow.runtime import load_runtime
+
+        runtime = load_runtime(settings)
+        store, events, schemas = open_store(url), runtime.chain.events, runtime.schemas
+    await store.open(schemas)
     try:
         if action == "list":
             return await _list(store, zone, status, limit, as_json)
         assert number  # checked before the store was opened
-        return await _act(store, zone, action, number, as_json)
+        return await _act(store, zone, action, number, as_json, events)
     finally:
         await store.close()
 

@@ -14,6 +14,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     runtime = load_runtime(settings)
+    for warning in runtime.rules.warnings:
+        print(f"{warning.file}:{warning.line}:{warning.column}: warning: {warning.message}")
     print(f"configuration OK: {settings.source}")
     print(f"rules OK: {Path(settings.rules).resolve()} "
           f"({len(runtime.rules.local_domains)} local domain(s))")

@@ -1,37 +1,39 @@
-"""``mailflow try``: run one message through what the daemon does, and say what it decided.
+"""``mailflow try``: the daemon's own reception on one message, and what it decided.
 
-A dry run: the daemon's own intake (relay check, bare-newline policy,
-forged-header removal, one parse, hop count), then the chain on a store
-opened read-only. Nothing is committed, no mail is sent. Stages see
-``ctx.dry_run`` and must not write outside ``ctx``.
+A dry run: :class:`~mailflow.reception.Reception`, the very path of the SMTP
+listener (relay check, bare-newline policy, forged-header removal, one parse,
+the facts, the direction, the chain), on the daemon's store opened read-only.
+Nothing is committed, no mail is sent. Stages see ``ctx.dry_run`` and must not
+write outside ``ctx``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
-from collections.abc import Collection
 from dataclasses import asdict, replace
 from email.utils import getaddresses
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mailflow import direction, intake
+from mailflow import intake
 from mailflow.chain import describe
 from mailflow.cli.cases import when
 from mailflow.cli.options import settings_from, sqlite_path
-from mailflow.clock import SYSTEM_CLOCK
+from mailflow.cli.try_report import format_report
 from mailflow.config import Settings
 from mailflow.context import MessageContext
-from mailflow.escalation import tokens
 from mailflow.message import Envelope, Message
+from mailflow.reception import Door, Reception
 from mailflow.runtime import Runtime, load_runtime
 from mailflow.session import SessionInfo
-from mailflow.store import open_store
+from mailflow.store import Store, open_store
 
 DEFAULT_RECIPIENT = "postmaster@localhost"
 
@@ -54,84 +56,79 @@ def envelope_for(message: Message | None, mail_from: str | None, rcpt_to: list[s
     return Envelope(mail_from=mail_from, rcpt_to=tuple(recipients), peer=peer, helo="try")
 
 
-def _missing_sqlite(url: str) -> bool:
-    """A SQLite store that does not exist yet (nothing received so far)."""
-    path = sqlite_path(url)
-    return path is not None and not path.exists()
+class DryRun:
+    """The daemon's reception on a store it cannot change; ``async with`` opens the store
+    once for as many trials as asked (with no store yet, an empty one in a temporary
+    folder stands in, and is thrown away: a dry run never creates the daemon's own)."""
 
+    def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
+        self.settings = settings
+        self.runtime = runtime or load_runtime(settings)
+        self.reception = Reception(settings.smtp, lambda: self.runtime.chain)
+        self._exit = contextlib.AsyncExitStack()
+        self.store: Store | None = None
 
-async def _run_chain(runtime: Runtime, settings: Settings, ctx: MessageContext) -> None:
-    """The chain on the real store, read-only: nothing it asks for is carried out.
-
-    With no store yet, an empty one in a temporary folder stands in (and is
-    thrown away), so a dry run never creates the daemon's own.
-    """
-    with tempfile.TemporaryDirectory(prefix="mailflow-try-") as tmp:
-        if _missing_sqlite(settings.store_url):
-            store = open_store(f"sqlite:///{Path(tmp) / 'dry-run.sqlite3'}")
+    async def __aenter__(self) -> DryRun:
+        path = sqlite_path(self.settings.store_url)
+        if path is not None and not path.exists():
+            scratch = Path(self._exit.enter_context(
+                tempfile.TemporaryDirectory(prefix="mailflow-try-")))
+            store = open_store(f"sqlite:///{scratch / 'dry-run.sqlite3'}")
+            await store.open(self.runtime.schemas)
         else:
-            store = open_store(settings.store_url, readonly=True)
-        await store.open()
-        try:
-            ctx.store = store
-            await runtime.chain.process(ctx)
-        finally:
-            await store.close()
+            store = open_store(self.settings.store_url, readonly=True)
+            await store.open(())
+        self._exit.push_async_callback(store.close)
+        self.store = store
+        return self
 
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._exit.aclose()
 
-async def _valid_tokens(settings: Settings, message: Message,
-                        runtime: Runtime) -> Collection[direction.Token]:
-    """The reply-address tokens the daemon's store confirms (an expert's answer), as the
-    daemon checks them before deciding the direction; none without a store yet."""
-    scope = runtime.chain.scope
-    if not direction.reply_tokens(message, scope) or _missing_sqlite(settings.store_url):
-        return ()
-    store = open_store(settings.store_url, readonly=True)
-    await store.open()
-    try:
-        return await tokens.verified(message, scope, store, SYSTEM_CLOCK.now())
-    finally:
-        await store.close()
+    async def trial(self, raw: bytes, *, mail_from: str | None = None,
+                    rcpt_to: list[str] | None = None, peer: str = "192.0.2.1",
+                    submission: bool = False) -> dict[str, Any]:
+        """What the daemon would decide on ``raw``, as plain data; changes nothing."""
+        assert self.store is not None, "use 'async with DryRun(...)'"
+        runtime = self.runtime
+        door = Door(SessionInfo.in_networks(peer, self.settings.networks), submission)
+        given = Envelope(mail_from=mail_from or "", rcpt_to=tuple(rcpt_to or ()), peer=peer,
+                         helo="try")
+        prepared = await self.reception.prepare(raw, given, door)
+        envelope = envelope_for(prepared.message, mail_from, rcpt_to, peer)
+        refused = {rcpt: reply for rcpt in envelope.rcpt_to
+                   if (reply := intake.relay_refusal(rcpt, runtime.rules, door.trusted))}
+        accepted = [rcpt for rcpt in envelope.rcpt_to if rcpt not in refused]
+        # the daemon refuses recipients at RCPT, before the message is even sent
+        refusal = next(iter(refused.values())) if not accepted else prepared.refusal
+        ctx = None
+        if refusal is None and prepared.message is not None:
+            message = replace(prepared.message,
+                              envelope=replace(envelope, rcpt_to=tuple(accepted)))
+            ctx = await self.reception.judge(message, door, self.store, queue_id="DRY-RUN",
+                                             dry_run=True)
+        report = {
+            "envelope": {"mail_from": envelope.mail_from, "rcpt_to": list(envelope.rcpt_to),
+                         "peer": peer},
+            "message": _message_report(prepared.message),
+            "intake": {"refusal": refusal, "refused_recipients": refused,
+                       "newlines_fixed": prepared.newlines_fixed,
+                       "headers_removed": prepared.headers_removed},
+            "chain": list(runtime.chain.names),
+        }
+        report.update(_chain_report(ctx, runtime.rules.calendars.default.zone) if ctx
+                      else _refused_report(refusal, accepted))
+        return report
 
 
 async def run_trial(settings: Settings, raw: bytes, *, mail_from: str | None = None,
                     rcpt_to: list[str] | None = None, peer: str = "192.0.2.1",
                     submission: bool = False) -> dict[str, Any]:
     """What the daemon would decide on ``raw``, as plain data; changes nothing."""
-    runtime = load_runtime(settings)
-    trusted = SessionInfo.in_networks(peer, settings.networks)
-    given = Envelope(mail_from=mail_from or "", rcpt_to=tuple(rcpt_to or ()), peer=peer,
-                     helo="try")
-    prepared = await intake.prepare(raw, given, settings.smtp, trusted=trusted)
-    envelope = envelope_for(prepared.message, mail_from, rcpt_to, peer)
-    refused = {rcpt: reply for rcpt in envelope.rcpt_to
-               if (reply := intake.relay_refusal(rcpt, runtime.rules, trusted))}
-    accepted = [rcpt for rcpt in envelope.rcpt_to if rcpt not in refused]
-    # the daemon refuses recipients at RCPT, before the message is even sent
-    refusal = next(iter(refused.values())) if not accepted else prepared.refusal
-    ctx = None
-    if refusal is None and prepared.message is not None:
-        message = replace(prepared.message, envelope=replace(envelope, rcpt_to=tuple(accepted)))
-        judged = direction.decide(message, runtime.chain.scope,
-                                  direction.Source(trusted, submission),
-                                  await _valid_tokens(settings, message, runtime))
-        ctx = MessageContext(message=message, queue_id="DRY-RUN", recipients=accepted,
-                             trusted=trusted, dry_run=True, direction=judged.direction,
-                             direction_reason=judged.reason, author=judged.agent,
-                             mailbox=judged.mailbox)
-        await _run_chain(runtime, settings, ctx)
-    report = {
-        "envelope": {"mail_from": envelope.mail_from, "rcpt_to": list(envelope.rcpt_to),
-                     "peer": peer},
-        "message": _message_report(prepared.message),
-        "intake": {"refusal": refusal, "refused_recipients": refused,
-                   "newlines_fixed": prepared.newlines_fixed,
-                   "headers_removed": prepared.headers_removed},
-        "chain": list(runtime.chain.names),
-    }
-    report.update(_chain_report(ctx, runtime.rules.calendars.default.zone) if ctx
-                  else _refused_report(refusal, accepted))
-    return report
+    async with DryRun(settings) as dry:
+        return await dry.trial(raw, mail_from=mail_from, rcpt_to=rcpt_to, peer=peer,
+                               submission=submission)
 
 
 def _message_report(message: Message | None) -> dict[str, Any]:
@@ -146,6 +143,7 @@ def _message_report(message: Message | None) -> dict[str, Any]:
 def _chain_report(ctx: MessageContext, zone: ZoneInfo) -> dict[str, Any]:
     """What the chain decided and asked for (times also in the default calendar's zone);
     never the framework's caches."""
+    triage = ctx.triage
     return {
         "decisions": describe(ctx.decisions),
         "verdict": ctx.verdict.value,
@@ -159,8 +157,12 @@ def _chain_report(ctx: MessageContext, zone: ZoneInfo) -> dict[str, Any]:
                    for t in ctx.timers],
         "direction": ctx.direction.value,
         "direction_reason": ctx.direction_reason,
+        "agent": ctx.agent_label if ctx.author else None,
+        "facts": ctx.facts.shown(),
         "case": asdict(ctx.case) if ctx.case is not None else None,
-        "triage": asdict(ctx.triage) if ctx.triage is not None else None,
+        "triage": None if triage is None else {
+            "priority": triage.priority, "score": triage.score,
+            "signals": [asdict(signal) for signal in triage.signals]},
         "stash": ctx.stash.named(),
     }
 
@@ -169,86 +171,8 @@ def _refused_report(refusal: str | None, accepted: list[str]) -> dict[str, Any]:
     """Refused before the chain: no stage ran."""
     return {"decisions": [], "verdict": "reject", "reply": refusal, "failed_stages": [],
             "recipients": accepted, "headers": [], "outgoing": [], "timers": [],
-            "direction": None, "direction_reason": "", "case": None, "triage": None, "stash": {}}
-
-
-def _intake_lines(report: dict[str, Any]) -> list[str]:
-    seen = report["intake"]
-    lines = [f"refused   {rcpt}: {reply}" for rcpt, reply in seen["refused_recipients"].items()]
-    if seen["newlines_fixed"]:
-        lines.append("intake    bare CR or LF made CRLF")
-    if seen["headers_removed"]:
-        lines.append(f"intake    {seen['headers_removed']} X-Mailflow header(s) removed")
-    if seen["refusal"]:
-        lines.append(f"intake    refused before the chain: {seen['refusal']}")
-    return lines
-
-
-def _state_lines(report: dict[str, Any]) -> list[str]:
-    lines = []
-    if report["direction"]:
-        lines.append(f"direction {report['direction']} ({report['direction_reason']})")
-    if case := report["case"]:
-        lines.append(f"case      {case['number']} ({case['status']}) customer {case['customer']}")
-    if triage := report["triage"]:
-        lines.append(f"triage    {triage['priority']} (score {triage['score']})")
-    lines.extend(f"stash     {key}: {value}" for key, value in report["stash"].items())
-    return lines
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """The report for a human at a terminal."""
-    env, msg = report["envelope"], report["message"]
-    lines = [
-        f"message   {msg['subject']!r}  <{msg['message_id']}>  ({msg['content_type']})",
-        f"envelope  from <{env['mail_from']}> to {', '.join(env['rcpt_to'])} (peer {env['peer']})",
-    ]
-    if msg["defects"]:
-        lines.append(f"defects   {'; '.join(msg['defects'])}")
-    lines.extend(_intake_lines(report))
-    lines.append(f"chain     {' -> '.join(report['chain']) or '(empty)'}")
-    for d in report["decisions"]:
-        verdict = f" => {d['verdict']}" if d["verdict"] else ""
-        reason = f" ({d['reason']})" if d["reason"] else ""
-        lines.append(f"  {d['stage']:<14} {d['outcome']}{verdict}{reason}  [{d['ms']} ms]")
-        lines.extend(f"      {key}: {value}" for key, value in d["notes"].items())
-    lines.append(f"verdict   {report['verdict']}" + (f"  reply: {report['reply']}"
-                                                     if report["reply"] else ""))
-    lines.extend(_state_lines(report))
-    lines.extend(outcome_lines(report))
-    return "\n".join(lines)
-
-
-#: what the client hears when the chain gives no reply of its own (as the pipeline says)
-DEFAULT_REPLIES = {"reject": "550 5.7.1 Message refused by policy",
-                   "tempfail": "451 4.3.0 Try again later"}
-
-
-def outcome_lines(report: dict[str, Any]) -> list[str]:
-    """What the verdict means for the client and the recipients, and what is queued."""
-    verdict = report["verdict"]
-    reply = report["reply"] or DEFAULT_REPLIES.get(verdict, "")
-    refused = verdict in ("reject", "tempfail")
-    if verdict == "tempfail":
-        said = [f'outcome   the client would get "{reply}" and retry later; nothing delivered']
-    elif verdict == "reject":
-        said = [f'outcome   the client would get "{reply}" and not retry; nothing delivered']
-    elif verdict == "discard":
-        said = ["outcome   the client would get 250 and the message is dropped;"
-                " nothing delivered"]
-    elif verdict == "quarantine":
-        said = ["outcome   the client would get 250 and the message is kept in the store's"
-                " quarantine; nothing delivered"]
-    else:
-        said = [f"deliver   to {', '.join(report['recipients'])}"]
-        said.extend(f"header    {h['name']}: {h['value']}" for h in report["headers"])
-    # a refused message commits nothing the chain asked for: its mail and timers are dropped
-    unless = "  (not queued: the message is refused)" if refused else ""
-    said.extend(f"outbox    {m['kind']} to {', '.join(m['rcpt_to'])} ({m['bytes']} bytes)"
-                f"{unless}" for m in report["outgoing"])
-    said.extend(f"timer     {t['kind']} {t['key']} due {t['due_local']}{unless}"
-                for t in report["timers"])
-    return said
+            "direction": None, "direction_reason": "", "agent": None, "facts": None,
+            "case": None, "triage": None, "stash": {}}
 
 
 def run(args: argparse.Namespace) -> int:

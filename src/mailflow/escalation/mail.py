@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 
-from mailflow import autoreply
 from mailflow.message import compose
 
 
@@ -56,7 +55,7 @@ def _base(head: Letterhead, to: Sequence[str], subject: str, now: float,
     mail["Message-ID"] = f"<{message_id}>"
     mail["X-Auto-Response-Suppress"] = "OOF"
     # the case is in the Subject: no X-Mailflow-Case, an expert may be outside the company
-    mail[autoreply.LOOP_HEADER] = head.host
+    mail[compose.LOOP_HEADER] = head.host
     return mail, message_id
 
 

@@ -17,7 +17,7 @@ import structlog
 
 from mailflow import direction
 from mailflow.context import StageStore
-from mailflow.direction import Scope, Token
+from mailflow.direction import Token
 from mailflow.message import Message
 from mailflow.store import StoreUnavailable, Transaction
 from mailflow.store.schema import Schema
@@ -141,16 +141,17 @@ def count_auto_reply(tx: Transaction, *, token: str) -> None:
                {"token": token})
 
 
-async def verified(message: Message, scope: Scope, store: StageStore,
+async def verified(message: Message, bases: Collection[str], store: StageStore,
                    now: float) -> Collection[Token]:
-    """The reply-address tokens of ``message`` the store confirms, for
-    :func:`mailflow.direction.decide`; none when the store cannot say (the chain then
-    meets the same outage and tempfails the message)."""
-    tokens = direction.reply_tokens(message, scope)
-    if not tokens:
+    """The tokens of the reply addresses (on ``bases``) among the envelope recipients that
+    the store confirms, for :func:`mailflow.direction.decide`; none when the store cannot
+    say (the chain then meets the same outage and tempfails the message)."""
+    found = (direction.token_address(r, bases) for r in message.envelope.rcpt_to)
+    wanted = list(dict.fromkeys(t for t in found if t is not None))
+    if not wanted:
         return ()
     try:
-        return await store.run_read(partial(valid, tokens=tokens, now=now))
+        return await store.run_read(partial(valid, tokens=wanted, now=now))
     except StoreUnavailable as exc:
         log.warning("reply_tokens_unchecked", error=str(exc))
         return ()

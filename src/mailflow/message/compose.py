@@ -31,6 +31,8 @@ MAX_LINE = 998  # octets in a line, CRLF excluded (RFC 5322 2.1.1)
 MAX_REFERENCES = 10
 MAX_REFERENCES_OCTETS = 4000  # and at most this much of them, however long each id is
 RAW_FIELDS = ("Message-ID", "In-Reply-To", "References", "To")
+#: the loop marker on all mail mailflow writes: a message carrying it is never answered
+LOOP_HEADER = "X-Mailflow-Loop"
 
 #: what may stand between the brackets of an id we write (no space: folding splits there)
 _WRITABLE_ID = re.compile(r"[^\s<>\x00-\x1f\x7f]+")

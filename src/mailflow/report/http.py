@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from mailflow.config import Settings
+from mailflow.host import Host, Route
 from mailflow.report.data import Report, build_report
 from mailflow.report.page import PLOTLY_PATH, plotly_js, render
 from mailflow.store import open_store
@@ -37,7 +38,6 @@ log = structlog.get_logger("mailflow.report")
 
 #: how far back ``/report`` looks without ``?since=``
 DEFAULT_SINCE = 7 * 86400.0
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def is_loopback(host: str) -> bool:
@@ -108,9 +108,9 @@ def _text(start_response: Callable[..., Any], status: str, message: str) -> list
 
 
 def report_app(settings: Settings, zone: Callable[[], ZoneInfo | None],
-               clock: Callable[[], float] = time.time) -> dict[str, WsgiApp]:
-    """The listener's report routes, by path. ``zone``: the default business calendar's
-    (the running rules'), the one the statistics count days in."""
+               clock: Callable[[], float] = time.time) -> list[Route]:
+    """The listener's report routes. ``zone``: the default business calendar's (the
+    running rules'), the one the statistics count days in."""
     one_at_a_time = threading.Lock()
 
     def page(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -146,4 +146,14 @@ def report_app(settings: Settings, zone: Callable[[], ZoneInfo | None],
                         "text/javascript; charset=utf-8",
                         [("Cache-Control", "public, max-age=31536000, immutable")])
 
-    return {"/report": page, PLOTLY_PATH: library}
+    return [Route("/report", page), Route(PLOTLY_PATH, library)]
+
+
+def report_routes(host: Host) -> list[Route]:
+    """``/report`` for the daemon behind ``host``: days in its rules' default calendar (the
+    rules in force), the time on its clock."""
+    def zone() -> ZoneInfo | None:
+        calendars = host.rules.calendars
+        return calendars.default.zone if calendars.configured else None
+
+    return report_app(host.settings, zone, host.clock.now)

@@ -9,13 +9,19 @@ envelope sender (configurable),
 ``Auto-Submitted: auto-replied``, ``X-Auto-Response-Suppress: All``,
 ``Precedence: bulk`` and the loop marker, so no robot answers it.
 
-Never sent (each suppression logged and counted with its reason): see
-``mailflow.autoreply`` (RFC 3834: null sender, Auto-Submitted, Precedence,
-list headers, X-Auto-Response-Suppress, robot senders, our own addresses,
-reports; and ``mailflow.robots``: vendor and helpdesk headers, out-of-office
-subjects in the rules' languages, robots' addresses and names), plus: a
-follow-up or a copy, an address whose acknowledgement bounced recently, and the
-limits (per case, per address per day, and a global circuit breaker per minute).
+Never sent (each suppression logged and counted with its reason): to
+automatic mail (``ctx.automatic``, decided once for every stage by the rules'
+``automatic:`` signs, see :mod:`mailflow.automatic`: RFC 3834's headers, null
+sender, lists, reports, vendor and helpdesk headers, out-of-office subjects,
+robots' addresses and names), to a robot's or one of our own addresses, on a
+follow-up or a copy, to an address whose acknowledgement bounced recently, and
+past the limits (per case, per address per day, and a global circuit breaker
+per minute).
+
+The language is the rules' for the mailbox written to (``language_by_recipient``),
+else the one guessed from the customer's own words (``ctx.language``: the
+subject and the text without quotes or signature; with ``detect_language``),
+else ``default_language``.
 
 Templates are files in the rules folder rendered by Jinja2's sandbox: the
 first line is ``Subject: …``, then a blank line, then the body. Merge fields:
@@ -38,7 +44,6 @@ Configuration (rules section ``acknowledge``)::
       limits: {per_case: 1, per_address_per_day: 5, global_per_minute: 60}
       bounce_window_hours: 72
       check_sender_domain: false       # true: no ack unless the domain has MX or A records
-      robots: {languages: [fr, en, de], subjects: [], senders: [], headers: []}
       dns: {nameservers: [], timeout: 2}
 
 Metrics: ``mailflow_acks_total``, ``mailflow_acks_suppressed_total{reason}``.
@@ -49,7 +54,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
@@ -59,14 +64,15 @@ from typing import Any
 import structlog
 from pydantic import Field, field_validator
 
-from mailflow import acks, autoreply
+from mailflow import acks
 from mailflow.business_hours import BusinessCalendar, CalendarOptions, PromiseOptions
 from mailflow.config import Model
 from mailflow.dnscheck import DnsOptions, DomainChecker
 from mailflow.hookspecs import hookimpl
 from mailflow.message import compose
-from mailflow.robots import RobotDetector, RobotRules
 from mailflow.stage import (
+    Automatic,
+    AutomaticDetector,
     CaseInfo,
     Direction,
     MessageContext,
@@ -83,12 +89,6 @@ log = structlog.get_logger("mailflow.stages.acknowledge")
 
 _ACK_ID = re.compile(r"<?(ack\.[A-Za-z0-9.\-]+@[A-Za-z0-9.\-]+)>?")
 _BOUNCE_SCAN_BYTES = 256 * 1024
-_LANGUAGE_WORDS = {
-    "fr": {"bonjour", "merci", "je", "vous", "nous", "est", "pour", "les", "des", "une",
-           "commande", "votre", "mon", "ma", "pas", "avec", "cordialement"},
-    "en": {"hello", "thanks", "thank", "you", "the", "is", "for", "and", "my", "order",
-           "your", "with", "regards", "please", "not", "dear", "hi"},
-}
 
 
 class Limits(Model):
@@ -124,7 +124,8 @@ class AcknowledgeOptions(StageOptions):
     check_sender_domain: bool = False
     dns: DnsOptions = DnsOptions()
     max_subject_chars: int = Field(120, ge=20)
-    robots: RobotRules = RobotRules()  # what else marks a robot: see mailflow.robots
+    #: deprecated: the rules' top-level ``automatic:`` section (read from here when absent)
+    robots: dict[str, Any] | None = None
 
     @field_validator("language_by_recipient")
     @classmethod
@@ -132,12 +133,22 @@ class AcknowledgeOptions(StageOptions):
         return {k.lower(): v for k, v in value.items()}
 
 
-def detect_language(text: str, default: str) -> str:
-    """French or English by common words; the default when unsure."""
-    words = re.findall(r"[a-zà-ÿ]+", text[:4000].lower())
-    scores = {lang: sum(w in vocab for w in words) for lang, vocab in _LANGUAGE_WORDS.items()}
-    best = max(scores, key=lambda k: scores[k])
-    return best if scores[best] >= 2 and scores[best] > 1.5 * min(scores.values()) else default
+def not_to_write(automatic: Automatic | None, recipient: str, own: Collection[str],
+                 local_domains: Collection[str], detector: AutomaticDetector) -> str | None:
+    """Why no acknowledgement may go to ``recipient`` about a message whose automatic
+    verdict is ``automatic``: a robot wrote it, or the address is a robot's (a web form's
+    customer: Reply-To, a form field) or one of ours. None: write."""
+    if automatic is not None:
+        return automatic.why
+    if not recipient or "@" not in recipient:
+        return "no usable address"
+    lowered = recipient.lower()
+    robot = detector.address(lowered)
+    if robot is not None:
+        return robot.why
+    if lowered in own or lowered.rpartition("@")[2] in local_domains:
+        return "one of our own addresses"
+    return None
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -186,7 +197,6 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
             sample=lambda language: self.merge_fields(sample_context(env.clock), SAMPLE_CASE,
                                                       language))
         self.own = {a.lower() for a in env.rules.own_addresses}
-        self.robots = RobotDetector(options.robots)
         self.domains = DomainChecker(options.dns) if options.check_sender_domain else None
         self.sent = env.metrics.counter("mailflow_acks_total", "Acknowledgements queued")
         self.suppressed = env.metrics.counter("mailflow_acks_suppressed_total",
@@ -223,8 +233,8 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
             return "duplicate"
         if case.status.is_followup:
             return "follow-up on an existing case"
-        return autoreply.why_not(ctx.message, customer, self.own, self.env.rules.local_domains,
-                                 self.robots)
+        return not_to_write(ctx.automatic, customer, self.own, self.env.rules.local_domains,
+                            self.env.automatic)
 
     def _limit_reason(self, tx: Transaction, *, customer: str, case: str,
                       now: float) -> str | None:
@@ -256,8 +266,7 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
             if language in self.templates:
                 return language
         if self.options.detect_language:
-            language = detect_language(f"{ctx.message.subject}\n{ctx.message.text}",
-                                       self.options.default_language)
+            language = ctx.language.code
             if language in self.templates:
                 return language
         return self.options.default_language
@@ -340,7 +349,7 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
         ack["Auto-Submitted"] = "auto-replied"
         ack["X-Auto-Response-Suppress"] = "All"
         ack["Precedence"] = "bulk"
-        ack[autoreply.LOOP_HEADER] = host  # our routing headers stay inside: no X-Mailflow-Case
+        ack[compose.LOOP_HEADER] = host  # our routing headers stay inside: no X-Mailflow-Case
         ack.set_content(body)
         data = ack.as_bytes()
         ctx.queue_mail(OutgoingMail("ack", (address,), data,

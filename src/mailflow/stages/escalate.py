@@ -11,11 +11,14 @@ line saying how to answer, the customer's message attached
 ``reminders`` reminders, ``escalate.supervisor`` mails the ``supervisor``.
 
 An answer to a reply address with a valid token is direction ``reply`` from
-any network (:mod:`mailflow.direction`): it cancels the escalation's timers,
-is recorded on the case (role ``expert``) and is relayed to the case's
-assignee or team, not the customer (unless ``expert_answers_customer``).
-An expert's out-of-office cancels nothing: it is recorded and not relayed,
-and with ``advance_on_auto_reply`` the supervisor is told at once.
+any network (:mod:`mailflow.direction`; the stage provides the token check,
+service ``REPLY_TOKENS``): it cancels the escalation's timers, is recorded on
+the case (role ``expert``) and is relayed to the case's assignee or team (the
+``TEAMS`` service of ``route``), not the customer (unless
+``expert_answers_customer``: then it raises ``CaseAnswered``). An expert's
+out-of-office cancels nothing: it is recorded and not relayed, and with
+``advance_on_auto_reply`` the supervisor is told at once. A closed case
+(``CaseClosed``) stops its reminders.
 
 Configuration (rules section ``escalate``)::
 
@@ -40,22 +43,25 @@ Metrics: ``mailflow_escalations_total{rule}``, ``mailflow_escalation_reminders_t
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from functools import partial
 from typing import Any
 
 import structlog
 
-from mailflow import agents, autoreply, cases
+from mailflow import agents, cases
 from mailflow.conditions import CompiledCondition, lazy_keyword_hits, message_recipients
-from mailflow.context import TimerHandler
+from mailflow.context import Effects, StageStore, TimerHandler
 from mailflow.direction import token_address
 from mailflow.escalation import mail, tokens
 from mailflow.escalation.options import EscalateOptions, EscalationRule
 from mailflow.escalation.timers import HANDLERS, SUPERVISOR, FollowUp, cancel, schedule_next
 from mailflow.escalation.tokens import ANSWERED, WAITING, Escalation
+from mailflow.events import CaseAnswered, CaseClosed, CaseEvent, Listener
 from mailflow.hookspecs import hookimpl
+from mailflow.message import Message
 from mailflow.presence import present_members, take_turn
+from mailflow.services import REPLY_TOKENS, TEAMS, Services, Token
 from mailflow.stage import (
     CaseInfo,
     CaseStatus,
@@ -68,10 +74,7 @@ from mailflow.stage import (
     Timer,
     Verdict,
 )
-from mailflow.stages.route import RouteOptions
-from mailflow.stages.sla import on_agent_reply, sla_of
 from mailflow.stats.metrics import StatsMetrics
-from mailflow.stats.responses import record_answer
 from mailflow.stats.store import Count, Response, day_of, forget_responses
 from mailflow.store import Transaction
 from mailflow.store.schema import Schema
@@ -80,15 +83,15 @@ from mailflow.textmatch import parse_term
 log = structlog.get_logger("mailflow.stages.escalate")
 
 
-def _teams(env: StageEnv) -> Mapping[str, tuple[str, ...]]:
-    """Route's teams and their mailboxes: where an expert's answer goes when the case has
-    no assignee (nothing when the route section is missing or invalid)."""
-    section = env.rules.section("route")
-    try:
-        options = RouteOptions.model_validate(section.data if section is not None else {})
-    except ValueError:
-        return {}
-    return {name: team.addresses for name, team in options.teams.items()}
+class _ReplyTokens:
+    """The check of reply-address tokens, offered to the reception (``REPLY_TOKENS``)."""
+
+    def __init__(self, base: str) -> None:
+        self.bases = frozenset({base})
+
+    async def verified(self, message: Message, store: StageStore,
+                       now: float) -> Collection[Token]:
+        return await tokens.verified(message, self.bases, store, now)
 
 
 class EscalateStage(Stage[EscalateOptions]):
@@ -116,11 +119,7 @@ class EscalateStage(Stage[EscalateOptions]):
         self.keywords = env.terms.matcher([parse_term(k, str(i))
                                            for i, r in enumerate(options.rules)
                                            for k in r.when.keyword])
-        self.teams = _teams(env)
-        # an expert answering the customer directly stops the SLA clocks, as an agent would
-        self.sla = sla_of(env)
-        self.per_agent = env.settings.statistics.per_agent
-        self.stats = StatsMetrics.of(env.metrics, self.per_agent)
+        self.stats = StatsMetrics.of(env.metrics, env.settings.statistics.per_agent)
         self.zone = env.calendars.default.zone
         self.counter = env.metrics.counter("mailflow_escalations_total",
                                            "Cases forwarded to an expert, by rule", ["rule"])
@@ -134,6 +133,12 @@ class EscalateStage(Stage[EscalateOptions]):
 
     def scope(self) -> ScopePart:
         return ScopePart(reply_addresses=frozenset({self.base}))
+
+    def provide(self, services: Services) -> None:
+        services.provide(REPLY_TOKENS, _ReplyTokens(self.base), self.name)
+
+    def listeners(self) -> Iterable[tuple[type[CaseEvent], Listener]]:
+        return [(CaseClosed, _closed)]
 
     async def process(self, ctx: MessageContext) -> None:
         if ctx.direction is Direction.REPLY:
@@ -193,8 +198,7 @@ class EscalateStage(Stage[EscalateOptions]):
         if case is None or case.status is not CaseStatus.NEW:
             ctx.note(escalation=None, because="not a new case")
             return
-        why = autoreply.robot_message(ctx.message) or (
-            None if ctx.message.envelope.mail_from else "null sender")
+        why = ctx.automatic
         if why is not None:
             ctx.note(escalation=None, because=f"automatic mail ({why})")
             return
@@ -260,12 +264,8 @@ class EscalateStage(Stage[EscalateOptions]):
                             mailbox=row.mailbox, route=row.route, assignee=row.assignee)
         expert = ctx.author or ctx.message.envelope.mail_from.lower()
         rule = self.options.rule(escalation.rule)
-        robots = self.env.robots
-        why = autoreply.robot_message(ctx.message, robots) or autoreply.robot_sender(
-            ctx.message.envelope.mail_from, robots) or (
-            None if ctx.message.envelope.mail_from else "null sender")
-        if why is not None:
-            self._auto_reply(ctx, escalation, rule, expert, why)
+        if ctx.automatic is not None:
+            self._auto_reply(ctx, escalation, rule, expert, ctx.automatic.why)
             return
         if escalation.state != ANSWERED:
             cancel(ctx, number)
@@ -281,12 +281,12 @@ class EscalateStage(Stage[EscalateOptions]):
         if escalation.state != ANSWERED:
             self._count_answer(ctx, escalation)
         if to_customer:
-            sla, calendar = self.sla or (None, None)
-            on_agent_reply(ctx, number, row.route, sla, calendar)
-            await record_answer(ctx, number, self.stats, self.zone, self.per_agent)
+            await ctx.emit(CaseAnswered(number, ctx.received_at, by=expert, role="expert",
+                                        agent=ctx.agent_label, route=row.route))
+        teams = self.env.services.get(TEAMS) or {}  # without a route stage: the mailbox
         targets = ([row.customer] if to_customer else
                    [row.assignee] if row.assignee else
-                   list(self.teams.get(row.route or "", ())) or [row.mailbox])
+                   list(teams.get(row.route or "", ())) or [row.mailbox])
         others = [r for r in ctx.recipients if token_address(r, {self.base}) is None]
         ctx.set_recipients([*targets, *others])
         ctx.set_header("X-Mailflow-Case", number)
@@ -330,6 +330,11 @@ class EscalateStage(Stage[EscalateOptions]):
         return (escalation, row) if escalation is not None and row is not None else None
 
 
+
+
+def _closed(ctx: Effects, event: CaseClosed) -> None:
+    """A closed case needs no expert any more: its reminders stop."""
+    cancel(ctx, event.number)
 
 
 @hookimpl(trylast=True)

@@ -17,6 +17,11 @@ automatic mail (an out-of-office, a bounce) joins it and leaves it closed.
 Adds ``X-Mailflow-Case``; with ``tag_subject`` the relayed Subject gets
 ``[NUMBER]`` too (off by default: it breaks DKIM signatures).
 
+The stage owns the cases' records: it raises ``CaseOpened`` and
+``CaseReopened`` (:mod:`mailflow.events`), and records the priority each
+customer message ends its chain with (``CasePrioritised``: a follow-up may make
+a case more urgent, never less).
+
 Attributes set for later stages: ``case``, ``case_status`` (new, followup,
 reopened, copy, resend), ``duplicate_of``, ``customer``, ``customer_name``,
 ``mailbox`` (the local address written to).
@@ -50,8 +55,10 @@ from zoneinfo import ZoneInfo
 import structlog
 from pydantic import Field, field_validator
 
-from mailflow import autoreply, cases
+from mailflow import cases
 from mailflow.config import TimeZoneName
+from mailflow.context import Effects
+from mailflow.events import CaseEvent, CaseOpened, CasePrioritised, CaseReopened, Listener
 from mailflow.hookspecs import hookimpl
 from mailflow.message import Message
 from mailflow.stage import (
@@ -65,6 +72,7 @@ from mailflow.stage import (
 )
 from mailflow.store import Transaction
 from mailflow.store.schema import Schema
+from mailflow.values import PRIORITIES
 
 log = structlog.get_logger("mailflow.stages.number")
 
@@ -174,7 +182,7 @@ class NumberStage(Stage[NumberOptions]):
         parent = None
         # an out-of-office or a bounce joins a closed case but does not reopen it
         if number is not None and status is CaseStatus.FOLLOWUP and closed and (
-                autoreply.automatic(message, self.env.robots) is None):
+                ctx.automatic is None):
             if self.options.on_closed_by_route.get(route or "", self.options.on_closed) == "reopen":
                 status = CaseStatus.REOPENED
                 ctx.write(partial(cases.update_case, number=number, status="open"),
@@ -189,12 +197,19 @@ class NumberStage(Stage[NumberOptions]):
                       undo=partial(cases.delete_case, number=number))
         ctx.case = CaseInfo(number=number, status=status, customer=customer,
                             customer_name=customer_name, mailbox=mailbox, parent=parent)
+        if status is CaseStatus.NEW:
+            await ctx.emit(CaseOpened(number, ctx.received_at, customer, mailbox, parent))
+        elif status is CaseStatus.REOPENED:
+            await ctx.emit(CaseReopened(number, ctx.received_at))
         self._record(ctx, digest)
         ctx.set_header("X-Mailflow-Case", number)
         if self.options.tag_subject:
             ctx.subject_tag = f"[{number}]"
         self.counter.labels(status=status.value).inc()
         ctx.note(case=number, status=status.value, customer=customer)
+
+    def listeners(self) -> Iterable[tuple[type[CaseEvent], Listener]]:
+        return [(CasePrioritised, _record_priority)]
 
     def _record(self, ctx: MessageContext, digest: str) -> None:
         """Link the message to its case, and remember its text for resend detection."""
@@ -258,6 +273,18 @@ class NumberStage(Stage[NumberOptions]):
         assert ctx.store is not None
         sequence = await ctx.next_value(sequence_name)  # a dry run only peeks
         return self.format.format(prefix, now, sequence)
+
+
+def _record_priority(ctx: Effects, event: CasePrioritised) -> None:
+    ctx.write(partial(_raise_priority, number=event.number, level=event.priority))
+
+
+def _raise_priority(tx: Transaction, *, number: str, level: str) -> None:
+    """A follow-up may make a case more urgent, never less."""
+    row = cases.get_case(tx, number)
+    if row is not None and (row.priority is None
+                            or PRIORITIES.index(level) < PRIORITIES.index(row.priority)):
+        cases.update_case(tx, number, priority=level)
 
 
 @hookimpl(trylast=True)

@@ -1,17 +1,21 @@
-"""Stage ``prioritise``: score words, senders and headers; map the score to a level.
+"""Stage ``prioritise``: score words, senders and automatic mail as triage signals.
 
 Terms are matched in the decoded Subject and text, case- and
 accent-insensitive, on word boundaries, with ``*`` for prefixes ("urgen*")
 and optional regular expressions (matched on the same folded text, where line
 breaks are spaces; accents in a pattern are ignored too). A term found in the
 Subject counts ``subject_factor`` times. Senders (VIP addresses or
-``@domain``; for a web form, the customer it names) and bulk or list mail
-(``Precedence``, ``List-*``, auto-replies) add weights too. The score maps
-to ``urgent``, ``high``, ``normal`` or ``low`` through thresholds.
+``@domain``; for a web form, the customer it names) and automatic mail
+(``ctx.automatic``: lists, bulk, auto-replies, bounces, whatever sign the
+rules' ``automatic:`` section says) add weights too. Each is one signal
+(``ctx.add_signal``, :mod:`mailflow.triage`): other stages and plugins add
+theirs, and the sum maps to ``urgent``, ``high``, ``normal`` or ``low``
+through the thresholds this stage provides to the chain (service
+``TRIAGE_SCALE``).
 
-Adds ``X-Mailflow-Priority`` and ``X-Mailflow-Score``; sets the ``priority``
-and ``score`` attributes (the acknowledgement's promised answer time and
-escalation use them) and records the priority on the case.
+The context then carries ``X-Mailflow-Priority`` and ``X-Mailflow-Score``
+and ``ctx.triage`` (the acknowledgement's promised answer time and escalation
+use them), and the case records the priority at the end of the chain.
 
 Configuration (rules section ``prioritise``)::
 
@@ -24,7 +28,7 @@ Configuration (rules section ``prioritise``)::
           terms: ["litige", "mise en demeure", "avocat*"]
           regex: ['\\bLRAR\\b']
       senders: {"director@bigclient.fr": 5, "@bigclient.fr": 2}
-      bulk_weight: -20          # lists, bulk, auto-replies
+      bulk_weight: -20          # automatic mail: lists, bulk, auto-replies, bounces
 
 Metrics: ``mailflow_priority_total{level}``.
 """
@@ -32,20 +36,21 @@ Metrics: ``mailflow_priority_total{level}``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import partial
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from mailflow import autoreply, cases
 from mailflow.config import Model
 from mailflow.hookspecs import hookimpl
-from mailflow.stage import Direction, MessageContext, Stage, StageEnv, StageOptions, Triage
-from mailflow.store import Transaction
+from mailflow.services import TRIAGE_SCALE, Services
+from mailflow.stage import Direction, MessageContext, Signal, Stage, StageEnv, StageOptions
 from mailflow.textmatch import compile_regexes, flat_parts, fold, parse_term
-from mailflow.values import PRIORITIES, Priority
+from mailflow.triage import Scale
+from mailflow.values import PRIORITIES
 
 LEVELS = PRIORITIES
+#: the rules' ``thresholds:`` are the triage scale
+Thresholds = Scale
 
 
 class ScoreRule(Model):
@@ -62,27 +67,6 @@ class ScoreRule(Model):
             parse_term(term)
         compile_regexes((self.name, r) for r in self.regex)
         return self
-
-
-class Thresholds(Model):
-    urgent: float = 10
-    high: float = 5
-    normal: float = 0
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Thresholds:
-        if not self.urgent > self.high > self.normal:
-            raise ValueError("thresholds must go down: urgent > high > normal")
-        return self
-
-    def level(self, score: float) -> Priority:
-        if score >= self.urgent:
-            return "urgent"
-        if score >= self.high:
-            return "high"
-        if score >= self.normal:
-            return "normal"
-        return "low"
 
 
 class PrioritiseOptions(StageOptions):
@@ -122,57 +106,53 @@ class PrioritiseStage(Stage[PrioritiseOptions]):
         self.counter = env.metrics.counter("mailflow_priority_total",
                                            "Messages by priority level", ["level"])
 
-    def score(self, ctx: MessageContext) -> tuple[float, dict[str, float]]:
-        """The score and what it is made of (rule or reason -> points)."""
+    def provide(self, services: Services) -> None:
+        services.provide(TRIAGE_SCALE, self.options.thresholds, self.name)
+
+    def signals(self, ctx: MessageContext) -> tuple[list[Signal], dict[str, float]]:
+        """One signal per rule (at its best place: a term in the Subject counts
+        ``subject_factor`` times), per listed sender, and for automatic mail; and every
+        match, for ``mailflow try`` (what matched -> points)."""
         subject, text = flat_parts(ctx)  # folded, line breaks made spaces
         found_subject, found_text = self.matcher.find_parts(ctx)
+        best: dict[str, tuple[float, str]] = {}
         parts: dict[str, float] = {}
-        hits: dict[str, float] = {}
+
+        def hit(rule: str, points: float, what: str) -> None:
+            parts[f"{rule}: {what}"] = points
+            if rule not in best or points > best[rule][0]:
+                best[rule] = (points, what)
+
         for where, body, factor, found in (
                 ("subject", subject, self.options.subject_factor, found_subject),
                 ("text", text, 1.0, found_text)):
             for index in found:
                 term = self.matcher.terms[index]
-                hits[term.tag] = max(hits.get(term.tag, 0.0), term.weight * factor)
-                parts_key = f"{term.tag}: {term.text} ({where})"
-                parts[parts_key] = term.weight * factor
+                hit(term.tag, term.weight * factor, f"{term.text} ({where})")
             for rule, pattern in self.regexes:
                 if pattern.search(body):
-                    hits[rule.name] = max(hits.get(rule.name, 0.0), rule.weight * factor)
-                    parts[f"{rule.name}: /{pattern.pattern}/ ({where})"] = rule.weight * factor
-        score = sum(hits.values())  # each rule counts once, at its best place
+                    hit(rule.name, rule.weight * factor, f"/{pattern.pattern}/ ({where})")
+        signals = [Signal(f"keywords:{rule}", points, what)
+                   for rule, (points, what) in best.items()]
         sender = ctx.message.envelope.mail_from.lower()
         # the customer behind a web form (found by `number`) counts, not the web server
-        customer = ctx.customer
-        keys = dict.fromkeys(k for address in (sender, customer) if address
+        keys = dict.fromkeys(k for address in (sender, ctx.customer) if address
                              for k in (address, "@" + address.rpartition("@")[2]))
         for key in keys:
             if key in self.options.senders:
-                score += self.options.senders[key]
+                signals.append(Signal(f"sender:{key}", self.options.senders[key],
+                                      "listed sender"))
                 parts[f"sender {key}"] = self.options.senders[key]
-        if autoreply.robot_headers(ctx.message) or not sender:
-            score += self.options.bulk_weight
+        if ctx.automatic is not None:
+            signals.append(Signal("automatic", self.options.bulk_weight, ctx.automatic.why))
             parts["bulk, list or automatic mail"] = self.options.bulk_weight
-        return score, parts
+        return signals, parts
 
     async def process(self, ctx: MessageContext) -> None:
-        score, parts = self.score(ctx)
-        level = self.options.thresholds.level(score)
-        ctx.triage = Triage(priority=level, score=score)
-        ctx.set_header("X-Mailflow-Priority", level)
-        ctx.set_header("X-Mailflow-Score", f"{score:g}")
-        if ctx.case is not None and ctx.case.status.from_customer:
-            ctx.write(partial(_raise_priority, number=ctx.case.number, level=level))
-        self.counter.labels(level=level).inc()
-        ctx.note(level=level, score=score, matched=parts)
-
-
-def _raise_priority(tx: Transaction, *, number: str, level: str) -> None:
-    """A follow-up may make a case more urgent, never less."""
-    row = cases.get_case(tx, number)
-    if row is not None and (row.priority is None
-                            or LEVELS.index(level) < LEVELS.index(row.priority)):
-        cases.update_case(tx, number, priority=level)
+        signals, parts = self.signals(ctx)
+        triage = ctx.add_signals(signals)
+        self.counter.labels(level=triage.priority).inc()
+        ctx.note(level=triage.priority, score=triage.score, matched=parts)
 
 
 @hookimpl(trylast=True)

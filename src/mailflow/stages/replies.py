@@ -8,10 +8,11 @@ or by a case number in its Subject and, addressed to that case's customer
 (an agent forwarding the case to a colleague is not answering it), it is
 recorded on the case (who, when:
 ``mailflow cases show`` lists it, and the case's first response time comes
-from it); it meets the case's running SLA deadlines and cancels their timers
-(see :mod:`mailflow.stages.sla`). A reply that matches no case is relayed untouched, counted, and
-opens nothing. Replies get no routing and no acknowledgement, and leave
-without our routing headers.
+from it) and raises ``CaseAnswered`` (:mod:`mailflow.events`): the ``sla``
+stage meets the case's running deadlines and cancels their timers, the
+``statistics`` stage records the delays. A reply that matches no case is
+relayed untouched, counted, and opens nothing. Replies get no routing and no
+acknowledgement, and leave without our routing headers.
 
 Configuration (rules section ``replies``, optional)::
 
@@ -20,9 +21,7 @@ Configuration (rules section ``replies``, optional)::
                            # customer's answer joins the case (rewriting breaks DKIM)
 
 Metrics: ``mailflow_replies_total{outcome}`` (``joined``, ``no_case``,
-``not_to_customer``); a joined reply's delays in ``mailflow_first_response_seconds``,
-``mailflow_response_seconds``, ``mailflow_first_responses_total`` and, per agent,
-``mailflow_agent_*`` (:mod:`mailflow.stats.responses`).
+``not_to_customer``).
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from functools import partial
 from typing import Any
 
 from mailflow import cases
+from mailflow.events import CaseAnswered
 from mailflow.hookspecs import hookimpl
 from mailflow.stage import (
     CaseInfo,
@@ -42,9 +42,6 @@ from mailflow.stage import (
     StageEnv,
     StageOptions,
 )
-from mailflow.stages.sla import on_agent_reply, sla_of
-from mailflow.stats.metrics import StatsMetrics
-from mailflow.stats.responses import record_answer
 from mailflow.store import Transaction
 from mailflow.store.schema import Schema
 
@@ -63,11 +60,6 @@ class RepliesStage(Stage[RepliesOptions]):
         self.counter = env.metrics.counter("mailflow_replies_total",
                                            "Agents' replies by outcome (joined a case, or none)",
                                            ["outcome"])
-        # the chain's SLA: a reply stops its clocks (and may start the auto-close one)
-        self.sla = sla_of(env)
-        self.per_agent = env.settings.statistics.per_agent
-        self.stats = StatsMetrics.of(env.metrics, self.per_agent)
-        self.zone = env.calendars.default.zone
 
     async def process(self, ctx: MessageContext) -> None:
         assert ctx.store is not None
@@ -91,9 +83,8 @@ class RepliesStage(Stage[RepliesOptions]):
                           message_id=ctx.message.message_id, role="agent", sender=agent,
                           queue_id=ctx.queue_id),
                   undo=partial(cases.remove_case_messages, queue_id=ctx.queue_id))
-        sla, calendar = self.sla or (None, None)
-        on_agent_reply(ctx, number, route, sla, calendar)
-        await record_answer(ctx, number, self.stats, self.zone, self.per_agent)
+        await ctx.emit(CaseAnswered(number, ctx.received_at, by=agent, role="agent",
+                                    agent=ctx.agent_label, route=route))
         if self.options.tag_subject:
             ctx.subject_tag = f"[{number}]"
         self.counter.labels(outcome="joined").inc()

@@ -62,6 +62,7 @@ from mailflow.config import ConfigError, Model, Problem, TimeZoneName
 from mailflow.hookspecs import hookimpl
 from mailflow.presence import Members, is_present, present_members, take_turn
 from mailflow.rules import Section
+from mailflow.services import TEAMS, Services
 from mailflow.stage import (
     CaseStatus,
     Direction,
@@ -257,6 +258,10 @@ class RouteStage(Stage[RouteOptions]):
 
     def scope(self) -> ScopePart:
         return self._scope
+
+    def provide(self, services: Services) -> None:
+        services.provide(TEAMS, {name: team.addresses
+                                 for name, team in self.options.teams.items()}, self.name)
 
     def agent_names(self) -> set[str]:
         """Every name ``mailflow agents set`` may be given (as presence is looked up)."""

@@ -14,6 +14,12 @@ opening, so nobody is written to at night or on a holiday. Their handlers
 look at the case again (answered? closed?) before mailing the assignee (warn)
 or the supervisor (breach).
 
+The stage listens to case events (:mod:`mailflow.events`): an answer to the
+customer (``CaseAnswered``, from whichever stage recorded it) meets the
+running deadlines, stops their timers and, with ``auto_close_after``, starts
+the auto-close clock; a closed case (``CaseClosed``: by hand, or by that clock)
+stops them all.
+
 Configuration (rules section ``sla``)::
 
     sla:
@@ -43,13 +49,14 @@ from typing import Annotated, Any
 import structlog
 from pydantic import BeforeValidator, Field, model_validator
 
-from mailflow import autoreply, cases, deadlines
+from mailflow import cases, deadlines
 from mailflow.business_hours import BusinessCalendar
 from mailflow.config import ClockTime, Model
 from mailflow.config.types import parse_clock_time
-from mailflow.context import TimerHandler
+from mailflow.context import Effects, TimerHandler
 from mailflow.deadlines import FIRST_RESPONSE, UPDATE, Kind
 from mailflow.durations import Duration, DurationField, parse_duration
+from mailflow.events import CaseAnswered, CaseClosed, CaseEvent, Listener
 from mailflow.hookspecs import hookimpl
 from mailflow.sla_timers import HANDLERS, Notice
 from mailflow.stage import (
@@ -206,7 +213,7 @@ class SlaStage(Stage[SlaOptions]):
         case = ctx.case
         if case is None or case.status.is_duplicate:
             return
-        why = autoreply.automatic(ctx.message, self.env.robots)
+        why = ctx.automatic
         if why is not None:
             ctx.note(deadline=None, because=f"automatic mail ({why}): no clock moves")
             return
@@ -232,6 +239,32 @@ class SlaStage(Stage[SlaOptions]):
         else:
             ctx.note(deadline=None, because="a deadline already runs for this case"
                      if running or not answered else "no update deadline for this priority")
+
+    def listeners(self) -> Iterable[tuple[type[CaseEvent], Listener]]:
+        return [(CaseAnswered, self.answered), (CaseClosed, self.closed)]
+
+    def answered(self, ctx: Effects, event: CaseAnswered) -> None:
+        """The customer got an answer: every running deadline is met, its timers are off,
+        and with ``auto_close_after`` the case closes itself unless the customer writes."""
+        if event.automatic:
+            return
+        number, queue_id = event.number, ctx.queue_id
+        ctx.write(partial(deadlines.meet, number=number, at=event.at, queue_id=queue_id),
+                  undo=partial(deadlines.unmeet, queue_id=queue_id) if queue_id else None)
+        for kind in deadlines.ALL_TIMERS:
+            ctx.cancel_timers(kind, number)
+        after = self.options.auto_close(event.route)
+        if after is not None:
+            due = self.calendar.add(event.at, after)
+            ctx.schedule_timer(Timer(deadlines.AUTO_CLOSE, due, number,
+                                     {"case": number, "after": event.at}))
+
+    @staticmethod
+    def closed(ctx: Effects, event: CaseClosed) -> None:
+        """A closed case: its pending deadlines stop, and their timers."""
+        ctx.write(partial(deadlines.cancel_case, number=event.number, at=event.at))
+        for kind in deadlines.ALL_TIMERS:
+            ctx.cancel_timers(kind, event.number)
 
     @staticmethod
     def _state(tx: Transaction, *, number: str) -> tuple[bool, bool, bool]:
@@ -259,36 +292,6 @@ class SlaStage(Stage[SlaOptions]):
                     f" ({self.calendar.options.timezone})",
                     "warn": notice.local(warn) if warn is not None else "-",
                     "breach": notice.local(breach)})
-
-
-def on_agent_reply(ctx: MessageContext, number: str, route: str | None,
-                   sla: SlaOptions | None, calendar: BusinessCalendar | None) -> None:
-    """An agent answered the customer: every running deadline is met, its timers are off,
-    and with ``auto_close_after`` the case closes itself unless the customer writes."""
-    ctx.write(partial(deadlines.meet, number=number, at=ctx.received_at, queue_id=ctx.queue_id),
-              undo=partial(deadlines.unmeet, queue_id=ctx.queue_id))
-    for kind in deadlines.ALL_TIMERS:
-        ctx.cancel_timers(kind, number)
-    after = sla.auto_close(route) if sla is not None else None
-    if calendar is not None and after is not None:
-        due = calendar.add(ctx.received_at, after)
-        ctx.schedule_timer(Timer(deadlines.AUTO_CLOSE, due, number,
-                                 {"case": number, "after": ctx.received_at}))
-        ctx.note(auto_close_at=due)
-
-
-def sla_of(env: StageEnv) -> tuple[SlaOptions, BusinessCalendar] | None:
-    """The SLA options of the chain, for a stage that acts on them (replies); None when the
-    chain has no ``sla`` stage or its section is invalid (the ``sla`` stage says why)."""
-    if "sla" not in env.rules.chain:
-        return None
-    section = env.rules.section("sla")
-    try:
-        options = SlaOptions.model_validate(section.data if section is not None
-                                            and section.data is not None else {})
-        return options, env.calendars.get(options.calendar)
-    except (ValueError, KeyError):
-        return None
 
 
 @hookimpl(trylast=True)

@@ -1,9 +1,9 @@
 """Recording an answer to a customer: its delays, in the store and in the metrics.
 
-Called where a case gets its response (an agent's reply, an expert answering
-the customer directly: the same places that meet the SLA deadlines), with the
-message's context, before its transaction: what it writes commits with the
-answer or not at all.
+The ``statistics`` stage's listener of ``CaseAnswered`` (an agent's reply, an
+expert answering the customer directly: whoever raises it), run on the
+answering message's context, before its transaction: what it writes commits
+with the answer or not at all.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from functools import partial
 from zoneinfo import ZoneInfo
 
 from mailflow import cases
-from mailflow.context import MessageContext
+from mailflow.context import Effects
+from mailflow.events import CaseAnswered
 from mailflow.stats.metrics import StatsMetrics, label
 from mailflow.stats.store import Response, day_of, forget_responses
 from mailflow.store import Transaction
@@ -55,16 +56,16 @@ def waiting(tx: Transaction, number: str) -> Waiting | None:
                    last_answer is not None, due, None if since is None else float(since))
 
 
-async def record_answer(ctx: MessageContext, number: str, metrics: StatsMetrics,
+async def record_answer(ctx: Effects, event: CaseAnswered, metrics: StatsMetrics,
                         zone: ZoneInfo, per_agent: bool) -> None:
-    """The case ``number`` got an answer to its customer with this message."""
-    if ctx.store is None:
+    """The case got an answer to its customer (``event``), with the work of ``ctx``."""
+    if ctx.store is None or event.automatic:
         return
-    case = await ctx.store.run_read(partial(waiting, number=number))
+    case = await ctx.store.run_read(partial(waiting, number=event.number))
     if case is None:
         return
-    at, day = ctx.received_at, day_of(ctx.received_at, zone)
-    agent = ctx.agent_label if per_agent else ""
+    at, day = event.at, day_of(event.at, zone)
+    agent = event.agent if per_agent else ""
     route, priority = label(case.route), label(case.priority)
     answers: list[Response] = []
     if not case.answered_before:
@@ -81,10 +82,10 @@ async def record_answer(ctx: MessageContext, number: str, metrics: StatsMetrics,
                                 agent))
         metrics.response.labels(route=route, priority=priority).observe(seconds)
         if metrics.agent_response is not None:
-            metrics.agent_response.labels(agent=ctx.agent_label).observe(seconds)
+            metrics.agent_response.labels(agent=event.agent).observe(seconds)
     if metrics.agent_replies is not None:
-        metrics.agent_replies.labels(agent=ctx.agent_label).inc()
+        metrics.agent_replies.labels(agent=event.agent).inc()
     queue_id = ctx.queue_id
     for answer in answers:
         ctx.write(partial(answer.record, queue_id=queue_id),
-                  undo=partial(forget_responses, queue_id=queue_id))
+                  undo=partial(forget_responses, queue_id=queue_id) if queue_id else None)

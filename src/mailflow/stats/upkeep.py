@@ -9,15 +9,12 @@ deletes nothing more.
 
 from __future__ import annotations
 
-import time
-
 import structlog
 
-from mailflow.clock import SYSTEM_CLOCK, Clock
-from mailflow.metrics import Metrics
+from mailflow.host import Host, Housekeeping
 from mailflow.stats.metrics import label
 from mailflow.stats.store import open_cases
-from mailflow.store import Store, StoreUnavailable, Transaction
+from mailflow.store import Transaction
 
 log = structlog.get_logger("mailflow.stats")
 
@@ -57,38 +54,33 @@ def purge(tx: Transaction, cutoff: float) -> dict[str, int]:
 
 
 class Upkeep:
-    """Called at each pass of the scheduler; does each job when its time has come."""
+    """The statistics' housekeeping jobs for one daemon (``mailflow_housekeeping``)."""
 
-    def __init__(self, store: Store, metrics: Metrics, retention: float | None,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
-        self.store = store
-        self.metrics = metrics
-        self.retention = retention
-        self.clock = clock
-        self._gauges_at = self._purged_at = float("-inf")  # monotonic: both at the start
+    def __init__(self, host: Host) -> None:
+        self.store = host.store
+        self.retention = host.settings.statistics.retention
+        self.clock = host.clock
+        self.gauge = host.metrics.gauge(
+            "mailflow_cases_open", "Cases not closed, by route, priority and status, as the"
+            " store holds them (every daemon on a shared database exports the same figure:"
+            " aggregate with max)", ["route", "priority", "status"],
+            multiprocess_mode="livemax")
         self._shown: set[tuple[str, str, str]] = set()
 
-    async def run(self) -> None:
-        self.metrics.scheduler_heartbeat.set(time.time())
-        now = time.monotonic()
-        try:
-            if now - self._gauges_at >= GAUGE_EVERY:
-                self._gauges_at = now
-                await self.refresh_gauges()
-            if self.retention is not None and now - self._purged_at >= PURGE_EVERY:
-                self._purged_at = now
-                await self.purge()
-        except StoreUnavailable as exc:  # the store's own health says it; try next time
-            log.warning("statistics_upkeep_failed", error=str(exc))
+    def jobs(self) -> list[Housekeeping]:
+        jobs = [Housekeeping("open-cases gauge", GAUGE_EVERY, self.refresh_gauges)]
+        if self.retention is not None:
+            jobs.append(Housekeeping("retention purge", PURGE_EVERY, self._purge))
+        return jobs
 
     async def refresh_gauges(self) -> None:
         rows = await self.store.run_read(open_cases)
-        gauge = self.metrics.cases_open
         shown = {(label(route), label(priority), status) for route, priority, status, _ in rows}
         for gone in self._shown - shown:
-            gauge.remove(*gone)
+            self.gauge.remove(*gone)
         for route, priority, status, count in rows:
-            gauge.labels(route=label(route), priority=label(priority), status=status).set(count)
+            self.gauge.labels(route=label(route), priority=label(priority),
+                              status=status).set(count)
         self._shown = shown
 
     async def purge(self) -> dict[str, int]:
@@ -98,3 +90,6 @@ class Upkeep:
         if deleted:
             log.info("retention_purged", older_than=cutoff, **deleted)
         return deleted
+
+    async def _purge(self) -> None:
+        await self.purge()

@@ -1,4 +1,4 @@
-"""What real robots look like, beyond RFC 3834's ``Auto-Submitted``.
+"""What real robots look like, beyond RFC 3834's ``Auto-Submitted``: the shipped signs.
 
 Out-of-office replies from Exchange, iCloud or Lotus carry no ``Auto-Submitted``:
 they are known by a vendor header (``X-Apple-Action: VACATION``, ``X-Autoreply``),
@@ -9,7 +9,9 @@ vacation extension (RFC 5230) check. Other helpdesks and trackers sign their
 notifications with loop headers (``X-OTOBO-Loop``, ``RT-Ticket``) or "… via RT".
 
 The subject markers are per language; the rules choose the languages
-(``acknowledge.robots.languages``) and may add their own markers.
+(``automatic.languages``) and may add their own markers, senders and headers.
+Each check returns an :class:`~mailflow.automatic.Automatic`: the sign's name
+and what it saw, which ``mailflow try`` and the logs show.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from email.utils import parseaddr
 
 from pydantic import Field
 
+from mailflow.automatic.verdict import Automatic
 from mailflow.config import Model
 from mailflow.message import Message
 from mailflow.textmatch import fold
@@ -126,9 +129,9 @@ REPORT_TYPES = frozenset({
 })
 
 
-class RobotRules(Model):
-    """Rules section ``acknowledge.robots``: which languages' subject markers apply,
-    and what the rules add to the shipped tables."""
+class AutomaticRules(Model):
+    """Rules section ``automatic``: which languages' subject markers apply, and what the
+    rules add to the shipped signs."""
 
     languages: list[str] = Field(default_factory=lambda: list(SUBJECT_MARKERS))
     subjects: list[str] = Field(default_factory=list)  # extra markers, any language
@@ -162,16 +165,16 @@ def _normal(text: str, fold_case: bool = True) -> str:
     return spaced.lstrip("[(*#-_ .\"'»«")
 
 
-class RobotDetector:
-    """The shipped tables and the rules' additions, compiled once per (re)load."""
+class Signs:
+    """The shipped signs and the rules' additions, compiled once per (re)load."""
 
-    def __init__(self, rules: RobotRules | None = None) -> None:
-        rules = rules or RobotRules()
+    def __init__(self, rules: AutomaticRules | None = None) -> None:
+        rules = rules or AutomaticRules()
         unknown = [lang for lang in rules.languages if lang not in SUBJECT_MARKERS]
         if unknown:
-            raise ValueError(f"robots.languages: no shipped subject markers for "
+            raise ValueError(f"languages: no shipped subject markers for "
                              f"{', '.join(unknown)} (known: {', '.join(SUBJECT_MARKERS)}); "
-                             "add yours under robots.subjects")
+                             "add yours under subjects")
         markers = [m for lang in rules.languages for m in SUBJECT_MARKERS[lang]]
         self._subject_patterns = _marker_patterns([*markers, *rules.subjects])
         extra = {s.lower().strip() for s in rules.senders}
@@ -179,22 +182,23 @@ class RobotDetector:
         self._extra_addresses = ROBOT_ADDRESSES | {s for s in extra if "@" in s}
         self._headers = ROBOT_HEADERS | {h.lower().strip() for h in rules.headers}
 
-    def subject(self, subject: str) -> str | None:
-        """Why the Subject says an automatic reply or a delivery failure, or None."""
+    def subject(self, subject: str) -> Automatic | None:
+        """The Subject says an automatic reply or a delivery failure."""
         if not subject:
             return None
         folded, as_written = _normal(subject), _normal(subject, fold_case=False)
         for fold_case, pattern in self._subject_patterns:
             found = pattern.search(folded if fold_case else as_written)
             if found:
-                return f"automatic-reply subject ({found.group(0)})"
+                return Automatic("automatic-reply subject",
+                                 f"automatic-reply subject ({found.group(0)})")
         return None
 
-    def sender(self, address: str) -> str | None:
-        """Why ``address`` is a robot's, judging by its local part, or None."""
+    def sender(self, address: str) -> Automatic | None:
+        """``address`` is a robot's, judging by its local part."""
         lowered = address.lower().strip()
         if lowered in self._extra_addresses:
-            return f"robot sender ({lowered})"
+            return Automatic("robot sender", f"robot sender ({lowered})")
         local = lowered.rpartition("@")[0] if "@" in lowered else lowered
         local = local.strip('"')
         batv = _BATV.match(local)
@@ -203,42 +207,44 @@ class RobotDetector:
         base = local.partition("+")[0] or local
         if (base in ROBOT_LOCAL_PARTS or base in self._extra_locals
                 or _ROBOT_AFFIX.search(base) or _EXCHANGE_SYSTEM.match(base)):
-            return f"robot sender ({local})"
+            return Automatic("robot sender", f"robot sender ({local})")
         if _LIST_LOCAL.search(base):
-            return "mailing-list sender"
+            return Automatic("mailing-list sender", "mailing-list sender")
         return None
 
-    def author(self, message: Message) -> str | None:
-        """Why the From field (its address or its name) is a robot's, or None."""
+    def author(self, message: Message) -> Automatic | None:
+        """The From field (its address or its name) is a robot's."""
         value = message.get("From")
         if not value:
             return None
         name, address = parseaddr(value)
         if not address and ("<>" in value.replace(" ", "") or "@" not in value):
-            return "From names no address"
+            return Automatic("From names no address", "From names no address")
         if _ROBOT_NAME.search(" ".join(fold(name).split())):
-            return f"robot name in From ({name.strip()[:60]})"
+            return Automatic("robot name in From", f"robot name in From ({name.strip()[:60]})")
         return self.sender(address) if address else None
 
-    def headers(self, message: Message) -> str | None:
-        """Why a vendor, helpdesk or loop header says a robot wrote it, or None."""
+    def headers(self, message: Message) -> Automatic | None:
+        """A vendor, helpdesk or loop header says a robot wrote it."""
         for header in message.headers:
             lower = header.name.lower()
             if lower in self._headers or _LOOP_HEADER.search(lower):
-                return f"auto-reply marker ({header.name})"
+                return Automatic("auto-reply header", f"auto-reply marker ({header.name})")
             value_rule = _ROBOT_VALUES.get(lower)
             if value_rule is not None and value_rule.search(header.value.strip()):
-                return f"auto-reply marker ({header.name}: {header.value.strip()[:40]})"
+                return Automatic("auto-reply header", f"auto-reply marker ({header.name}:"
+                                 f" {header.value.strip()[:40]})")
             if lower == "return-path" and header.value.replace(" ", "") == "<>":
-                return "null sender (Return-Path: <>)"
+                return Automatic("null sender", "null sender (Return-Path: <>)")
         return None
 
     @staticmethod
-    def content(message: Message) -> str | None:
-        """Why the content type says a delivery, read or abuse report, or None."""
+    def content(message: Message) -> Automatic | None:
+        """The content type says a delivery, read or abuse report."""
         if message.content_type in REPORT_TYPES:
-            return f"delivery or read report ({message.content_type})"
+            return Automatic("report", f"delivery or read report ({message.content_type})")
         for part in message.part_types:
             if part in REPORT_TYPES:
-                return f"delivery or read report ({message.content_type} with {part})"
+                return Automatic("report", f"delivery or read report ({message.content_type}"
+                                 f" with {part})")
         return None

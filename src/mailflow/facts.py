@@ -1,0 +1,51 @@
+"""Facts about one message, computed once and shared, typed, by every stage.
+
+Whether it is automatic (and which sign said so: the rules' detector), the
+customer's own text (no quoted history, signature or disclaimer) and its
+language are each worked out the first time anything asks (the direction, a
+stage, ``mailflow try``), then kept: asked twice, computed once; never asked
+(most of a passthrough message's path), never computed.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from mailflow.automatic.verdict import Automatic
+from mailflow.language import LanguageGuess, guess_language
+from mailflow.message import Message
+from mailflow.message.customer_text import customer_text
+
+if TYPE_CHECKING:
+    from mailflow.automatic import AutomaticDetector
+
+
+class MessageFacts:
+    """What is true of ``message`` whatever the stages decide."""
+
+    def __init__(self, message: Message, detector: AutomaticDetector) -> None:
+        self.message = message
+        self.detector = detector
+
+    @cached_property
+    def automatic(self) -> Automatic | None:
+        """Why the message is automatic (a bounce, an out-of-office, a list…), or None."""
+        return self.detector.judge(self.message)
+
+    @cached_property
+    def customer_text(self) -> str:
+        """The body without quoted history, reply attribution, signature or disclaimer."""
+        return customer_text(self.message.text)
+
+    @cached_property
+    def language(self) -> LanguageGuess:
+        """The language of the subject and the customer's own text."""
+        return guess_language(f"{self.message.subject}\n{self.customer_text}")
+
+    def shown(self) -> dict[str, object]:
+        """What ``mailflow try`` shows of the facts (computing the lazy ones)."""
+        return {"automatic": self.automatic.why if self.automatic else None,
+                "automatic_sign": self.automatic.sign if self.automatic else None,
+                "language": self.language.code, "language_why": self.language.why,
+                "customer_text_chars": len(self.customer_text)}
