@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from mailflow import cases, deadlines
 from mailflow.cli.options import existing_store_url, settings_from
 from mailflow.config import ConfigError, Settings
+from mailflow.plugins import builtin_schemas
 from mailflow.rules import load_rules
 from mailflow.store import Store, Transaction, open_store
 
@@ -157,9 +158,10 @@ async def run_cases(settings: Settings, action: str, number: str | None, *,
     if action != "list" and not number:
         print(f"mailflow cases {action}: give a case number", file=sys.stderr)
         return 2
-    store = open_store(existing_store_url(settings), readonly=action in READ_ONLY)
+    readonly = action in READ_ONLY
+    store = open_store(existing_store_url(settings), readonly=readonly)
     zone = calendar_zone(settings)
-    await store.open()
+    await store.open(() if readonly else builtin_schemas())
     try:
         if action == "list":
             return await _list(store, zone, status, limit, as_json)

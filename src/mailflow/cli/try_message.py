@@ -69,9 +69,11 @@ async def _run_chain(runtime: Runtime, settings: Settings, ctx: MessageContext) 
     with tempfile.TemporaryDirectory(prefix="mailflow-try-") as tmp:
         if _missing_sqlite(settings.store_url):
             store = open_store(f"sqlite:///{Path(tmp) / 'dry-run.sqlite3'}")
+            schemas = runtime.schemas  # the chain's own tables, its plugins' too
         else:
             store = open_store(settings.store_url, readonly=True)
-        await store.open()
+            schemas = ()
+        await store.open(schemas)
         try:
             ctx.store = store
             await runtime.chain.process(ctx)
@@ -87,7 +89,7 @@ async def _valid_tokens(settings: Settings, message: Message,
     if not direction.reply_tokens(message, scope) or _missing_sqlite(settings.store_url):
         return ()
     store = open_store(settings.store_url, readonly=True)
-    await store.open()
+    await store.open(())
     try:
         return await tokens.verified(message, scope, store, SYSTEM_CLOCK.now())
     finally:
