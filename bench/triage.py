@@ -109,7 +109,7 @@ async def main() -> None:
         raw = make_message(args.body_kb, rng)
         message = parse_message(raw, Envelope("client@example.net", ("sav@example.com",)))
         store = SqliteStore(str(Path(tmp) / "bench.sqlite3"))
-        await store.open()
+        await store.open(runtime.schemas)
         timings = []
         ctx = None
         for _ in range(args.runs):

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from mailflow.plugins import builtin_schemas
 from mailflow.stats.store import Count, Measure, Response, ResponseKind
 from mailflow.store import Transaction, open_store
 from mailflow.store.schema import Schema
@@ -63,7 +64,7 @@ class Rows:
 
         async def apply() -> None:
             store = open_store(url)
-            await store.open(schemas)
+            await store.open(builtin_schemas() if schemas is None else schemas)
             try:
                 await store.run_write(lambda tx: [op(tx) for op in self.ops])
             finally:

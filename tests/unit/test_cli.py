@@ -22,6 +22,7 @@ import clirunner
 from clirunner import cli_logging, run_cli
 from conftest import RULES
 from mailflow import __version__, cases, cli, intake
+from mailflow.plugins import builtin_schemas
 from mailflow.store import open_store
 
 MESSAGE = (b"From: Claire Dupont <Claire.Dupont@client.test>\r\n"
@@ -314,7 +315,7 @@ def test_try_reads_stdin_and_speaks_to_humans(tmp_path: Path, relay_rules: Path,
 def seed_case(tmp_path: Path, number: str) -> None:
     async def seed() -> None:
         store = open_store(f"sqlite:///{tmp_path / 'state' / 'mailflow.sqlite3'}")
-        await store.open()
+        await store.open(builtin_schemas())
         try:
             await store.run_write(partial(
                 cases.insert_case, number=number, customer="claire@client.test",
@@ -355,7 +356,7 @@ def empty_store(tmp_path: Path) -> None:
     """The store a daemon creates on its first start, before any mail."""
     async def create() -> None:
         store = open_store(f"sqlite:///{tmp_path / 'state' / 'mailflow.sqlite3'}")
-        await store.open()
+        await store.open(builtin_schemas())
         await store.close()
 
     asyncio.run(create())

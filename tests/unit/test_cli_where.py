@@ -24,6 +24,7 @@ from clirunner import cli_logging, run_cli
 from conftest import RULES
 from mailflow import cases
 from mailflow.config import settings as settings_module
+from mailflow.plugins import builtin_schemas
 from mailflow.store import open_store
 
 NUMBER = "SAV-20261123-00001-5"
@@ -64,7 +65,7 @@ def seed(db: Path, *, told: dict[str, object] | None = None) -> None:
     """One case in a store at ``db``, as the daemon leaves it (``told``: what its ack said)."""
     async def write() -> None:
         store = open_store(f"sqlite:///{db}")
-        await store.open()
+        await store.open(builtin_schemas())
         try:
             await store.run_write(partial(
                 cases.insert_case, number=NUMBER, customer="claire@client.test",

@@ -18,6 +18,7 @@ from mailflow.config import ConfigError, load_settings
 from mailflow.direction import Scope, ScopePart, Source, decide, token_address
 from mailflow.escalation import tokens
 from mailflow.message import Envelope, parse_message
+from mailflow.plugins import builtin_schemas
 from mailflow.runtime import Runtime, load_runtime
 from mailflow.stage import MessageContext
 from mailflow.store.sqlite import SqliteStore
@@ -100,7 +101,7 @@ def runtime(tmp_path: Path, **changes: Any) -> Runtime:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     s = SqliteStore(str(tmp_path / "store" / "mailflow.sqlite3"))
-    await s.open()
+    await s.open(builtin_schemas())
     yield s
     await s.close()
 

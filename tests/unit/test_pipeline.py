@@ -24,6 +24,7 @@ from mailflow.direction import Scope
 from mailflow.message import Envelope
 from mailflow.metrics import Metrics
 from mailflow.pipeline import Outcome, Pipeline
+from mailflow.plugins import builtin_schemas
 from mailflow.relay import DeliveryResult
 from mailflow.stage import Stage, StageOptions
 from mailflow.store import Store, open_store
@@ -111,7 +112,7 @@ class Rig:
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
-    await store.open()
+    await store.open(builtin_schemas())
     hop = FakeHop()
     released: list[int] = []
     settings = Settings(smtp={"hostname": "mx.example.com"})  # type: ignore[arg-type]

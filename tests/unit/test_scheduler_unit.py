@@ -25,6 +25,7 @@ from mailflow.clock import (
 from mailflow.config import SchedulerSettings
 from mailflow.context import TimerContext, TimerHandler
 from mailflow.metrics import Metrics
+from mailflow.plugins import builtin_schemas
 from mailflow.scheduler import Scheduler, backoff
 from mailflow.store import Store, Transaction, open_store
 from mailflow.store.migrations import CORE
@@ -113,7 +114,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def rig(url: str) -> AsyncIterator[Rig]:
     clock = FakeClock(T0)
     store = open_store(url, clock=clock)
-    await store.open()
+    await store.open(builtin_schemas())
     yield Rig(store, clock)
     await store.close()
 
@@ -278,7 +279,7 @@ async def test_a_timer_of_a_store_from_before_the_scheduler_fires(url: str) -> N
         " VALUES (NULL, 'test.ping', 'SAV-OLD', :due, '{}', 'active')", {"due": T0 - 60})])
     await old.close()
     store = open_store(url, clock=clock)
-    await store.open()
+    await store.open(builtin_schemas())
     try:
         rig = Rig(store, clock)
         assert await rig.scheduler.run_once() == 1

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailflow import cases
+from mailflow.plugins import builtin_schemas
 from mailflow.stats.store import Count, Response, counts, day_of, open_cases, responses, volumes
 from mailflow.stats.upkeep import purge
 from mailflow.store import Store, Transaction, open_store
@@ -20,7 +21,7 @@ PARIS = ZoneInfo("Europe/Paris")
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     s = open_store(store_url(request, tmp_path / "state" / "mailflow.sqlite3"))
-    await s.open()
+    await s.open(builtin_schemas())
     yield s
     await s.close()
 

@@ -37,8 +37,9 @@ class Backend:
     url: str
 
     async def open(self, schemas: Sequence[Schema] | None = None, **options: Any) -> Store:
+        """Another handle, with ``schemas`` (the built-in ones unless given)."""
         store = open_store(self.url, **options)
-        await store.open(schemas)
+        await store.open(builtin_schemas() if schemas is None else schemas)
         return store
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from mailflow.plugins import builtin_schemas
 from mailflow.store import StoreUnavailable, Transaction
 from mailflow.store.sqlite import SqliteStore, SqliteTransaction
 from stores import LATEST, Gate, mail, pending, rows
@@ -27,14 +28,14 @@ def db(tmp_path: Path) -> Path:
 @pytest.fixture
 async def store(db: Path) -> AsyncIterator[SqliteStore]:
     s = SqliteStore(str(db))
-    await s.open()
+    await s.open(builtin_schemas())
     yield s
     await s.close()
 
 
 async def reopened(db: Path) -> SqliteStore:
     s = SqliteStore(str(db))
-    await s.open()
+    await s.open(builtin_schemas())
     return s
 
 
@@ -60,7 +61,7 @@ async def test_a_store_of_one_user_version_is_adopted(db: Path, user_version: in
     """Stores from before per-owner schemas: what they lack is created, their tables
     become version 1 of each owner, data kept."""
     s = SqliteStore(str(db))
-    await s.open()
+    await s.open(builtin_schemas())
     await s.close()
     conn = sqlite3.connect(db, isolation_level=None)  # made as the old code made it
     conn.execute("DROP TABLE schema_versions")
@@ -109,7 +110,7 @@ async def test_read_only_store_with_uri_characters_in_its_path(tmp_path: Path) -
     await s.write([lambda tx: pending(tx, "Q1")])
     await s.close()
     ro = SqliteStore(str(path), readonly=True)
-    await ro.open()
+    await ro.open(())
     try:
         assert await rows(ro, "SELECT queue_id FROM messages") == [("Q1",)]
         with pytest.raises(StoreUnavailable, match="readonly"):
@@ -123,7 +124,7 @@ async def test_read_only_store_with_uri_characters_in_its_path(tmp_path: Path) -
 async def _probe(path: Path) -> str:
     store = SqliteStore(str(path))
     try:
-        await store.open()
+        await store.open(builtin_schemas())
         await store.ping()
         return "WRITABLE"
     except StoreUnavailable as exc:

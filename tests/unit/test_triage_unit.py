@@ -23,6 +23,7 @@ from mailflow.agents import set_agent
 from mailflow.chain import describe
 from mailflow.config import ConfigError, load_settings
 from mailflow.message import Envelope, parse_message
+from mailflow.plugins import builtin_schemas
 from mailflow.runtime import Runtime, load_runtime
 from mailflow.stage import CaseInfo, CaseStatus, MessageContext
 from mailflow.stages.prioritise import Thresholds
@@ -182,7 +183,7 @@ async def commit(store: SqliteStore, ctx: MessageContext) -> None:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     s = SqliteStore(str(tmp_path / "store" / "mailflow.sqlite3"))
-    await s.open()
+    await s.open(builtin_schemas())
     yield s
     await s.close()
 

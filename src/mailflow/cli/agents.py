@@ -69,7 +69,7 @@ async def _list(url: str, known: Directory | None) -> int:
     from mailflow.agents import list_agents
 
     store = open_store(url, readonly=True)
-    await store.open()
+    await store.open(())
     try:
         states = dict(await store.run_read(list_agents))
     finally:
@@ -81,9 +81,10 @@ async def _list(url: str, known: Directory | None) -> int:
 
 async def _set(url: str, name: str, status: str) -> int:
     from mailflow.agents import set_agent
+    from mailflow.plugins import builtin_schemas
 
     store = open_store(url)
-    await store.open()
+    await store.open(builtin_schemas())
     try:
         await store.run_write(partial(set_agent, name=name, status=status))
     finally:

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from mailflow.cli.cases import calendar_zone, when
 from mailflow.cli.options import CliError, existing_store_url, settings_from
 from mailflow.config import Settings
+from mailflow.plugins import builtin_schemas
 from mailflow.store import Store, TimerInfo, Transaction, open_store
 
 COLUMNS = ("id", "case", "kind", "due", "state", "attempts")
@@ -79,9 +80,10 @@ async def run_timers(settings: Settings, action: str, *, timer_id: int | None = 
         raise CliError("cancel: give a timer id or --case N (not both)", code=2)
     if action == "cancel" and timer_id is not None and kind is not None:
         raise CliError("cancel: --kind goes with --case", code=2)
-    store = open_store(existing_store_url(settings), readonly=action == "list")
+    readonly = action == "list"
+    store = open_store(existing_store_url(settings), readonly=readonly)
     zone = calendar_zone(settings)
-    await store.open()
+    await store.open(() if readonly else builtin_schemas())
     try:
         if action == "list":
             return await _list(store, zone, everything=everything, case=case, kind=kind,

@@ -157,12 +157,15 @@ class Transaction(abc.ABC):
              "data": mail.data, "now": now, "next_attempt": max(mail.not_before, now)})
 
     def release_outbox(self, message: str) -> None:
-        self.execute("UPDATE outbox SET state = 'ready' WHERE message = :message"
-                     " AND state = 'held'", {"message": message})
+        self._settle_held("outbox", message, "ready")
 
     def cancel_outbox(self, message: str) -> None:
-        self.execute("UPDATE outbox SET state = 'cancelled' WHERE message = :message"
-                     " AND state = 'held'", {"message": message})
+        self._settle_held("outbox", message, "cancelled")
+
+    def _settle_held(self, table: str, message: str, state: str) -> None:
+        """Move the rows of ``table`` (outbox or timers) held for ``message`` to ``state``."""
+        self.execute(f"UPDATE {table} SET state = :state WHERE message = :message"
+                     " AND state = 'held'", {"state": state, "message": message})
 
     # timers -------------------------------------------------------------------
 
@@ -178,12 +181,10 @@ class Transaction(abc.ABC):
                      " AND state IN ('active', 'held')", {"kind": kind, "key": key})
 
     def release_timers(self, message: str) -> None:
-        self.execute("UPDATE timers SET state = 'active' WHERE message = :message"
-                     " AND state = 'held'", {"message": message})
+        self._settle_held("timers", message, "active")
 
     def drop_held_timers(self, message: str) -> None:
-        self.execute("UPDATE timers SET state = 'cancelled' WHERE message = :message"
-                     " AND state = 'held'", {"message": message})
+        self._settle_held("timers", message, "cancelled")
 
     def finish_timer(self, timer_id: int, owner: str) -> None:
         """Mark a fired timer done, in the transaction of its handler's effects; raises
@@ -271,9 +272,10 @@ class Store(abc.ABC):
     error: str | None = None
 
     @abc.abstractmethod
-    async def open(self, schemas: Sequence[Schema] | None = None) -> None:
-        """Open, and bring every owner's tables up to date (``None``: the core's and the
-        built-in stages', see ``mailflow.plugins.builtin_schemas``)."""
+    async def open(self, schemas: Sequence[Schema]) -> None:
+        """Open, and bring every owner's tables up to date: ``schemas`` are the core's and
+        the stages' and plugins' (a runtime's ``schemas``, or ``builtin_schemas()`` of
+        ``mailflow.plugins`` without rules). A read-only store migrates nothing: ``()``."""
 
     @abc.abstractmethod
     async def migrate(self, schemas: Sequence[Schema]) -> None:

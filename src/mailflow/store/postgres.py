@@ -23,7 +23,6 @@ client gets a 4xx and sends again; the pool reconnects by itself.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,10 +34,11 @@ import structlog
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from mailflow.clock import SYSTEM_CLOCK, Clock
-from mailflow.store.base import OutboxRow, Store, StoreUnavailable, TimerRow, Transaction, WriteFn
+from mailflow.store import operations
+from mailflow.store.base import StoreUnavailable, Transaction, WriteFn
+from mailflow.store.operations import Dialect, SqlStore, manual_migration_refused
 from mailflow.store.postgres_sql import apply_schemas, behind, db_now, to_pyformat
 from mailflow.store.schema import ForgetFn, Schema
-from mailflow.values import Timer
 
 log = structlog.get_logger("mailflow.store")
 T = TypeVar("T")
@@ -84,34 +84,30 @@ class PostgresTransaction(Transaction):
 OUTAGE_WAIT = 0.5
 
 
-class PostgresStore(Store):
-    """The PostgreSQL implementation of ``Store``."""
+class PostgresStore(SqlStore):
+    """The PostgreSQL implementation of ``Store``: claims skip the rows another daemon is
+    claiming, leases run out by the database's clock, a restart recovers its own node's
+    rows only (a node silent for ``NODE_TIMEOUT`` is recovered by :meth:`recover_dead`)."""
+
+    dialect = Dialect(lease_clock=db_now(), skip_locked=" FOR UPDATE SKIP LOCKED",
+                      kinds_array=True, node_scoped=True, apply_schemas=apply_schemas,
+                      behind=behind)
 
     def __init__(self, url: str, *, readonly: bool = False, clock: Clock = SYSTEM_CLOCK,
                  node: str = "", pool_size: int = POOL_SIZE, migrate: bool = True,
                  node_timeout: float = NODE_TIMEOUT) -> None:
-        self.url = url
-        self.readonly = readonly
-        self.clock = clock
-        self.node = node
+        super().__init__(url, readonly=readonly, clock=clock, node=node, migrate=migrate)
         self.pool_size = pool_size
         self.node_timeout = node_timeout
-        self.auto_migrate = migrate
         self._pool: ConnectionPool[Any] | None = None
         self._read_pool: ConnectionPool[Any] | None = None
         self._threads = ThreadPoolExecutor(max_workers=pool_size + 2,
                                            thread_name_prefix="mailflow-pg")
-        self._schemas: dict[str, Schema] = {}
-        self._forgetters: list[ForgetFn] = []
         self._node_lock: psycopg.Connection[Any] | None = None
 
     # -- lifecycle ----------------------------------------------------------
 
-    async def open(self, schemas: Sequence[Schema] | None = None) -> None:
-        if schemas is None:
-            from mailflow.plugins import builtin_schemas
-
-            schemas = builtin_schemas()
+    async def open(self, schemas: Sequence[Schema]) -> None:
         pools = [self._new_pool(read_only=False), self._new_pool(read_only=True)]
         try:
             for pool in pools:
@@ -130,9 +126,7 @@ class PostgresStore(Store):
             late = await self.run_read(lambda tx: behind(tx, schemas))
             if late:
                 await self.close()
-                raise StoreUnavailable(
-                    f"the store's schema is older than this mailflow ({', '.join(late)})"
-                    " and migrate is manual: run 'mailflow migrate' first")
+                raise manual_migration_refused(late)
         self._remember(schemas)
 
     def _new_pool(self, read_only: bool) -> ConnectionPool[Any]:
@@ -155,19 +149,6 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             self.error = f"database unavailable: {exc}".strip()
             raise
-
-    async def migrate(self, schemas: Sequence[Schema]) -> None:
-        if self.readonly:
-            return
-        await self.run_write(lambda tx: apply_schemas(tx, schemas))
-        self._remember(schemas)
-
-    def _remember(self, schemas: Sequence[Schema]) -> None:
-        for schema in schemas:
-            if schema.owner not in self._schemas:
-                self._schemas[schema.owner] = schema
-                if schema.forget is not None:
-                    self._forgetters.append(schema.forget)
 
     async def close(self) -> None:
         if self._node_lock is not None:
@@ -263,46 +244,7 @@ class PostgresStore(Store):
                    f" {db_now()}) ON CONFLICT (node) DO UPDATE SET instance = excluded.instance,"
                    " heartbeat = excluded.heartbeat", {"node": self.node, "instance": INSTANCE})
 
-    # -- outbox ---------------------------------------------------------------
-
-    async def claim_outbox(self, owner: str, limit: int, lease: float) -> list[OutboxRow]:
-        now = self.clock.now()
-
-        def claim(tx: Transaction) -> list[OutboxRow]:
-            rows = _claim(tx, "outbox", "next_attempt", "ready", now=now, owner=owner,
-                          limit=limit, lease=lease,
-                          columns="kind, mail_from, rcpt_to, data, attempts, message")
-            return [OutboxRow(r[0], r[1], r[2], tuple(json.loads(r[3])), bytes(r[4]), r[5],
-                              r[6]) for r in rows]
-        return await self.run_write(claim)
-
-    async def outbox_sent(self, row_id: int) -> None:
-        await self.run_write(lambda tx: tx.execute(
-            "UPDATE outbox SET state = 'sent', sent_at = :now, lease_until = NULL,"
-            " attempts = attempts + 1 WHERE id = :id", {"now": tx.now(), "id": row_id}))
-
-    async def outbox_retry(self, row_id: int, next_attempt: float, error: str,
-                           give_up: bool) -> None:
-        await self.run_write(lambda tx: tx.execute(
-            "UPDATE outbox SET state = :state, next_attempt = :next_attempt, last_error = :error,"
-            " lease_until = NULL, attempts = attempts + 1 WHERE id = :id",
-            {"state": "failed" if give_up else "ready", "next_attempt": next_attempt,
-             "error": error[:1000], "id": row_id}))
-
-    async def sweep_held(self, older_than: float) -> int:
-        def sweep(tx: Transaction) -> int:
-            rows = tx.execute("SELECT queue_id FROM messages WHERE state = 'pending'"
-                              " AND updated_at < :older_than FOR UPDATE SKIP LOCKED",
-                              {"older_than": older_than})
-            for (queue_id,) in rows:
-                tx.abandon_message(queue_id)
-            return len(rows)
-        return await self.run_write(sweep)
-
-    async def recover(self) -> int:
-        """This node's rows only: the other daemons' leases and messages in flight are
-        theirs (a node silent for ``NODE_TIMEOUT`` is recovered by :meth:`recover_dead`)."""
-        return await self.run_write(lambda tx: _recover_node(tx, self.node))
+    # -- recovery and health ---------------------------------------------------
 
     async def recover_dead(self) -> int:
         """Recover the rows of nodes whose daemon stopped beating (and holds no lock)."""
@@ -313,36 +255,11 @@ class PostgresStore(Store):
                               {"timeout": self.node_timeout, "node": self.node})
             total = 0
             for (node,) in dead:
-                total += _recover_node(tx, str(node))
+                total += operations.recover(tx, self.dialect, node=str(node))
                 tx.execute("DELETE FROM nodes WHERE node = :node", {"node": node})
                 log.warning("node_recovered", node=node, messages=total)
             return total
         return await self.run_write(recover)
-
-    async def pending_outbox(self) -> int:
-        rows = await self.run_read(lambda tx: tx.execute(
-            "SELECT count(*) FROM outbox WHERE state = 'ready'"))
-        return int(rows[0][0])
-
-    # -- timers ----------------------------------------------------------------
-
-    async def claim_timers(self, owner: str, now: float, limit: int, lease: float,
-                           kinds: Sequence[str] | None = None) -> list[TimerRow]:
-        if kinds is not None and not kinds:
-            return []
-
-        def claim(tx: Transaction) -> list[TimerRow]:
-            rows = _claim(tx, "timers", "COALESCE(next_attempt, due)", "active", now=now,
-                          owner=owner, limit=limit, lease=lease,
-                          columns="kind, key, due, payload, attempts", kinds=kinds)
-            return [TimerRow(r[0], Timer(r[1], r[3], r[2], json.loads(r[4])), r[5])
-                    for r in rows]
-        return await self.run_write(claim)
-
-    async def timer_done(self, timer_id: int) -> None:
-        await self.run_write(lambda tx: tx.execute(
-            "UPDATE timers SET state = 'done', done_at = :now, lease_until = NULL"
-            " WHERE id = :id", {"now": tx.now(), "id": timer_id}))
 
     async def ping(self) -> None:
         """A write (the node's heartbeat, or the health row), and the dead nodes' rows."""
@@ -355,39 +272,5 @@ class PostgresStore(Store):
             await self.run_write(self._heartbeat)
             await self.recover_dead()
         else:
-            await self.run_write(lambda tx: tx.execute(
-                "INSERT INTO health (id, at) VALUES (1, :now) ON CONFLICT (id)"
-                " DO UPDATE SET at = excluded.at", {"now": tx.now()}))
+            await super().ping()
 
-
-def _claim(tx: Transaction, table: str, due: str, state: str, *, now: float, owner: str,
-           limit: int, lease: float, columns: str,
-           kinds: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
-    """Lease up to ``limit`` due rows to ``owner``: rows another daemon is claiming are
-    skipped, not waited for; a lease runs out by the database's clock."""
-    only = " AND kind = ANY(:kinds)" if kinds else ""
-    rows = tx.execute(
-        f"UPDATE {table} SET lease_owner = :owner, lease_until = {db_now()} + :lease"
-        f" WHERE id IN (SELECT id FROM {table} WHERE state = :state AND {due} <= :now{only}"
-        f" AND (lease_until IS NULL OR lease_until < {db_now()}) ORDER BY {due}"
-        f" LIMIT :limit FOR UPDATE SKIP LOCKED) RETURNING {due}, id, {columns}",
-        {"owner": owner, "lease": lease, "state": state, "now": now, "limit": limit,
-         "kinds": list(kinds or ())})
-    return [row[1:] for row in sorted(rows, key=lambda row: (row[0], row[1]))]
-
-
-def _recover_node(tx: Transaction, node: str) -> int:
-    """Free ``node``'s leases; its messages caught between commit and the next hop's
-    answer become ``unknown`` (see ``Store.recover``)."""
-    mine = {"prefix": f"{node}:"}  # owners are NODE:PID (outbox) and NODE:PID:scheduler
-    for table, state in (("outbox", "ready"), ("timers", "active")):
-        tx.execute(f"UPDATE {table} SET lease_owner = NULL, lease_until = NULL WHERE"
-                   f" left(lease_owner, length(:prefix)) = :prefix AND state = '{state}'",
-                   mine)
-    rows = tx.execute("SELECT queue_id FROM messages WHERE state = 'pending' AND node = :node",
-                      {"node": node})
-    for (queue_id,) in rows:
-        tx.set_message_state(queue_id, "unknown")
-        tx.release_outbox(queue_id)
-        tx.release_timers(queue_id)
-    return len(rows)

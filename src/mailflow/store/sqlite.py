@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import queue
 import sqlite3
 import threading
@@ -24,17 +23,10 @@ from urllib.parse import quote
 import structlog
 
 from mailflow.clock import SYSTEM_CLOCK, Clock
-from mailflow.store.base import (
-    OutboxRow,
-    Store,
-    StoreUnavailable,
-    TimerRow,
-    Transaction,
-    WriteFn,
-)
+from mailflow.store.base import StoreUnavailable, Transaction, WriteFn
+from mailflow.store.operations import Dialect, SqlStore, manual_migration_refused
 from mailflow.store.schema import ForgetFn, Schema
 from mailflow.store.sqlite_schema import apply_schemas, behind
-from mailflow.values import Timer
 
 log = structlog.get_logger("mailflow.store")
 T = TypeVar("T")
@@ -75,34 +67,29 @@ def _connect(path: str, readonly: bool = False, busy_timeout: float = 5.0) -> sq
 _Job = tuple[Callable[[Transaction], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 
-class SqliteStore(Store):
-    """The SQLite implementation of ``Store``."""
+class SqliteStore(SqlStore):
+    """The SQLite implementation of ``Store``: one writer, so a claim needs no row locks;
+    leases run by the injected clock; a restart recovers every row left in flight."""
+
+    dialect = Dialect(lease_clock=":now", skip_locked="", kinds_array=False,
+                      node_scoped=False, apply_schemas=apply_schemas, behind=behind)
 
     def __init__(self, path: str, readonly: bool = False, busy_timeout: float = 5.0,
                  clock: Clock = SYSTEM_CLOCK, migrate: bool = True) -> None:
         """``readonly`` opens an existing store for dry runs: reads work, writes refuse.
         ``busy_timeout``: seconds a locked database is waited for. ``migrate=False``:
         refuse a schema older than the code (``migrate: manual``)."""
-        self.auto_migrate = migrate
+        super().__init__(f"sqlite:///{path}", readonly=readonly, clock=clock, migrate=migrate)
         self.path = path
-        self.readonly = readonly
         self.busy_timeout = busy_timeout
-        self.clock = clock
-        self.url = f"sqlite:///{path}"
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mailflow-read")
         self._local = threading.local()
-        self._schemas: dict[str, Schema] = {}
-        self._forgetters: list[ForgetFn] = []  # shared with every transaction
 
     # -- lifecycle ----------------------------------------------------------
 
-    async def open(self, schemas: Sequence[Schema] | None = None) -> None:
-        if schemas is None:
-            from mailflow.plugins import builtin_schemas  # plugins import the store
-
-            schemas = builtin_schemas()
+    async def open(self, schemas: Sequence[Schema]) -> None:
         if self.readonly:
             return
         try:
@@ -128,28 +115,13 @@ class SqliteStore(Store):
             if not self.auto_migrate:
                 late = behind(self._transaction(conn), schemas)
                 if late:
-                    raise StoreUnavailable(
-                        f"the store's schema is older than this mailflow ({', '.join(late)})"
-                        " and migrate is manual: run 'mailflow migrate' first")
+                    raise manual_migration_refused(late)
             apply_schemas(self._transaction(conn), schemas)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         self._remember(schemas)
-
-    async def migrate(self, schemas: Sequence[Schema]) -> None:
-        if self.readonly:
-            return
-        await self.run_write(lambda tx: apply_schemas(tx, schemas))
-        self._remember(schemas)
-
-    def _remember(self, schemas: Sequence[Schema]) -> None:
-        for schema in schemas:
-            if schema.owner not in self._schemas:
-                self._schemas[schema.owner] = schema
-                if schema.forget is not None:
-                    self._forgetters.append(schema.forget)
 
     def _transaction(self, conn: sqlite3.Connection) -> SqliteTransaction:
         return SqliteTransaction(conn, self.clock, self._forgetters)
@@ -245,108 +217,6 @@ class SqliteStore(Store):
             finally:
                 conn.execute("ROLLBACK")
         return await asyncio.get_running_loop().run_in_executor(self._reader, job)
-
-    # -- outbox ---------------------------------------------------------------
-
-    async def claim_outbox(self, owner: str, limit: int, lease: float) -> list[OutboxRow]:
-        def claim(tx: Transaction) -> list[OutboxRow]:
-            rows = _claim(tx, "outbox", "next_attempt", "ready", now=self.clock.now(),
-                          owner=owner, limit=limit, lease=lease,
-                          columns="kind, mail_from, rcpt_to, data, attempts, message")
-            return [OutboxRow(r[0], r[1], r[2], tuple(json.loads(r[3])), bytes(r[4]), r[5], r[6])
-                    for r in rows]
-        return await self.run_write(claim)
-
-    async def outbox_sent(self, row_id: int) -> None:
-        await self.run_write(lambda tx: tx.execute(
-            "UPDATE outbox SET state = 'sent', sent_at = :now, lease_until = NULL,"
-            " attempts = attempts + 1 WHERE id = :id", {"now": tx.now(), "id": row_id}))
-
-    async def outbox_retry(self, row_id: int, next_attempt: float, error: str,
-                           give_up: bool) -> None:
-        await self.run_write(lambda tx: tx.execute(
-            "UPDATE outbox SET state = :state, next_attempt = :next_attempt, last_error = :error,"
-            " lease_until = NULL, attempts = attempts + 1 WHERE id = :id",
-            {"state": "failed" if give_up else "ready", "next_attempt": next_attempt,
-             "error": error[:1000], "id": row_id}))
-
-    async def sweep_held(self, older_than: float) -> int:
-        def sweep(tx: Transaction) -> int:
-            rows = tx.execute("SELECT queue_id FROM messages WHERE state = 'pending'"
-                              " AND updated_at < :older_than", {"older_than": older_than})
-            for (queue_id,) in rows:
-                tx.abandon_message(queue_id)
-            return len(rows)
-        return await self.run_write(sweep)
-
-    async def recover(self) -> int:
-        def recover(tx: Transaction) -> int:
-            tx.execute("UPDATE outbox SET lease_owner = NULL, lease_until = NULL"
-                       " WHERE lease_until IS NOT NULL AND state = 'ready'")
-            tx.execute("UPDATE timers SET lease_owner = NULL, lease_until = NULL"
-                       " WHERE lease_until IS NOT NULL AND state = 'active'")
-            rows = tx.execute("SELECT queue_id FROM messages WHERE state = 'pending'")
-            for (queue_id,) in rows:
-                # killed between committing and hearing the next hop: it may have the
-                # message. The case and what it owes stand; the client's retry is
-                # delivered as a marked copy in the same case (see ``unknown``)
-                tx.set_message_state(queue_id, "unknown")
-                tx.release_outbox(queue_id)
-                tx.release_timers(queue_id)
-            return len(rows)
-        return await self.run_write(recover)
-
-    async def pending_outbox(self) -> int:
-        rows = await self.run_read(lambda tx: tx.execute(
-            "SELECT count(*) FROM outbox WHERE state = 'ready'"))
-        return int(rows[0][0])
-
-    # -- timers ----------------------------------------------------------------
-
-    async def claim_timers(self, owner: str, now: float, limit: int, lease: float,
-                           kinds: Sequence[str] | None = None) -> list[TimerRow]:
-        only: dict[str, Any] = {}
-        if kinds is not None:
-            if not kinds:
-                return []
-            only = {f"k{i}": kind for i, kind in enumerate(kinds)}
-
-        def claim(tx: Transaction) -> list[TimerRow]:
-            rows = _claim(tx, "timers", "COALESCE(next_attempt, due)", "active", now=now,
-                          owner=owner, limit=limit, lease=lease,
-                          columns="kind, key, due, payload, attempts", only_kinds=only)
-            return [TimerRow(r[0], Timer(r[1], r[3], r[2], json.loads(r[4])), r[5])
-                    for r in rows]
-        return await self.run_write(claim)
-
-    async def timer_done(self, timer_id: int) -> None:
-        await self.run_write(lambda tx: tx.execute(
-            "UPDATE timers SET state = 'done', done_at = :now, lease_until = NULL"
-            " WHERE id = :id", {"now": tx.now(), "id": timer_id}))
-
-    async def ping(self) -> None:
-        await self.run_write(lambda tx: tx.execute(
-            "INSERT INTO health (id, at) VALUES (1, :now) ON CONFLICT (id)"
-            " DO UPDATE SET at = excluded.at", {"now": tx.now()}))
-
-
-def _claim(tx: Transaction, table: str, due: str, state: str, *, now: float, owner: str,
-           limit: int, lease: float, columns: str,
-           only_kinds: Mapping[str, str] | None = None) -> list[tuple[Any, ...]]:
-    """Lease up to ``limit`` due rows of ``table`` (outbox or timers) to ``owner``, in one
-    statement, and return ``id, columns`` of each, the earliest due first. A row whose
-    lease has expired is due again: its owner died or hung. ``only_kinds``: parameter
-    name -> kind, the kinds to take (all when empty)."""
-    kinds = (f" AND kind IN ({', '.join(':' + name for name in only_kinds)})"
-             if only_kinds else "")
-    rows = tx.execute(
-        f"UPDATE {table} SET lease_owner = :owner, lease_until = :until WHERE id IN"
-        f" (SELECT id FROM {table} WHERE state = :state AND {due} <= :now{kinds}"
-        f" AND (lease_until IS NULL OR lease_until < :now) ORDER BY {due} LIMIT :limit)"
-        f" RETURNING {due}, id, {columns}",
-        {"owner": owner, "until": now + lease, "state": state, "now": now, "limit": limit,
-         **(only_kinds or {})})
-    return [row[1:] for row in sorted(rows, key=lambda row: (row[0], row[1]))]
 
 
 def _unavailable(exc: BaseException) -> BaseException:
