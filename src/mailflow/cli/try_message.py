@@ -137,10 +137,13 @@ async def run_trial(settings: Settings, raw: bytes, *, mail_from: str | None = N
 def _message_report(message: Message | None) -> dict[str, Any]:
     if message is None:
         return {"subject": "", "message_id": "", "content_type": "", "defects": [],
-                "text_chars": 0}
+                "text_chars": 0, "own_text_chars": 0, "cut": []}
+    own = message.customer_text
     return {"subject": message.subject, "message_id": message.message_id,
             "content_type": message.content_type, "defects": message.defects,
-            "text_chars": len(message.text)}
+            "text_chars": len(message.text), "own_text_chars": len(own.text),
+            "cut": [{"reason": c.reason, "lines": [c.start + 1, c.end], "first": c.first_line}
+                    for c in own.cuts]}
 
 
 def _chain_report(ctx: MessageContext, zone: ZoneInfo) -> dict[str, Any]:
@@ -205,6 +208,12 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     if msg["defects"]:
         lines.append(f"defects   {'; '.join(msg['defects'])}")
+    if msg["cut"]:
+        lines.append(f"own text  {msg['own_text_chars']} of {msg['text_chars']} characters;"
+                     " the rest is not the customer's own words:")
+        lines.extend(f"  {c['reason']:<12} lines {c['lines'][0]}-{c['lines'][1]}: {c['first']!r}"
+                     if c["lines"][0] <= c["lines"][1] else f"  {c['reason']:<12} {c['first']}"
+                     for c in msg["cut"])
     lines.extend(_intake_lines(report))
     lines.append(f"chain     {' -> '.join(report['chain']) or '(empty)'}")
     for d in report["decisions"]:
