@@ -39,6 +39,7 @@ REALMAIL = SHARED / "realmail"
 #: the suites over ../shared: not collected in a clone of the project alone
 SHARED_SUITES = (
     "unit/test_message_corpus.py",
+    "unit/test_customer_text_corpus.py",
     "integration/test_corpus_cases.py",
     "integration/test_corpus_relay.py",
     "integration/test_triage_corpus.py",

@@ -17,6 +17,7 @@ from typing import Any
 from stdnum import damm
 
 from mailflow.message import headers
+from mailflow.message.customer_text import customer_text
 from mailflow.store import Transaction
 from mailflow.store.schema import Schema
 
@@ -290,36 +291,29 @@ SCHEMA = Schema("cases", (
 # Resends: same text, new Message-ID
 # ---------------------------------------------------------------------------
 
-#: Where the history or the signature starts: everything after is not the new text.
-_CUT = re.compile(
-    r"^[ \t]*(?:--[ \t]*$|on .{0,200} wrote:[ \t]*$|le .{0,200} a écrit[ \t]*:[ \t]*$"
-    r"|-+[ \t]*(?:original message|message d'origine)[ \t]*-+|(?:de|from)[ \t]*:)",
-    re.IGNORECASE | re.MULTILINE)
-_QUOTED = re.compile(r"^[ \t]*>.*$", re.MULTILINE)
-
-
-def _new_text(text: str) -> str:
-    cut = _CUT.search(text)
-    if cut is not None:
-        text = text[: cut.start()]
-    return (_QUOTED.sub("", text) if ">" in text else text).lower()
-
 
 def normalised_text(text: str) -> str:
-    """The text a human wrote: quoted history, signature and spacing removed."""
-    return " ".join(_new_text(text).split())
+    """The customer's own words (`customer_text`), lowercased, spacing collapsed."""
+    return " ".join(customer_text(text).lower().split())
 
 
 _WHITESPACE = b" \t\r\n\x0b\x0c"
 
 
 def fingerprint(text: str) -> str:
-    """Digest of the text a human wrote, blind to spacing; '' when there is none.
+    """Digest of the customer's own words in ``text``, blind to case and spacing;
+    '' when there are none (an attachment alone, a bare forward, only a signature)."""
+    return own_fingerprint(customer_text(text))
+
+
+def own_fingerprint(own_text: str) -> str:
+    """`fingerprint` of a text already reduced to the customer's own words
+    (``Message.customer_text.text``): a resend quotes or signs differently, or not.
 
     Whitespace is dropped with ``bytes.translate`` rather than split and
     joined: same answer for resends, a fraction of the cost on long bodies.
     """
-    body = _new_text(text).encode("utf-8", "replace").translate(None, _WHITESPACE)
+    body = own_text.lower().encode("utf-8", "replace").translate(None, _WHITESPACE)
     return hashlib.sha256(body).hexdigest() if body else ""
 
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from mailflow.automatic.verdict import Automatic
 from mailflow.language import LanguageGuess, guess_language
 from mailflow.message import Message
-from mailflow.message.customer_text import customer_text
 
 if TYPE_CHECKING:
     from mailflow.automatic import AutomaticDetector
@@ -33,10 +32,11 @@ class MessageFacts:
         """Why the message is automatic (a bounce, an out-of-office, a list…), or None."""
         return self.detector.judge(self.message)
 
-    @cached_property
+    @property
     def customer_text(self) -> str:
-        """The body without quoted history, reply attribution, signature or disclaimer."""
-        return customer_text(self.message.text)
+        """The body without quoted history, reply attribution, signature or disclaimer
+        (the parse's own, computed once: :mod:`mailflow.message.customer_text`)."""
+        return self.message.customer_text.text
 
     @cached_property
     def language(self) -> LanguageGuess:

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from mailflow.textmatch import TermIndex
 
 __all__ = [
-    "ALL_DIRECTIONS", "SERVICE_DIRECTIONS", "Automatic", "AutomaticDetector", "CaseInfo", "CaseStatus", "Decision", "Direction",
+    "ALL_DIRECTIONS", "SERVICE_DIRECTIONS", "Automatic", "AutomaticDetector", "CaseInfo",
+    "CaseStatus", "Decision", "Direction",
     "FailurePolicy", "MessageContext", "OutgoingMail", "ScopePart", "Services", "Signal",
     "Stage", "StageEnv", "StageOptions", "Stash", "StashKey", "Timer", "Triage", "Verdict",
     "WriteOp", "safe_header_value",

@@ -173,6 +173,24 @@ def test_try_json_reports_the_decisions(tmp_path: Path, relay_rules: Path, eml: 
     assert report["stash"] == {}
     assert "attributes" not in report and "cache" not in report
     assert not (tmp_path / "state").exists()  # a dry run changes nothing
+    assert report["message"]["cut"] == []  # nothing but the customer's words
+
+
+def test_try_shows_what_is_not_the_customers_own_text(
+        tmp_path: Path, relay_rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reply = tmp_path / "reply.eml"
+    reply.write_bytes(MESSAGE.replace(b"arrivee.\r\n", b"arrivee.\r\n\r\nLe lun. 23 nov. 2026"
+                                      b" 10:02, SAV <sav@example.com> a \xc3\xa9crit :\r\n"
+                                      b"> Bonjour\r\n"))
+    report = try_json(capsys, str(reply), "--rules", str(relay_rules), *state(tmp_path))
+    assert report["message"]["cut"] == [
+        {"reason": "attribution", "lines": [3, 3],
+         "first": "Le lun. 23 nov. 2026 10:02, SAV <sav@example.com> a écrit :"},
+        {"reason": "quote", "lines": [4, 4], "first": "> Bonjour"}]
+    assert report["message"]["own_text_chars"] == len(
+        "Bonjour, ma commande 1234 n'est pas arrivee.")
+    assert cli.main(["try", str(reply), "--rules", str(relay_rules), *state(tmp_path)]) == 0
+    assert "  quote        lines 4-4: '> Bonjour'" in capsys.readouterr().out.splitlines()
 
 
 def test_try_shows_the_case_and_triage_never_the_caches(

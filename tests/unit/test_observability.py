@@ -21,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 
 from mailflow.config import load_settings
-from mailflow.metrics import MetricFactory, Metrics
 from mailflow.host import DaemonHost
+from mailflow.metrics import MetricFactory, Metrics
 from mailflow.plugins import collect_for_host
 from mailflow.runtime import load_runtime
 from mailflow.store import open_store

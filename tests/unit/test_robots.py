@@ -10,7 +10,6 @@ from mailflow.automatic import SHIPPED, SUBJECT_MARKERS, AutomaticDetector, Auto
 from mailflow.message import Envelope, Message, parse_message
 
 
-
 def message(head: str, body: str = "Bonjour,\r\nune question.\r\n", *,
             mail_from: str = "someone@client.test") -> Message:
     raw = f"{head}Message-ID: <m1@client.test>\r\n\r\n{body}".encode()

@@ -134,10 +134,13 @@ async def run_trial(settings: Settings, raw: bytes, *, mail_from: str | None = N
 def _message_report(message: Message | None) -> dict[str, Any]:
     if message is None:
         return {"subject": "", "message_id": "", "content_type": "", "defects": [],
-                "text_chars": 0}
+                "text_chars": 0, "own_text_chars": 0, "cut": []}
+    own = message.customer_text
     return {"subject": message.subject, "message_id": message.message_id,
             "content_type": message.content_type, "defects": message.defects,
-            "text_chars": len(message.text)}
+            "text_chars": len(message.text), "own_text_chars": len(own.text),
+            "cut": [{"reason": c.reason, "lines": [c.start + 1, c.end], "first": c.first_line}
+                    for c in own.cuts]}
 
 
 def _chain_report(ctx: MessageContext, zone: ZoneInfo) -> dict[str, Any]:

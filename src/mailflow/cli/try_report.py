@@ -56,6 +56,12 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     if msg["defects"]:
         lines.append(f"defects   {'; '.join(msg['defects'])}")
+    if msg["cut"]:
+        lines.append(f"own text  {msg['own_text_chars']} of {msg['text_chars']} characters;"
+                     " the rest is not the customer's own words:")
+        lines.extend(f"  {c['reason']:<12} lines {c['lines'][0]}-{c['lines'][1]}: {c['first']!r}"
+                     if c["lines"][0] <= c["lines"][1] else f"  {c['reason']:<12} {c['first']}"
+                     for c in msg["cut"])
     lines.extend(_intake_lines(report))
     lines.append(f"chain     {' -> '.join(report['chain']) or '(empty)'}")
     for d in report["decisions"]:

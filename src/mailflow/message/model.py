@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from email.utils import getaddresses, parseaddr
+from functools import cached_property
 
+from mailflow.message.customer_text import CustomerText, split_customer_text
 from mailflow.message.headers import decode_phrase, message_ids, unfolded_text
 
 
@@ -49,6 +51,12 @@ class Message:
     defects: list[str]  # human-readable notes of what was broken
     header_bytes_len: int  # offset in raw where the body starts, len(raw) if no body
     part_types: tuple[str, ...] = ()  # content types of a top-level multipart's parts
+
+    @cached_property
+    def customer_text(self) -> CustomerText:
+        """The customer's own words in ``text`` (no quoted history, attribution, forwarded
+        block, signature or disclaimer) and what was cut: computed once, on first use."""
+        return split_customer_text(self.text)
 
     def get(self, name: str, default: str = "") -> str:
         """Decoded value of the first header called ``name`` (case-insensitive)."""

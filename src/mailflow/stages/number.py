@@ -175,7 +175,7 @@ class NumberStage(Stage[NumberOptions]):
         assert ctx.store is not None
         customer, customer_name = customer_of(message, self.options.form_senders)
         mailbox = self._mailbox(ctx)
-        digest = cases.fingerprint(message.text)
+        digest = cases.own_fingerprint(message.customer_text.text)
         since = ctx.received_at - self.options.resend_window_hours * 3600
         status, number, closed, route = await ctx.store.run_read(partial(
             self._find, ctx=ctx, customer=customer, digest=digest, since=since))
