@@ -45,8 +45,9 @@ SHARED_SUITES = (
     "integration/test_triage_corpus.py",
     "integration/test_escalate_corpus.py",
     "reliability/test_shared_corpus.py",
+    "reliability/test_one_reception.py",
 )
-REALMAIL_SUITES = ("reliability/test_realmail.py",)
+REALMAIL_SUITES = ("reliability/test_realmail.py", "reliability/test_one_reception.py")
 collect_ignore = ([] if CORPUS.is_dir() else list(SHARED_SUITES)) + (
     [] if REALMAIL.is_dir() else list(REALMAIL_SUITES))
 

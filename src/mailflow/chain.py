@@ -21,7 +21,7 @@ import structlog
 from mailflow.automatic import SHIPPED, AutomaticDetector
 from mailflow.config import ConfigError, Problem, validate
 from mailflow.direction import SERVICE_DIRECTIONS, Scope
-from mailflow.events import NO_LISTENERS, CasePrioritised, EventBus
+from mailflow.events import NO_LISTENERS, CaseSettled, EventBus
 from mailflow.rules import RuleSet
 from mailflow.services import TRIAGE_SCALE, Services
 from mailflow.stage import (
@@ -94,7 +94,7 @@ class Chain:
                     await self._run_stage(stage, ctx)
                     if ctx.verdict in TERMINAL:
                         return
-                await self._settle_triage(ctx)
+                await self._settle(ctx)
         except TimeoutError:
             ctx.verdict = Verdict.TEMPFAIL
             ctx.reply = "451 4.3.0 Message processing took too long, try again later"
@@ -105,12 +105,16 @@ class Chain:
             ctx.current = None
 
     @staticmethod
-    async def _settle_triage(ctx: MessageContext) -> None:
-        """The customer's message ended its chain with this priority: the case's owner
-        records it (one write, whatever signals came after ``prioritise``)."""
+    async def _settle(ctx: MessageContext) -> None:
+        """The customer's message ended its chain: the case's owner records the priority,
+        route and assignee it left with (one write, whatever stage or plugin set them)."""
         case = ctx.case
-        if ctx.triage is not None and case is not None and case.status.from_customer:
-            await ctx.emit(CasePrioritised(case.number, ctx.received_at, ctx.triage.priority))
+        if case is None or not case.status.from_customer or (
+                ctx.triage is None and case.route is None):
+            return
+        await ctx.emit(CaseSettled(case.number, ctx.received_at,
+                                   ctx.triage.priority if ctx.triage is not None else None,
+                                   case.route, case.assignee))
 
     async def _run_stage(self, stage: Stage[Any], ctx: MessageContext) -> None:
         decision = Decision(stage.name)

@@ -207,8 +207,8 @@ def decide(message: Message, scope: Scope, source: Source,
            facts: MessageFacts | None = None) -> Judgement:
     """The direction of ``message``, in the order described above; ``valid_tokens``: the
     reply-address tokens the store confirmed (an expert's answer, from any network);
-    ``facts``: the message's facts, asked whether it is automatic (an agent's
-    out-of-office is no reply) only when that decides (the shipped signs when none)."""
+    ``facts``: the message's facts, whether it is automatic among them (an agent's
+    out-of-office is no reply; the shipped signs judge when none are given)."""
     envelope = message.envelope
     for token in reply_tokens(message, scope) if valid_tokens else ():
         if token in valid_tokens:

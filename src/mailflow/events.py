@@ -69,11 +69,15 @@ class CaseClosed(CaseEvent):
 
 
 @dataclass(frozen=True)
-class CasePrioritised(CaseEvent):
-    """A customer's message ended its chain with this priority (the case keeps the
-    highest its messages had)."""
+class CaseSettled(CaseEvent):
+    """A customer's message ended its chain: the priority it was given (None: not
+    triaged), and the route and assignee it was given (route None: not routed). The
+    case's owner records them (the case keeps the highest priority its messages had):
+    whichever stage or plugin set them, the case row agrees with the headers."""
 
-    priority: Priority
+    priority: Priority | None = None
+    route: str | None = None
+    assignee: str | None = None
 
 
 EventT = TypeVar("EventT", bound=CaseEvent)

@@ -1,10 +1,11 @@
 """Facts about one message, computed once and shared, typed, by every stage.
 
-Whether it is automatic (and which sign said so: the rules' detector), the
+Whether it is automatic (and which sign said so: the rules' one detector) is
+decided when the facts are made, by the reception, before the direction. The
 customer's own text (no quoted history, signature or disclaimer) and its
-language are each worked out the first time anything asks (the direction, a
-stage, ``mailflow try``), then kept: asked twice, computed once; never asked
-(most of a passthrough message's path), never computed.
+language are worked out the first time anything asks (a stage, ``mailflow
+try``), then kept: asked twice, computed once; never asked (most of a
+passthrough message's path), never computed.
 """
 
 from __future__ import annotations
@@ -25,12 +26,9 @@ class MessageFacts:
 
     def __init__(self, message: Message, detector: AutomaticDetector) -> None:
         self.message = message
-        self.detector = detector
-
-    @cached_property
-    def automatic(self) -> Automatic | None:
-        """Why the message is automatic (a bounce, an out-of-office, a list…), or None."""
-        return self.detector.judge(self.message)
+        #: why the message is automatic (a bounce, an out-of-office, a list…), or None:
+        #: decided now, once, for the direction, every stage, the logs and `try`
+        self.automatic: Automatic | None = detector.judge(message)
 
     @property
     def customer_text(self) -> str:

@@ -364,8 +364,9 @@ class Pipeline:
         if ctx is not None and ctx.direction not in SERVICE_DIRECTIONS:
             # not the service's mail: whose it is stays out of the logs
             log.info("message", queue_id=queue_id, direction=ctx.direction.value,
-                     reason=ctx.direction_reason, size=len(ctx.message.raw), verdict=verdict,
-                     reply=reply, ms=round(seconds * 1000, 2))
+                     reason=ctx.direction_reason, automatic=_automatic(ctx),
+                     size=len(ctx.message.raw), verdict=verdict, reply=reply,
+                     ms=round(seconds * 1000, 2))
             return
         fields: dict[str, Any] = {
             "queue_id": queue_id, "mail_from": envelope.mail_from,
@@ -374,9 +375,19 @@ class Pipeline:
         if ctx is not None:
             fields["direction"] = ctx.direction.value
             fields["message_id"] = ctx.message.message_id
+            fields["automatic"] = _automatic(ctx)
             fields["case"] = ctx.case.number if ctx.case is not None else None
+            if ctx.case is not None:
+                fields["case_status"] = ctx.case.status.value
+                fields["route"] = ctx.case.route
             fields["stages"] = {d.stage: round(d.seconds * 1000, 2) for d in ctx.decisions}
             failed = [d.stage for d in ctx.decisions if d.outcome in ("error", "timeout")]
             if failed:
                 fields["failed_stages"] = failed
         log.info("message", **fields)
+
+
+def _automatic(ctx: MessageContext) -> str | None:
+    """The automatic verdict as the logs say it: ``sign: what was seen``."""
+    found = ctx.automatic
+    return f"{found.sign}: {found.why}" if found is not None else None

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(TEST_CLOCK_REFUSED, code=2)  # before anything binds or forks
     if settings.workers > 1:
         share_metrics(settings.state_path / "metrics")
-    from mailflow.daemon import run as run_daemon
+    from mailflow.launch import run as run_daemon
 
     try:
         return run_daemon(args.config, overrides_from(args), allow_test_clock=allow_test_clock)

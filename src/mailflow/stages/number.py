@@ -18,9 +18,9 @@ Adds ``X-Mailflow-Case``; with ``tag_subject`` the relayed Subject gets
 ``[NUMBER]`` too (off by default: it breaks DKIM signatures).
 
 The stage owns the cases' records: it raises ``CaseOpened`` and
-``CaseReopened`` (:mod:`mailflow.events`), and records the priority each
-customer message ends its chain with (``CasePrioritised``: a follow-up may make
-a case more urgent, never less).
+``CaseReopened`` (:mod:`mailflow.events`), and records the priority, route and
+assignee each customer message ends its chain with (``CaseSettled``: a
+follow-up may make a case more urgent, never less), whichever stage set them.
 
 Attributes set for later stages: ``case``, ``case_status`` (new, followup,
 reopened, copy, resend), ``duplicate_of``, ``customer``, ``customer_name``,
@@ -58,7 +58,7 @@ from pydantic import Field, field_validator
 from mailflow import cases
 from mailflow.config import TimeZoneName
 from mailflow.context import Effects
-from mailflow.events import CaseEvent, CaseOpened, CasePrioritised, CaseReopened, Listener
+from mailflow.events import CaseEvent, CaseOpened, CaseReopened, CaseSettled, Listener
 from mailflow.hookspecs import hookimpl
 from mailflow.message import Message
 from mailflow.stage import (
@@ -209,7 +209,7 @@ class NumberStage(Stage[NumberOptions]):
         ctx.note(case=number, status=status.value, customer=customer)
 
     def listeners(self) -> Iterable[tuple[type[CaseEvent], Listener]]:
-        return [(CasePrioritised, _record_priority)]
+        return [(CaseSettled, _settled)]
 
     def _record(self, ctx: MessageContext, digest: str) -> None:
         """Link the message to its case, and remember its text for resend detection."""
@@ -275,8 +275,12 @@ class NumberStage(Stage[NumberOptions]):
         return self.format.format(prefix, now, sequence)
 
 
-def _record_priority(ctx: Effects, event: CasePrioritised) -> None:
-    ctx.write(partial(_raise_priority, number=event.number, level=event.priority))
+def _settled(ctx: Effects, event: CaseSettled) -> None:
+    if event.priority is not None:
+        ctx.write(partial(_raise_priority, number=event.number, level=event.priority))
+    if event.route is not None:
+        ctx.write(partial(cases.update_case, number=event.number, route=event.route,
+                          assignee=event.assignee))
 
 
 def _raise_priority(tx: Transaction, *, number: str, level: str) -> None:

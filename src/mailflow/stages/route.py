@@ -15,7 +15,8 @@ local addresses, and those the rules' ``recipient:`` conditions name; see
 mailbox(es): every other recipient (a colleague or an outside address in
 Cc) keeps the message, and mail for no service mailbox is not routed.
 Adds ``X-Mailflow-Route`` and, when a person is chosen,
-``X-Mailflow-Assignee``; records route and assignee on the case.
+``X-Mailflow-Assignee``; sets route and assignee on the case (recorded at the end of the
+chain by the case's owner, ``number``).
 
 A rule naming an unknown team, or an address outside the local domains
 without ``external: true`` or ``allow_external``, is refused by ``mailflow
@@ -295,11 +296,8 @@ class RouteStage(Stage[RouteOptions]):
         ctx.set_header("X-Mailflow-Route", route)
         if person:
             ctx.set_header("X-Mailflow-Assignee", person)
-        if ctx.case is not None:
+        if ctx.case is not None:  # the case's owner records it (``CaseSettled``)
             ctx.update_case(route=route, assignee=person)
-            if ctx.case.status.from_customer:
-                ctx.write(partial(cases.update_case, number=ctx.case.number, route=route,
-                                  assignee=person))
         self.counter.labels(route=route).inc()
         ctx.note(route=route, assignee=person, because=why, recipients=targets)
 
