@@ -135,33 +135,48 @@ def load_rules(directory: str | Path) -> RuleSet:
 def _automatic(sections: Mapping[str, Section], problems: list[Problem],
                warnings: list[Problem]) -> AutomaticRules:
     """The ``automatic:`` section, validated now (a language without shipped markers is
-    refused at its line); without one, the deprecated ``acknowledge.robots`` stands for
-    it, with a warning."""
+    refused at its line). The deprecated ``acknowledge.robots`` is still read, with a
+    warning: alone it stands for the section; beside it, its entries are added (an
+    upgrade must not start answering robots the rules named)."""
+    found: list[tuple[AutomaticRules, Section, tuple[str, ...]]] = []
     section = sections.get("automatic")
-    where: tuple[str, ...] = ("automatic",)
-    if section is None:
-        section = sections.get("acknowledge")
-        where = ("acknowledge", "robots")
-        if (section is None or not isinstance(section.data, Mapping)
-                or section.data.get("robots") is None):
-            return AutomaticRules()
-        warnings.append(section.problem(
-            "'acknowledge.robots' is deprecated: move it to a top-level 'automatic:'"
+    if section is not None and section.data is not None:
+        rules = _validated_automatic(section.data, section, ("automatic",), problems)
+        if rules is not None:
+            found.append((rules, section, ("automatic",)))
+    ack = sections.get("acknowledge")
+    if ack is not None and isinstance(ack.data, Mapping) and ack.data.get("robots") is not None:
+        warnings.append(ack.problem(
+            "'acknowledge.robots' is deprecated: move it to the top-level 'automatic:'"
             " section (it decides for every stage: priority and escalation included)",
             ("robots",)))
-    data = section.data if where == ("automatic",) else section.data.get("robots")
-    if data is None:
+        rules = _validated_automatic(ack.data["robots"], ack, ("acknowledge", "robots"),
+                                     problems)
+        if rules is not None:
+            found.append((rules, ack, ("acknowledge", "robots")))
+    if not found:
         return AutomaticRules()
+    merged = AutomaticRules(**{  # what either says, each field as written (else its default)
+        field: list(dict.fromkeys(item for rules, _, _ in found if field in rules.model_fields_set
+                                  for item in getattr(rules, field)))
+        for field in ("languages", "subjects", "senders", "headers")
+        if any(field in rules.model_fields_set for rules, _, _ in found)})
     try:
-        rules = validate(AutomaticRules, data, section.file, section.tree, prefix=where)
-        AutomaticDetector(rules)  # a language without shipped markers
+        AutomaticDetector(merged)
+    except ValueError as exc:  # a language without shipped subject markers
+        _, where, loc = found[0]
+        problems.append(where.problem(str(exc), (*loc[1:], "languages")))
+        return AutomaticRules()
+    return merged
+
+
+def _validated_automatic(data: Any, section: Section, where: tuple[str, ...],
+                         problems: list[Problem]) -> AutomaticRules | None:
+    try:
+        return validate(AutomaticRules, data, section.file, section.tree, prefix=where)
     except ConfigError as exc:
         problems.extend(exc.problems)
-    except ValueError as exc:
-        problems.append(section.problem(str(exc), (*where[1:], "languages")))
-    else:
-        return rules
-    return AutomaticRules()
+        return None
 
 
 def _calendars(sections: Mapping[str, Section], problems: list[Problem]) -> Calendars:

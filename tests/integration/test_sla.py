@@ -326,12 +326,12 @@ def test_a_suppressed_ack_still_gives_the_case_its_deadline(daemon_factory: Any,
 
 def test_the_rules_robot_tables_move_no_clock(daemon_factory: Any, tmp_path: Path,
                                               sink: Sink) -> None:
-    """What the rules add under ``acknowledge.robots`` marks a robot for the SLA too: an
-    agent's out-of-office in the company's own words is no response, and a supplier's
-    alert robot gets no deadline."""
+    """What the rules add under ``automatic:`` marks a robot for the SLA too: an agent's
+    out-of-office in the company's own words is no response, and a supplier's alert robot
+    gets no deadline."""
     robots = {"languages": ["fr", "en"], "subjects": ["Note d'absence"],
               "senders": ["alertes"], "headers": []}
-    rules = full_chain_rules(tmp_path / "rules-src", sla=SLA, acknowledge={"robots": robots})
+    rules = full_chain_rules(tmp_path / "rules-src", sla=SLA, automatic=robots)
     d: Daemon = daemon_factory(config={"trusted_networks": ["127.0.0.0/8"]}, rules=rules,
                                test_clock=paris(2026, 11, 23, 9, 0))
     case, agent = open_case(d, sink)

@@ -65,7 +65,8 @@ EXPECT: dict[str, Want] = {
     "bounce_dsn.eml": Want(("low",), "sav", ALICE),  # turn 4
     "list_newsletter.eml": Want(("low",), "accueil", None, ("contact@example.com",)),
     "ms_auto_response_suppress.eml": Want(("low",), "account-manager", CAROLE),
-    "noreply_sender.eml": Want(("normal",), "accueil", None, ("contact@example.com",)),
+    # a robot's address: automatic mail, lowered like every other (ctx.automatic)
+    "noreply_sender.eml": Want(("low",), "accueil", None, ("contact@example.com",)),
     "followup_in_reply_to_ack.eml": Want(("normal",), "sav", ALICE),  # claire's assignee
     "followup_subject_tag.eml": Want(("normal",), "sav", ALICE),  # sent to contact@: same
     "webform_facturation.eml": Want(("normal",), "billing", None,

@@ -181,3 +181,39 @@ def test_template_path_refuses_a_symlink_out(ruleset: RuleSet) -> None:
     os.symlink(outside, ruleset.directory / "link.txt")
     with pytest.raises(ValueError, match="outside the rules folder"):
         ruleset.template_path("link.txt")
+
+
+# -- automatic: one section for every stage --------------------------------------------
+
+
+def test_the_automatic_section(tmp_path: Path) -> None:
+    rules = load_rules(folder(tmp_path, {"automatic.yaml": (
+        "automatic:\n  languages: [fr, en]\n  senders: [robot-crm]\n")}))
+    assert rules.automatic.languages == ["fr", "en"]
+    assert rules.automatic.senders == ["robot-crm"]
+    assert rules.warnings == ()
+
+
+def test_a_language_without_markers_is_refused_at_its_line(tmp_path: Path) -> None:
+    found = problems(folder(tmp_path, {"automatic.yaml": (
+        "# signs\nautomatic:\n  languages: [fr, xx]\n")}))
+    assert found == [f"{tmp_path}/rules/automatic.yaml:3:3: languages: no shipped subject"
+                     " markers for xx (known: en, fr, de, es, it, nl, pt, sv, da, pl, lv);"
+                     " add yours under subjects"]
+
+
+def test_the_old_key_still_works_with_a_warning(tmp_path: Path) -> None:
+    rules = load_rules(folder(tmp_path, {"acknowledge.yaml": (
+        "acknowledge:\n  robots:\n    languages: [fr]\n    subjects: [En congé]\n")}))
+    assert rules.automatic.languages == ["fr"] and rules.automatic.subjects == ["En congé"]
+    (warning,) = rules.warnings
+    assert (warning.line, warning.column) == (2, 3) and "deprecated" in warning.message
+
+
+def test_beside_the_new_section_the_old_key_adds_its_entries(tmp_path: Path) -> None:
+    rules = load_rules(folder(tmp_path, {
+        "automatic.yaml": "automatic:\n  languages: [fr, en]\n  senders: [robot-crm]\n",
+        "acknowledge.yaml": "acknowledge:\n  robots:\n    senders: [alertes]\n"}))
+    assert rules.automatic.languages == ["fr", "en"]  # the old key named none
+    assert rules.automatic.senders == ["robot-crm", "alertes"]
+    assert len(rules.warnings) == 1
