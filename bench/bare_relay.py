@@ -53,9 +53,8 @@ class _PooledRelay:
         try:
             if not client.is_connected:
                 await client.connect()
-            await client.sendmail(
-                envelope.mail_from or "", envelope.rcpt_tos, envelope.original_content or b""
-            )
+            sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from  # a DSN's
+            await client.sendmail(sender, envelope.rcpt_tos, envelope.original_content or b"")
         except (aiosmtplib.SMTPException, OSError) as exc:
             client.close()  # drop it; reconnected on its next use
             return f"451 4.4.0 next hop failed: {exc}"
