@@ -23,7 +23,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from conftest import REPO
-from mailflow import autoreply
+from mailflow.automatic import SHIPPED
 from mailflow.message import Envelope, parse_message
 
 
@@ -167,12 +167,12 @@ def test_labels_agree_with_the_rules_and_the_robot_detector(
         if label.kind == "legal":
             assert legal.search(text), label.subject
         seen = parse_message(mail.data, Envelope(label.mail_from, (label.rcpt_to,)))
-        robot = autoreply.automatic(seen)
+        robot = SHIPPED.judge(seen)
         assert (robot is not None) == (label.kind in ("auto-reply", "bounce", "newsletter")), (
             label.kind, robot)
         if label.kind in CUSTOMER:
             assert not label.mail_from.endswith("example.com")
-            assert autoreply.robot_sender(label.mail_from) is None
+            assert SHIPPED.address(label.mail_from) is None
         assert label.rcpt_to in ("sav@example.com", "contact@example.com",
                                  "devis@example.com", "support@example.com")
 
