@@ -25,8 +25,9 @@ nested quantifiers; every look ahead or back spans a few lines.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, overload
 
 #: longer input is cut first: a customer writes less, and the work stays bounded
 MAX_CHARS = 100_000
@@ -158,7 +159,7 @@ def _attribution(low: str, *, quoted_next: bool) -> bool:
     return "@" in low or evidence.search(low) is not None
 
 
-def _header_block(keys: list[str], i: int) -> bool:
+def _header_block(keys: Sequence[str], i: int) -> bool:
     """``From:`` or ``De :`` with a ``Sent:``/``Date:`` line, or two more header lines,
     in the next few lines: an Outlook header block, not one sentence beginning "From:"."""
     names: list[str] = []
@@ -182,11 +183,39 @@ def _signature_like(key: str) -> bool:
         or "www." in key or "://" in key or not any(c.isalpha() for c in key)
 
 
-def _next_nonblank(keys: list[str], j: int) -> int:
+def _next_nonblank(keys: Sequence[str], j: int) -> int:
     for k in range(j, min(j + 4, len(keys))):
         if keys[k]:
             return k
     return len(keys)
+
+
+class _Keys(Sequence[str]):
+    """The lines' keys (:func:`_key`), each worked out when first looked at: the lines
+    after a history or signature cut are never looked at."""
+
+    __slots__ = ("_keys", "_lines")
+
+    def __init__(self, lines: list[str]) -> None:
+        self._lines = lines
+        self._keys: list[str | None] = [None] * len(lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self._lines)))]
+        key = self._keys[i]
+        if key is None:
+            key = self._keys[i] = _key(self._lines[i])
+        return key
 
 
 def _split(text: str) -> CustomerText:
@@ -195,14 +224,11 @@ def _split(text: str) -> CustomerText:
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
-    keys = [_key(line) for line in lines]
+    keys = _Keys(lines)
     n = len(lines)
     why: list[Reason | None] = [None] * n
     spoken = False  # a line of the customer's was kept before this one
-
-    def cut_rest(start: int, reason: Reason) -> None:
-        for k in range(start, n):
-            why[k] = why[k] or reason
+    rest: tuple[int, Reason] | None = None  # every line from there on is cut, and why
 
     i = 0
     while i < n:
@@ -230,14 +256,14 @@ def _split(text: str) -> CustomerText:
                     start = k
                 elif keys[k]:
                     break
-            cut_rest(start, "history")
+            rest = (start, "history")
             break
         if key == "--" or (_MOBILE.match(key) and len(key.split()) <= 10):
-            cut_rest(i, "signature")
+            rest = (i, "signature")
             break
         if any(phrase in key for phrase in _DISCLAIMERS):
             if spoken:
-                cut_rest(i, "disclaimer")
+                rest = (i, "disclaimer")
                 break
             while i < n and keys[i]:  # a banner above the text: only its paragraph
                 why[i] = "disclaimer"
@@ -245,11 +271,14 @@ def _split(text: str) -> CustomerText:
             continue
         spoken = True
         i += 1
+    if rest is not None:
+        for k in range(rest[0], n):
+            why[k] = why[k] or rest[1]
     _cut_closing(lines, keys, why)
     return _assemble(lines, why, over)
 
 
-def _attribution_span(keys: list[str], i: int) -> int:
+def _attribution_span(keys: Sequence[str], i: int) -> int:
     """How many lines (1 to 3) make the attribution starting at line ``i``; 0: none.
     Gmail wraps a long one ("… Service client <" / "sav@example.com> a écrit :")."""
     joined = keys[i]
@@ -266,7 +295,7 @@ def _attribution_span(keys: list[str], i: int) -> int:
     return 0
 
 
-def _wrapped_quote(lines: list[str], keys: list[str], i: int) -> bool:
+def _wrapped_quote(lines: list[str], keys: Sequence[str], i: int) -> bool:
     """A quoted line that lost its ``>`` when its long line was wrapped, between two quoted
     lines: short and starting in lower case (an inline answer starts a sentence)."""
     return 0 < i < len(lines) - 1 and keys[i - 1].startswith(">") and \
@@ -274,7 +303,7 @@ def _wrapped_quote(lines: list[str], keys: list[str], i: int) -> bool:
         keys[i][0].isalpha() and lines[i].lstrip()[0].islower()
 
 
-def _cut_closing(lines: list[str], keys: list[str], why: list[Reason | None]) -> None:
+def _cut_closing(lines: list[str], keys: Sequence[str], why: list[Reason | None]) -> None:
     """A closing ("Cordialement,", "Best regards") followed by signature-like lines only,
     at the end of what is kept, with text of the customer's above it: never a question."""
     seen = 0
@@ -297,6 +326,7 @@ def _assemble(lines: list[str], why: list[Reason | None], over: bool) -> Custome
     cuts: list[Cut] = []
     gap = False  # lines were cut since the last kept one
     spoke = False  # a non-blank line was kept since the last cut
+    run: list[Any] | None = None  # the cut being grown: [reason, start, end, first line]
     for k, line in enumerate(lines):
         reason = why[k]
         if reason is None:
@@ -308,11 +338,15 @@ def _assemble(lines: list[str], why: list[Reason | None], over: bool) -> Custome
             spoke = spoke or not blank
             continue
         gap = True
-        if cuts and cuts[-1].reason == reason and not spoke:  # one cut across blank lines
-            cuts[-1] = Cut(reason, cuts[-1].start, k + 1, cuts[-1].first_line)
+        if run is not None and run[0] == reason and not spoke:  # one cut across blank lines
+            run[2] = k + 1
         elif line.strip():
-            cuts.append(Cut(reason, k, k + 1, line.strip()[:80]))
+            if run is not None:
+                cuts.append(Cut(*run))
+            run = [reason, k, k + 1, line.strip()[:80]]
             spoke = False
+    if run is not None:
+        cuts.append(Cut(*run))
     if over:
         cuts.append(Cut("over cap", len(lines), len(lines), f"after {MAX_CHARS} characters"))
     return CustomerText("\n".join(kept).strip("\n"), tuple(cuts))
