@@ -13,11 +13,8 @@ after a restart or a reload.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from email.message import EmailMessage
-from email.utils import formatdate
 from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,10 +26,9 @@ from mailflow import cases, deadlines
 from mailflow.context import TimerContext, TimerHandler
 from mailflow.deadlines import FIRST_RESPONSE, Kind
 from mailflow.events import CaseClosed
-from mailflow.message.compose import LOOP_HEADER
+from mailflow.message.writer import Letter, MailWriter
 from mailflow.stats.store import Count, Measure, day_of
 from mailflow.store import Transaction
-from mailflow.values import OutgoingMail
 
 log = structlog.get_logger("mailflow.sla")
 
@@ -85,7 +81,7 @@ class SlaTimers:
     def bind(self, *, hostname: str, warnings: Counter, breaches: Counter,
              closed: Counter) -> None:
         """Count on these (the daemon's, made by the ``sla`` stage at load)."""
-        self.hostname = hostname
+        self.writer = MailWriter(hostname)
         self.warnings, self.breaches, self.closed = warnings, breaches, closed
 
     def handlers(self) -> dict[str, TimerHandler]:
@@ -165,20 +161,12 @@ class SlaTimers:
         if not to:
             log.warning("sla_nobody_to_tell", case=row.number, kind=kind)
             return
-        mail = EmailMessage()
-        mail["From"] = notice.sender
-        mail["To"] = ", ".join(to)
-        mail["Subject"] = subject
-        mail["Date"] = formatdate(ctx.clock.now(), localtime=True)
-        mail["Message-ID"] = f"<sla.{row.number}.{secrets.token_hex(4)}@{self.hostname}>"
-        mail["Auto-Submitted"] = "auto-generated"
-        mail["X-Auto-Response-Suppress"] = "All"
-        mail["Precedence"] = "bulk"
-        mail[LOOP_HEADER] = self.hostname
-        mail["X-Mailflow-Case"] = row.number
-        mail.set_content(f"{text}\n\nRoute: {notice.route or '-'}, priority:"
-                         f" {notice.priority}.\n-- \nmailflow (automatic message)\n")
-        ctx.queue_mail(OutgoingMail(kind, tuple(to), mail.as_bytes(), mail_from=""))
+        body = (f"{text}\n\nRoute: {notice.route or '-'}, priority: {notice.priority}.\n"
+                "-- \nmailflow (automatic message)\n")
+        written = self.writer.write(Letter(notice.sender, to, subject, body,
+                                           headers={"X-Mailflow-Case": row.number}),
+                                    kind=kind, now=ctx.clock.now(), id_prefix=f"sla.{row.number}")
+        ctx.queue_mail(written.mail)
         log.info("sla_notice_queued", case=row.number, kind=kind, to=to)
 
 

@@ -11,11 +11,12 @@ import re
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
-from email.utils import format_datetime, formatdate
+from email.utils import format_datetime
 
 from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.context import MessageContext, safe_header_value
 from mailflow.message.compose import LOOP_HEADER
+from mailflow.message.writer import Letter, MailWriter, answering
 
 _LINE_ENDING = re.compile(rb"\r\n|\r|\n")
 _HEADER_END = re.compile(rb"\r\n\r\n")
@@ -130,17 +131,10 @@ def relayed_bytes(ctx: MessageContext, hostname: str,
 
 def bounce(ctx: MessageContext, refused: dict[str, tuple[int, str]], hostname: str) -> bytes:
     """A plain delivery-failure notice to the sender, never answered by robots."""
-    lines = "\r\n".join(f"  {r}: {code} {text}" for r, (code, text) in refused.items())
-    subject = safe_header_value(f"Undelivered: {ctx.message.subject}"[:200], "Subject")
-    return (
-        f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"
-        f"To: {ctx.message.envelope.mail_from}\r\n"
-        f"Subject: {subject}\r\n"
-        f"Date: {formatdate(localtime=True)}\r\n"
-        f"Message-ID: <{ctx.queue_id}.bounce@{hostname}>\r\n"
-        "Auto-Submitted: auto-replied\r\nX-Auto-Response-Suppress: All\r\n"
-        f"Precedence: bulk\r\n{LOOP_HEADER}: {hostname}\r\n"
-        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
-        "Your message could not be delivered to these recipients:\r\n"
-        f"{lines}\r\n"
-    ).encode("utf-8", "replace")
+    lines = "\n".join(f"  {r}: {code} {text}" for r, (code, text) in refused.items())
+    letter = Letter(f"MAILER-DAEMON@{hostname}", [ctx.message.envelope.mail_from],
+                    f"Undelivered: {ctx.message.subject}"[:200],
+                    f"Your message could not be delivered to these recipients:\n{lines}\n",
+                    sender_name="Mail Delivery System", **answering(ctx.message))
+    return MailWriter(hostname).write(letter, kind="bounce", now=ctx.clock.now(),
+                                      id_prefix=f"{ctx.queue_id}.bounce").mail.data

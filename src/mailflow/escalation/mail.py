@@ -9,14 +9,11 @@ of every body says how to answer.
 
 from __future__ import annotations
 
-import email
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import formataddr, formatdate
+from typing import Any
 
-from mailflow.message import compose
+from mailflow.message.writer import TO_ANSWER, Letter, MailWriter, Written
 
 
 @dataclass(frozen=True)
@@ -43,56 +40,47 @@ def _quoted(text: str) -> str:
     return "\n".join(f"> {line}" for line in text.strip().splitlines()) + "\n"
 
 
-def _base(head: Letterhead, to: Sequence[str], subject: str, now: float,
-          kind: str) -> tuple[EmailMessage, str]:
-    message_id = f"{kind}.{head.case}.{secrets.token_hex(4)}@{head.host}"
-    mail = EmailMessage(policy=compose.policy(utf8=False))
-    mail["From"] = formataddr((head.sender_name, head.sender))
-    mail["To"] = ", ".join(to)
-    mail["Reply-To"] = head.reply_to
-    mail["Subject"] = subject
-    mail["Date"] = formatdate(now, localtime=True)
-    mail["Message-ID"] = f"<{message_id}>"
-    mail["X-Auto-Response-Suppress"] = "OOF"
+def _letter(head: Letterhead, to: Sequence[str], subject: str, body: str,
+            **more: Any) -> Letter:
     # the case is in the Subject: no X-Mailflow-Case, an expert may be outside the company
-    mail[compose.LOOP_HEADER] = head.host
-    return mail, message_id
+    return Letter(head.sender, to, subject, body, sender_name=head.sender_name,
+                  reply_to=head.reply_to, **more)
 
 
 def forward(head: Letterhead, to: Sequence[str], *, subject: str, original: bytes,
-            rule: str, now: float, to_customer: bool = False) -> tuple[bytes, str]:
-    """(bytes, Message-ID) of the forward, the customer's message attached whole."""
-    mail, message_id = _base(head, to, f"[{head.case}] Avis demandé : {subject}", now, "esc")
-    mail.set_content(f"{_how_to_answer(head, to_customer)}\n"
-                     f"Le message du client est joint (dossier {head.case}, règle {rule}).\n"
-                     f"The customer's message is attached.\n")
-    mail.add_attachment(email.message_from_bytes(original, policy=compose.policy(utf8=False)))
-    return mail.as_bytes(), message_id
+            rule: str, now: float, to_customer: bool = False) -> Written:
+    """The forward (with its Message-ID), the customer's message attached whole."""
+    body = (f"{_how_to_answer(head, to_customer)}\n"
+            f"Le message du client est joint (dossier {head.case}, règle {rule}).\n"
+            f"The customer's message is attached.\n")
+    return MailWriter(head.host).write(
+        _letter(head, to, f"[{head.case}] Avis demandé : {subject}", body, attached=original),
+        kind="escalation", profile=TO_ANSWER, now=now, id_prefix=f"esc.{head.case}")
 
 
 def reminder(head: Letterhead, to: Sequence[str], *, subject: str, forward_id: str,
              number: int, total: int, since: str, excerpt: str, now: float,
-             to_customer: bool = False) -> bytes:
+             to_customer: bool = False) -> Written:
     """The ``number``-th of ``total`` reminders to the expert, threaded under the forward."""
-    mail, _ = _base(head, to, f"[{head.case}] Relance {number}/{total} : {subject}", now, "rem")
-    mail["Auto-Submitted"] = "auto-generated"
-    mail["In-Reply-To"] = f"<{forward_id}>"
-    mail["References"] = f"<{forward_id}>"
-    mail.set_content(f"{_how_to_answer(head, to_customer)}\n"
-                     f"Le dossier {head.case} attend votre avis depuis le {since}"
-                     f" (relance {number}/{total}).\n\n{_quoted(excerpt)}")
-    return mail.as_bytes()
+    body = (f"{_how_to_answer(head, to_customer)}\n"
+            f"Le dossier {head.case} attend votre avis depuis le {since}"
+            f" (relance {number}/{total}).\n\n{_quoted(excerpt)}")
+    return MailWriter(head.host).write(
+        _letter(head, to, f"[{head.case}] Relance {number}/{total} : {subject}", body,
+                in_reply_to=forward_id, references=(), auto_submitted="auto-generated"),
+        kind="escalation-reminder", profile=TO_ANSWER, now=now, id_prefix=f"rem.{head.case}")
 
 
 def supervisor_notice(head: Letterhead, to: Sequence[str], *, subject: str, experts: str,
-                      since: str, reminders: int, excerpt: str, now: float) -> bytes:
+                      since: str, reminders: int, excerpt: str, now: float) -> Written:
     """The supervisor's notice: the expert has not answered after every reminder."""
-    mail, _ = _base(head, to, f"[{head.case}] Escalade : pas de réponse de {experts}",
-                    now, "sup")
-    mail["Auto-Submitted"] = "auto-generated"
-    mail.set_content(f"{_how_to_answer(head, False)}\n"
-                     f"{experts} n'a pas répondu sur le dossier {head.case} ({subject}),"
-                     f" transmis le {since}, après {reminders} relance(s).\n"
-                     f"No answer from {experts} on case {head.case} after {reminders}"
-                     f" reminder(s).\n\n{_quoted(excerpt)}")
-    return mail.as_bytes()
+    body = (f"{_how_to_answer(head, False)}\n"
+            f"{experts} n'a pas répondu sur le dossier {head.case} ({subject}),"
+            f" transmis le {since}, après {reminders} relance(s).\n"
+            f"No answer from {experts} on case {head.case} after {reminders}"
+            f" reminder(s).\n\n{_quoted(excerpt)}")
+    return MailWriter(head.host).write(
+        _letter(head, to, f"[{head.case}] Escalade : pas de réponse de {experts}", body,
+                auto_submitted="auto-generated"),
+        kind="escalation-supervisor", profile=TO_ANSWER, now=now,
+        id_prefix=f"sup.{head.case}")

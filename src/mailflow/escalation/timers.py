@@ -29,7 +29,7 @@ from mailflow.escalation.tokens import WAITING, Escalation
 from mailflow.metrics import MetricFactory
 from mailflow.stats.store import Count, Measure, day_of
 from mailflow.store import Transaction
-from mailflow.values import OutgoingMail, Timer
+from mailflow.values import Timer
 
 log = structlog.get_logger("mailflow.escalation")
 
@@ -152,11 +152,11 @@ class EscalationTimers:
             return
         now = ctx.clock.now()
         number = found.reminders_sent + 1
-        data = mail.reminder(self._head(follow, found.case), found.experts,
-                             subject=found.subject, forward_id=found.message_id, number=number,
-                             total=follow.reminders, since=self._local(follow, found.created_at),
-                             excerpt=found.excerpt, now=now, to_customer=follow.to_customer)
-        ctx.queue_mail(OutgoingMail("escalation-reminder", found.experts, data))
+        ctx.queue_mail(mail.reminder(
+            self._head(follow, found.case), found.experts, subject=found.subject,
+            forward_id=found.message_id, number=number, total=follow.reminders,
+            since=self._local(follow, found.created_at), excerpt=found.excerpt, now=now,
+            to_customer=follow.to_customer).mail)
         ctx.write(partial(tokens.update, token=found.token, reminders_sent=number))
         schedule_next(ctx, self.calendar(follow.calendar), now, found.case, follow, number)
         self.reminders.inc()
@@ -176,12 +176,10 @@ class EscalationTimers:
         if not follow.supervisor:
             log.warning("escalation_no_supervisor", case=found.case, rule=found.rule)
             return
-        data = mail.supervisor_notice(self._head(follow, found.case), (follow.supervisor,),
-                                      subject=found.subject, experts=", ".join(found.experts),
-                                      since=self._local(follow, found.created_at),
-                                      reminders=found.reminders_sent, excerpt=found.excerpt,
-                                      now=ctx.clock.now())
-        ctx.queue_mail(OutgoingMail("escalation-supervisor", (follow.supervisor,), data))
+        ctx.queue_mail(mail.supervisor_notice(
+            self._head(follow, found.case), (follow.supervisor,), subject=found.subject,
+            experts=", ".join(found.experts), since=self._local(follow, found.created_at),
+            reminders=found.reminders_sent, excerpt=found.excerpt, now=ctx.clock.now()).mail)
         self.supervisor.inc()
         self._count(ctx, follow, "supervisor", found.rule)
         log.info("escalation_supervisor_queued", case=found.case, to=follow.supervisor)

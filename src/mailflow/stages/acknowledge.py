@@ -53,11 +53,8 @@ Log events: ``ack_queued``, ``ack_suppressed``, ``ack_bounce_recorded``.
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Collection, Iterable
 from datetime import datetime
-from email.message import EmailMessage
-from email.utils import formataddr, formatdate
 from functools import partial
 from typing import Any
 
@@ -69,14 +66,13 @@ from mailflow.business_hours import BusinessCalendar, CalendarOptions, PromiseOp
 from mailflow.config import Model
 from mailflow.dnscheck import DnsOptions, DomainChecker
 from mailflow.hookspecs import hookimpl
-from mailflow.message import compose
+from mailflow.message.writer import Letter, MailWriter, answering
 from mailflow.stage import (
     Automatic,
     AutomaticDetector,
     CaseInfo,
     Direction,
     MessageContext,
-    OutgoingMail,
     Stage,
     StageEnv,
     StageOptions,
@@ -160,13 +156,10 @@ def _one_line(value: str) -> str:
     return " ".join(_CONTROL.sub(" ", value).split())
 
 
-def _to_header(name: str, address: str, *, utf8: bool) -> str:
-    """The To field: the address exactly as the customer gave it (parsing it as a header
-    would decode a local part that looks like an encoded word), with the name only if it
-    is one: not the address it fell back to, never a raw encoded word."""
-    if name.lower() == address.lower() or "=?" in name:
-        name = ""
-    return compose.address_field(name, address, utf8=utf8)
+def _greeting_name(name: str, address: str) -> str:
+    """The name in the To field, only if it is one: not the address it fell back to,
+    never a raw encoded word (the address itself is written as the customer gave it)."""
+    return "" if name.lower() == address.lower() or "=?" in name else name
 
 
 class AcknowledgeStage(Stage[AcknowledgeOptions]):
@@ -197,6 +190,7 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
             sample=lambda language: self.merge_fields(sample_context(env.clock), SAMPLE_CASE,
                                                       language))
         self.own = {a.lower() for a in env.rules.own_addresses}
+        self.writer = MailWriter(env.settings.smtp.hostname)
         self.domains = DomainChecker(options.dns) if options.check_sender_domain else None
         self.sent = env.metrics.counter("mailflow_acks_total", "Acknowledgements queued")
         self.suppressed = env.metrics.counter("mailflow_acks_suppressed_total",
@@ -323,37 +317,22 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
         if case not in subject:
             subject = f"[{case}] {subject}"
         host = self.env.settings.smtp.hostname
-        message_id = f"ack.{case}.{secrets.token_hex(4)}@{host}"
         # from the service mailbox the customer wrote to (or the route's own sender),
         # never from an address taken from somebody else's envelope
         mailbox = (self.options.from_by_route.get(str(fields["route"]))
                    or str(fields["mailbox"] or f"postmaster@{host}"))
-        message = ctx.message
         # to the address exactly as the envelope spelt it (the case keeps it lower-case)
-        sender = message.envelope.mail_from
+        sender = ctx.message.envelope.mail_from
         address = sender if sender.lower() == customer else customer
-        # threading ids and addresses are written raw (see mailflow.message.compose)
-        thread = compose.thread_fields(message.message_id, message.message_ids("References"),
-                                       message.message_ids("In-Reply-To"))
-        # a non-ASCII address or id can only be written in a UTF-8 header (RFC 6532),
-        # which the outbox then sends with SMTPUTF8
-        utf8 = not address.isascii() or not all(value.isascii() for _, value in thread)
-        ack = EmailMessage(policy=compose.policy(utf8=utf8))
-        ack["From"] = formataddr((self.from_name(language), mailbox))
-        ack["To"] = _to_header(fields["customer_name"], address, utf8=utf8)
-        ack["Subject"] = subject
-        ack["Date"] = formatdate(ctx.clock.now(), localtime=True)
-        ack["Message-ID"] = f"<{message_id}>"
-        for name, value in thread:
-            ack[name] = value
-        ack["Auto-Submitted"] = "auto-replied"
-        ack["X-Auto-Response-Suppress"] = "All"
-        ack["Precedence"] = "bulk"
-        ack[compose.LOOP_HEADER] = host  # our routing headers stay inside: no X-Mailflow-Case
-        ack.set_content(body)
-        data = ack.as_bytes()
-        ctx.queue_mail(OutgoingMail("ack", (address,), data,
-                                    mail_from=self.options.envelope_sender))
+        # our routing headers stay inside: no X-Mailflow-Case on it
+        written = self.writer.write(
+            Letter(mailbox, [(_greeting_name(fields["customer_name"], address), address)],
+                   subject, body, sender_name=self.from_name(language),
+                   **answering(ctx.message)),
+            kind="ack", now=ctx.clock.now(), mail_from=self.options.envelope_sender,
+            id_prefix=f"ack.{case}")
+        message_id = written.message_id
+        ctx.queue_mail(written.mail)
         queue_id = ctx.queue_id
         ctx.write(partial(acks.record_ack, case=case, address=customer, message_id=message_id,
                           queue_id=queue_id, promised_at=fields_promised(ctx),

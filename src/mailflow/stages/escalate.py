@@ -67,7 +67,6 @@ from mailflow.stage import (
     CaseStatus,
     Direction,
     MessageContext,
-    OutgoingMail,
     ScopePart,
     Stage,
     StageEnv,
@@ -216,11 +215,11 @@ class EscalateStage(Stage[EscalateOptions]):
         head = mail.Letterhead(case.number, follow.sender, follow.sender_name, follow.reply_to,
                                self.host)
         subject = " ".join(ctx.message.subject.split()) or "(sans objet)"
-        data, message_id = mail.forward(head, experts, subject=subject,
-                                        original=ctx.message.raw, rule=rule.name,
-                                        now=ctx.clock.now(),
-                                        to_customer=rule.expert_answers_customer)
-        ctx.queue_mail(OutgoingMail("escalation", tuple(experts), data))
+        written = mail.forward(head, experts, subject=subject, original=ctx.message.raw,
+                               rule=rule.name, now=ctx.clock.now(),
+                               to_customer=rule.expert_answers_customer)
+        message_id = written.message_id
+        ctx.queue_mail(written.mail)
         escalation = Escalation(
             token=token, case=case.number, rule=rule.name, expert=",".join(experts),
             reply_to=follow.reply_to, message_id=message_id, subject=subject,
