@@ -34,6 +34,7 @@ from mailflow.triage import DEFAULT_SCALE, Scale, Signal, Triage
 from mailflow.values import CaseStatus, Direction, OutgoingMail, Priority, Timer, Verdict
 
 if TYPE_CHECKING:
+    from mailflow.host import Host
     from mailflow.message import Message
     from mailflow.store.base import Transaction
 
@@ -136,7 +137,12 @@ class Effects:
         """Send mail through the outbox once this work is safely committed."""
         self.outgoing.append(mail)
 
-    def schedule_timer(self, timer: Timer) -> None:
+    def schedule_timer(self, timer: Timer, *, replace: bool = False) -> None:
+        """Fire ``timer`` at ``timer.due`` (through the handler of its kind), once this work
+        is committed. ``replace``: the timers of its kind and key still to fire are
+        cancelled first (a standing timer's next run, a deadline moved)."""
+        if replace:
+            self.cancel_timers(timer.kind, timer.key)
         self.timers.append(timer)
 
     def cancel_timers(self, kind: str, key: str) -> None:
@@ -323,10 +329,14 @@ class MessageContext(Effects):
 
 @dataclass(kw_only=True)
 class TimerContext(Effects):
-    """What a timer handler gets: the timer, the store view, the clock, and the stage API."""
+    """What a timer handler gets: the timer, the store view, the clock, the stage API, and
+    the plugin's own view of the daemon (``host``) and rules section (``options``: the one
+    in force, validated; None without one)."""
 
     timer: Timer
     store: StageStore
+    host: Host | None = None
+    options: Any = None
 
 
 TimerHandler = Callable[[TimerContext], Awaitable[None]]

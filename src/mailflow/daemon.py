@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from mailflow import sdnotify
 from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.config import ConfigError, Settings
-from mailflow.host import DaemonHost, Housekeeping, Route
+from mailflow.host import DaemonHost, Host, Housekeeping, Route
 from mailflow.listening import tls_context
 from mailflow.metrics import (
     MetricFactory,
@@ -37,6 +37,7 @@ from mailflow.outbox import OutboxWorker
 from mailflow.pipeline import Pipeline
 from mailflow.plugins import call_one, collect_for_host
 from mailflow.relay import NextHopClient, next_hop_client
+from mailflow.retention import collect_purges, purge
 from mailflow.runtime import Runtime, load_runtime
 from mailflow.scheduler import Scheduler
 from mailflow.session import SessionInfo
@@ -52,6 +53,7 @@ log = structlog.get_logger("mailflow.daemon")
 SCHEDULER_STALLED = 300.0
 
 SHUTDOWN_GRACE = 30.0  # seconds for messages in flight to finish after SIGTERM
+PURGE_EVERY = 3600.0  # seconds between two retention purges
 
 
 class Application:
@@ -74,7 +76,8 @@ class Application:
         self.store: Store = open_store(settings.store_url, clock=clock, node=settings.node_id,
                                        migrate=settings.migrate == "auto")
         self.host = DaemonHost(settings=settings, store=self.store, metrics=self.metric_factory,
-                               rules=lambda: self.runtime.rules, clock=self.clock, worker=worker)
+                               rules=lambda: self.runtime.rules, clock=self.clock, worker=worker,
+                               on_timer=lambda: self.scheduler.wake())
         hop = settings.effective_next_hop
         self.client: NextHopClient = next_hop_client(hop, settings.relay, settings.smtp.hostname)
         self.outbox = OutboxWorker(self.store, self.client, settings.outbox, self.metrics,
@@ -84,7 +87,8 @@ class Application:
                                    lambda: self.runtime.timer_handlers, clock,
                                    on_commit=self.outbox.wake,
                                    housekeeping=lambda: self.housekeeping,
-                                   events=lambda: self.runtime.chain.events)
+                                   events=lambda: self.runtime.chain.events,
+                                   handler_view=self._handler_view)
         self.pipeline = Pipeline(settings, self.store, self.client, self.metrics,
                                  lambda: self.runtime.chain, self._released, clock)
         self.handler = Handler(settings, lambda: self.runtime.pm, lambda: self.runtime.rules,
@@ -198,7 +202,8 @@ class Application:
     async def _plugin_hook(self, runtime: Runtime, hook: str, name: str) -> None:
         try:
             host = self.host.for_plugin(name, rules=lambda: runtime.rules)
-            await call_one(runtime.pm, hook, name, host=host)
+            await call_one(runtime.pm, hook, name, host=host,
+                           options=runtime.plugin_options.get(name))
         except Exception:  # one plugin's bug must not stop the reload of the others
             log.exception("plugin_hook_failed", hook=hook, plugin=name)
 
@@ -211,7 +216,8 @@ class Application:
             await self.store.claim_node()
         for name in self.runtime.plugins:
             await call_one(self.runtime.pm, "mailflow_startup", name,
-                           host=self.host.for_plugin(name))
+                           host=self.host.for_plugin(name),
+                           options=self.runtime.plugin_options.get(name))
         if self.worker == 0:  # gauges and purges once per daemon, not per worker
             self.housekeeping = self._housekeeping(self.runtime)
         loop = asyncio.get_running_loop()
@@ -229,10 +235,30 @@ class Application:
             self._tasks.append(loop.create_task(self._watchdog(interval), name="watchdog"))
         return servers
 
+    def _handler_view(self, kind: str) -> tuple[Host, Any]:
+        """The host and rules section of the plugin that handles timers of ``kind``."""
+        runtime = self.runtime
+        owner = runtime.timer_owners.get(kind, "")
+        return (self.host.for_plugin(owner, rules=lambda: runtime.rules),
+                runtime.plugin_options.get(owner))
+
     def _housekeeping(self, runtime: Runtime) -> list[Housekeeping]:
-        return collect_for_host(runtime.pm, "mailflow_housekeeping",
-                                lambda name: self.host.for_plugin(name,
-                                                                  rules=lambda: runtime.rules))
+        """The plugins' jobs, and the retention purge of every owner's records."""
+        jobs: list[Housekeeping] = collect_for_host(
+            runtime.pm, "mailflow_housekeeping",
+            lambda name: self.host.for_plugin(name, rules=lambda: runtime.rules))
+        retention = self.settings.statistics.retention
+        if retention is not None:
+            purges = collect_purges(runtime.pm)
+
+            async def purge_old() -> None:
+                cutoff = self.clock.now() - retention
+                deleted = await self.store.run_write(lambda tx: purge(tx, purges, cutoff))
+                if deleted:
+                    log.info("retention_purged", older_than=cutoff, **deleted)
+
+            jobs.append(Housekeeping("retention purge", PURGE_EVERY, purge_old))
+        return jobs
 
     def http_routes(self) -> list[Route]:
         """The plugins' pages on the internal HTTP listener (the report's)."""

@@ -21,11 +21,14 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
     from mailflow.config import Model
     from mailflow.context import TimerHandler
-    from mailflow.host import Host, Housekeeping, Route
+    from mailflow.host import Command, Host, Housekeeping, Purge, ReportSection, Route
     from mailflow.session import SessionInfo
     from mailflow.stage import Stage
+    from mailflow.store.base import Transaction
     from mailflow.store.schema import Schema
 
 PROJECT = "mailflow"
@@ -79,13 +82,15 @@ def mailflow_schemas() -> Iterable[Schema]:  # type: ignore[empty-body]
 
 
 @hookspec
-def mailflow_startup(host: Host) -> Awaitable[None] | None:
+def mailflow_startup(host: Host, options: Any) -> Awaitable[None] | None:
     """Called when the daemon has opened its store, before it accepts mail, and for a
-    plugin that a reload adds. ``host`` is the plugin's view of the daemon."""
+    plugin that a reload adds. ``host`` is the plugin's view of the daemon, ``options``
+    its validated rules section (``mailflow_rules_section``; None without one). The
+    place to make sure of a standing timer: ``await host.ensure_timer(...)``."""
 
 
 @hookspec
-def mailflow_shutdown(host: Host) -> Awaitable[None] | None:
+def mailflow_shutdown(host: Host, options: Any) -> Awaitable[None] | None:
     """Called when the daemon stops, after the last message in flight, and for a
     plugin that a reload removes."""
 
@@ -134,6 +139,42 @@ def mailflow_rcpt_to(session: SessionInfo, address: str, options: Any, host: Hos
 
 
 # ---------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def mailflow_commands() -> Iterable[Command]:  # type: ignore[empty-body]
+    """``mailflow`` subcommands this plugin adds: ``Command(name, help, run, arguments)``.
+
+    Asked for the plugins the configuration enables (the command line reads
+    ``--config`` first); a plain function. A name a built-in command or another
+    plugin has is a configuration error.
+    """
+
+
+@hookspec
+def mailflow_case_lines(tx: Transaction, number: str) -> Iterable[tuple[str, str]]:  # type: ignore[empty-body]
+    """Lines this plugin adds to ``mailflow cases show NUMBER``: ``(label, value)`` pairs,
+    read in the command's read-only transaction ``tx``; a plain function."""
+
+
+@hookspec
+def mailflow_report_sections(tx: Transaction, since: float, until: float,  # type: ignore[empty-body]
+                             zone: ZoneInfo | None) -> Iterable[ReportSection]:
+    """Tables this plugin adds to the report of ``since`` to ``until`` (Unix times; days
+    in ``zone``): ``ReportSection(title, columns, rows, note)``, aggregate figures only;
+    read in the report's read-only transaction ``tx``; a plain function."""
+
+
+@hookspec
+def mailflow_retention() -> Iterable[Purge]:  # type: ignore[empty-body]
+    """What the retention purge (``statistics.retention``) deletes of this plugin's
+    tables: ``Purge(table, where, phase)``, ``where`` with ``:cutoff``; a plain function.
+    A table not declared keeps its rows for ever."""
+
+
+# ---------------------------------------------------------------------------
 # Timers
 # ---------------------------------------------------------------------------
 
@@ -144,8 +185,9 @@ def mailflow_timer_handlers() -> Mapping[str, TimerHandler]:  # type: ignore[emp
 
     One handler per kind (two plugins claiming one kind is a configuration
     error), called as ``await handler(ctx)`` with a :class:`TimerContext`
-    (``ctx.timer``, the store view, the clock, and the stage API to queue
-    mail and schedule or cancel timers). What it asks for is committed with
+    (``ctx.timer``, the store view, the clock, the stage API to queue mail and
+    schedule or cancel timers, the plugin's ``ctx.host`` and its rules section
+    ``ctx.options``). What it asks for is committed with
     the timer's "done" mark, in one transaction; if it raises, nothing is
     committed and the timer is retried later.
     """

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from mailflow.config import Settings
     from mailflow.metrics import MetricFactory
     from mailflow.rules import RuleSet
-    from mailflow.store import Store
+    from mailflow.store import Store, Transaction
+    from mailflow.values import Timer
 
 
 #: a WSGI application (PEP 3333): what a plugin's HTTP route answers with
@@ -35,6 +36,46 @@ class Route:
 
     path: str
     app: WsgiApp
+
+
+@dataclass(frozen=True)
+class Command:
+    """A ``mailflow NAME …`` subcommand a plugin adds (``mailflow_commands``).
+
+    ``arguments(parser)`` adds its options to an ``argparse`` parser (``--config`` and
+    the other common options are there already); ``run`` is called with the parsed
+    ``args`` and any of ``host`` (the plugin's view of the daemon, its store open) and
+    ``options`` (its validated rules section) it names, and returns the exit status
+    (it may be ``async``).
+    """
+
+    name: str
+    help: str
+    run: Callable[..., Any]
+    arguments: Callable[[Any], None] = lambda parser: None
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """A table a plugin adds to the report (``mailflow report``, ``/report``): aggregate
+    figures only (the report is read by people who may not see customers' mail)."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str | int | float, ...], ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Purge:
+    """Rows of a plugin's table the retention purge deletes (``statistics.retention``):
+    ``where`` an SQL condition with ``:cutoff`` (the oldest time kept). ``phase``:
+    ``case-rows`` for rows hanging off closed cases (deleted before the cases),
+    ``records`` for the rest."""
+
+    table: str
+    where: str
+    phase: str = "records"
 
 
 @dataclass(frozen=True)
@@ -77,16 +118,26 @@ class Host(Protocol):
     def worker(self) -> int:
         """0 for the first (or only) process, 1… for pre-forked workers."""
 
+    async def schedule_timer(self, timer: Timer, *, replace: bool = False) -> None:
+        """Schedule ``timer`` now, outside any message (``replace``: cancel first the timers
+        of its kind and key still to fire)."""
+
+    async def ensure_timer(self, timer: Timer) -> bool:
+        """A standing timer (a daily digest): schedule ``timer`` unless one of its kind and
+        key is still to fire; True when it was scheduled. Safe at every start and reload:
+        its handler schedules the next run (``ctx.schedule_timer(next, replace=True)``)."""
+
 
 class DaemonHost:
     """The daemon's ``Host``: a view of one process, bound to one plugin's name."""
 
     def __init__(self, *, settings: Settings, store: Store, metrics: MetricFactory,
                  rules: Callable[[], RuleSet], clock: Clock = SYSTEM_CLOCK, worker: int = 0,
-                 plugin: str = "") -> None:
+                 plugin: str = "", on_timer: Callable[[], None] = lambda: None) -> None:
         self._settings, self._store, self._metrics = settings, store, metrics
         self._rules, self._clock, self._worker = rules, clock, worker
         self._plugin = plugin
+        self._on_timer = on_timer  # wakes the scheduler: a timer may be due now
         self._log = structlog.get_logger("mailflow.plugin").bind(plugin=plugin) if plugin \
             else structlog.get_logger("mailflow.plugin")
 
@@ -95,7 +146,7 @@ class DaemonHost:
         loaded with, when a reload adds or removes it)."""
         return DaemonHost(settings=self._settings, store=self._store, metrics=self._metrics,
                           rules=rules or self._rules, clock=self._clock, worker=self._worker,
-                          plugin=name)
+                          plugin=name, on_timer=self._on_timer)
 
     @property
     def settings(self) -> Settings:
@@ -124,3 +175,17 @@ class DaemonHost:
     @property
     def worker(self) -> int:
         return self._worker
+
+    async def schedule_timer(self, timer: Timer, *, replace: bool = False) -> None:
+        def schedule(tx: Transaction) -> None:
+            if replace:
+                tx.cancel_timers(timer.kind, timer.key)
+            tx.schedule_timer(timer, message=None, held=False)
+        await self._store.run_write(schedule)
+        self._on_timer()
+
+    async def ensure_timer(self, timer: Timer) -> bool:
+        scheduled: bool = await self._store.run_write(lambda tx: tx.ensure_timer(timer))
+        if scheduled:
+            self._on_timer()
+        return scheduled

@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -53,9 +53,13 @@ def _builtin_manager() -> pluggy.PluginManager:
     return pm
 
 
-def get_plugin_manager(settings: Settings) -> pluggy.PluginManager:
-    """Build a plugin manager for ``settings``: built-ins, named entry points, plugin dirs."""
+def get_plugin_manager(settings: Settings,
+                       extra: Sequence[tuple[str, object]] = ()) -> pluggy.PluginManager:
+    """Build a plugin manager for ``settings``: built-ins, named entry points, plugin dirs;
+    and ``extra`` (name, plugin) pairs registered as they are (a plugin's own tests)."""
     pm = _builtin_manager()
+    for name, plugin in extra:
+        pm.register(plugin, name=name)
     problems: list[Problem] = []
     _load_entry_points(pm, settings.plugins, settings.source, problems)
     for directory in settings.plugin_dirs:
@@ -158,6 +162,13 @@ def _sync_results(pm: pluggy.PluginManager, hook: str,
         yield impl.plugin_name, impl.function()
 
 
+def results(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+    """(plugin, what it returned) of each plain implementation of ``hook``, in pluggy's
+    order, each called with the arguments it names among ``kwargs``."""
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        yield impl.plugin_name, impl.function(**{n: kwargs[n] for n in impl.argnames})
+
+
 def collect_for_host(pm: pluggy.PluginManager, hook: str,
                      host_for: Callable[[str], object]) -> list[Any]:
     """Every item each plugin's ``hook`` gives, the plugin's own host view passed in
@@ -193,11 +204,13 @@ def collect_sections(pm: pluggy.PluginManager) -> dict[str, tuple[str, type[Mode
     return found
 
 
-def collect_timer_handlers(pm: pluggy.PluginManager) -> dict[str, TimerHandler]:
-    """timer kind -> its one handler, from ``mailflow_timer_handlers``."""
+def collect_timer_handlers(pm: pluggy.PluginManager,
+                           owners: dict[str, str] | None = None) -> dict[str, TimerHandler]:
+    """timer kind -> its one handler, from ``mailflow_timer_handlers`` (and in ``owners``,
+    kind -> the plugin that handles it)."""
     problems: list[Problem] = []
     handlers: dict[str, TimerHandler] = {}
-    owners: dict[str, str] = {}
+    owners = {} if owners is None else owners
     for plugin, provided in _sync_results(pm, "mailflow_timer_handlers", problems):
         for kind, handler in dict(provided or {}).items():
             if kind in owners:

@@ -6,7 +6,7 @@ daemon half-configured: the running Runtime stays until a new one is ready.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,8 @@ class Runtime:
     #: plugin name -> its validated rules section (for its SMTP hooks' ``options``)
     plugin_options: Mapping[str, Model] = field(default_factory=dict)
     timer_handlers: Mapping[str, TimerHandler] = field(default_factory=dict)
+    #: timer kind -> the plugin whose handler fires it (its host and options go along)
+    timer_owners: Mapping[str, str] = field(default_factory=dict)
     #: every owner's tables (core, built-in stages, plugins), migrated when the store opens
     schemas: tuple[Schema, ...] = ()
 
@@ -59,17 +61,20 @@ class Runtime:
 
 
 def load_runtime(settings: Settings, metrics: MetricFactory | None = None,
-                 clock: Clock = SYSTEM_CLOCK) -> Runtime:
+                 clock: Clock = SYSTEM_CLOCK,
+                 plugins: Sequence[tuple[str, object]] = ()) -> Runtime:
     """Load rules and plugins for ``settings`` and build the chain; raises ConfigError.
 
     ``metrics`` is where stages register their metrics (a throwaway registry
-    for ``check`` and ``try``).
+    for ``check`` and ``try``); ``plugins``: (name, plugin) pairs registered besides
+    what the settings enable (a plugin's own tests).
     """
     rules = load_rules(settings.rules)
-    pm = get_plugin_manager(settings)
+    pm = get_plugin_manager(settings, plugins)
     stages = collect_stages(pm)
     sections = collect_sections(pm)
-    handlers = collect_timer_handlers(pm)
+    owners: dict[str, str] = {}
+    handlers = collect_timer_handlers(pm, owners)
     schemas = tuple(collect_schemas(pm))
     env = StageEnv(rules=rules, settings=settings, metrics=metrics or MetricFactory(),
                    clock=clock, automatic=AutomaticDetector(rules.automatic))
@@ -80,10 +85,10 @@ def load_runtime(settings: Settings, metrics: MetricFactory | None = None,
                             claimed={name for name, _ in sections.values()})
     except ConfigError as exc:
         problems.extend(exc.problems)
-    if problems:
-        raise ConfigError(problems)
+    if problems:  # a section a stage and its plugin's SMTP hooks share: each mistake once
+        raise ConfigError(list(dict.fromkeys(problems)))
     env.terms.build()  # all stages registered their terms: one automaton for all
-    return Runtime(settings, rules, pm, stages, chain, options, handlers, schemas)
+    return Runtime(settings, rules, pm, stages, chain, options, handlers, owners, schemas)
 
 
 def _plugin_options(rules: RuleSet, sections: Mapping[str, tuple[str, type[Model]]],

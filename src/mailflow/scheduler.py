@@ -21,6 +21,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import structlog
 
@@ -28,7 +29,7 @@ from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.config import SchedulerSettings
 from mailflow.context import TimerContext, TimerHandler
 from mailflow.events import NO_LISTENERS, EventBus
-from mailflow.host import Housekeeping
+from mailflow.host import Host, Housekeeping
 from mailflow.leased_queue import LeasedQueue
 from mailflow.metrics import Metrics
 from mailflow.store import Store, StoreUnavailable, TimerLost, TimerRow
@@ -55,12 +56,17 @@ class Scheduler:
                  clock: Clock = SYSTEM_CLOCK,
                  on_commit: Callable[[], None] | None = None,
                  housekeeping: Callable[[], Sequence[Housekeeping]] = tuple,
-                 events: Callable[[], EventBus] = lambda: NO_LISTENERS) -> None:
+                 events: Callable[[], EventBus] = lambda: NO_LISTENERS,
+                 handler_view: Callable[[str], tuple[Host | None, Any]] = lambda kind: (
+                     None, None)) -> None:
+        """``handler_view(kind)``: the host and the rules section of the plugin whose handler
+        fires timers of ``kind`` (given to it on its context)."""
         self.store = store
         self.settings = settings
         self.metrics = metrics
         self.handlers = handlers
         self.events = events
+        self.handler_view = handler_view
         self.clock = clock
         self.on_commit = on_commit
         self.owner = f"{store.node or socket.gethostname()}:{os.getpid()}:scheduler"
@@ -128,8 +134,9 @@ class Scheduler:
         if handler is None:  # a reload removed it between claim and fire
             await self.store.timer_release(row.id)
             return
+        host, options = self.handler_view(kind)
         ctx = TimerContext(timer=row.timer, store=self.store, clock=self.clock,
-                           events=self.events())
+                           events=self.events(), host=host, options=options)
         try:
             async with asyncio.timeout(HANDLER_TIMEOUT):
                 await handler(ctx)

@@ -33,7 +33,8 @@ DETECTOR = ("mailflow.automatic", "mailflow.robots", "mailflow.autoreply")
 #: where the detector is built, asked (once per message) and its verdict carried
 DETECTOR_USERS = ("mailflow.automatic", "mailflow.facts", "mailflow.context",
                   "mailflow.direction", "mailflow.stage", "mailflow.chain", "mailflow.rules",
-                  "mailflow.runtime")
+                  "mailflow.runtime",
+                  "mailflow.plugin")  # the public surface names the verdict's type
 MAX_LINES = 400
 
 

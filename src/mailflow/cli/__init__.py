@@ -1,8 +1,11 @@
-"""``mailflow serve | check | try | cases | agents | timers | report | migrate | version``.
+"""``mailflow serve | check | try | cases | agents | timers | report | migrate | plugins``.
 
 Each command is one module of this package with a ``run(args) -> int``,
 imported only when it runs: ``serve`` must choose how metrics are stored
-before anything imports prometheus_client.
+before anything imports prometheus_client. The enabled plugins' commands
+(``mailflow_commands``) join them. Options may come before or after a command's
+positional arguments (``mailflow cases show --config FILE N`` and ``mailflow
+cases show N --config FILE`` alike).
 """
 
 from __future__ import annotations
@@ -17,17 +20,23 @@ from collections.abc import Callable
 
 from mailflow import __version__
 from mailflow.cli.options import CliError, add_common
+from mailflow.cli.plugin_commands import add_parsers, enabled_commands
+from mailflow.cli.plugin_commands import run as plugin_run
 from mailflow.config import ConfigError
+from mailflow.host import Command
 from mailflow.logs import configure
 from mailflow.store import StoreUnavailable
 
-DESCRIPTION = ("``mailflow serve | check | try | cases | agents | timers | report | migrate"
-               " | version``.")
+DESCRIPTION = ("The mailflow daemon and its tools: serve, check, try, cases, agents,"
+               " timers, report, migrate, plugins, version (and the enabled plugins'"
+               " commands). 'mailflow COMMAND --help' says more.")
 #: the module of each command, in this package
 COMMANDS = {"serve": "serve", "check": "check", "try": "try_message", "cases": "cases",
-            "agents": "agents", "timers": "timers", "report": "report", "migrate": "migrate"}
+            "agents": "agents", "timers": "timers", "report": "report", "migrate": "migrate",
+            "plugins": "plugins_list"}
 #: commands whose output is the answer: their logs stay quiet unless asked
-QUIET = frozenset({"check", "try", "cases", "agents", "timers", "report", "migrate"})
+QUIET = frozenset({"check", "try", "cases", "agents", "timers", "report", "migrate",
+                   "plugins"})
 #: the exit status of a process killed by SIGPIPE, as a shell reports it
 BROKEN_PIPE = 128 + 13
 
@@ -101,7 +110,8 @@ def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                              " no network (the chart library is inside)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugin_commands: dict[str, tuple[str, Command]] | None = None,
+                 ) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailflow", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"mailflow {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,12 +129,38 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(migrate)
     migrate.add_argument("--check", action="store_true",
                          help="change nothing; exit 1 if the store is behind")
+    plugins = sub.add_parser("plugins", help="the installed plugins: enabled or not, their"
+                             " stages, sections, tables, timers, commands and routes")
+    add_common(plugins)
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("version", help="print the version")
+    add_parsers(sub, plugin_commands or {})
     return parser
 
 
-def _run(args: argparse.Namespace) -> int:
+def parse(argv: list[str], plugin_commands: dict[str, tuple[str, Command]] | None = None,
+          ) -> argparse.Namespace:
+    """The command line, options and positional arguments in any order after the command
+    (argparse's intermixed parsing, which its subcommands do not get by themselves)."""
+    parser = build_parser(plugin_commands)
+    args, rest = parser.parse_known_args(argv)
+    if not rest:
+        return args
+    subparsers = next(a for a in parser._actions
+                      if isinstance(a, argparse._SubParsersAction))
+    command: argparse.ArgumentParser = subparsers.choices[args.command]
+    found: argparse.Namespace = command.parse_intermixed_args(
+        argv[argv.index(args.command) + 1:])
+    found.command = args.command
+    return found
+
+
+def _run(args: argparse.Namespace,
+         plugin_commands: dict[str, tuple[str, Command]] | None = None) -> int:
     """Import the command's module now, and run it."""
+    if args.command not in COMMANDS:
+        plugin, command = (plugin_commands or {})[args.command]
+        return plugin_run(args, plugin, command)
     module = importlib.import_module(f"mailflow.cli.{COMMANDS[args.command]}")
     run: Callable[[argparse.Namespace], int] = module.run
     return run(args)
@@ -146,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         return BROKEN_PIPE
 
 
+def _wants_plugins(argv: list[str]) -> bool:
+    """A plugin's command, or the help that lists them: the configuration's plugins are
+    loaded to know them (a built-in command never waits for that)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first is None or first not in {*COMMANDS, "version"}
+
+
 def _silence_stdout() -> None:
     """Point stdout at /dev/null: Python's final flush would otherwise fail again."""
     with contextlib.suppress(OSError, ValueError):  # no file descriptor (captured output)
@@ -155,14 +198,17 @@ def _silence_stdout() -> None:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    plugin_commands = enabled_commands(argv, {*COMMANDS, "version"}) if _wants_plugins(
+        argv) else {}
+    args = parse(argv, plugin_commands)
     if args.command == "version":
         print(f"mailflow {version()}")
         return 0
     configure(getattr(args, "log_level", None)
               or ("warning" if args.command in QUIET else "info"))
     try:
-        return _run(args)
+        return _run(args, plugin_commands)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

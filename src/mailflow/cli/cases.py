@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from functools import partial
@@ -25,6 +26,7 @@ from mailflow.clock import SYSTEM_CLOCK
 from mailflow.config import ConfigError, Settings
 from mailflow.context import Effects
 from mailflow.events import CaseClosed, CaseReopened, EventBus
+from mailflow.plugins import get_plugin_manager, results
 from mailflow.rules import load_rules
 from mailflow.store import Store, Transaction, open_store
 from mailflow.store.schema import Schema
@@ -122,16 +124,39 @@ def _show_lines(row: cases.CaseRow, answered_at: float | None,
     return [f"{key:<12} {'-' if value is None else value}" for key, value in fields]
 
 
-async def _show(store: Store, zone: ZoneInfo | None, row: cases.CaseRow, as_json: bool) -> int:
+def _plugin_lines(settings: Settings) -> Callable[[Transaction, str], list[tuple[str, str]]]:
+    """What the enabled plugins add to a case (``mailflow_case_lines``); nothing when the
+    configuration does not load (the case is still worth seeing)."""
+    try:
+        pm = get_plugin_manager(settings)
+    except ConfigError:
+        return lambda tx, number: []
+
+    def lines(tx: Transaction, number: str) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        for _, given in results(pm, "mailflow_case_lines", tx=tx, number=number):
+            found.extend((str(k), str(v)) for k, v in given or ())
+        return found
+
+    return lines
+
+
+async def _show(store: Store, zone: ZoneInfo | None, row: cases.CaseRow, as_json: bool,
+                settings: Settings) -> int:
     history = await store.run_read(partial(_history, number=row.number, zone=zone))
+    plugin_lines = _plugin_lines(settings)
+    more = await store.run_read(lambda tx: plugin_lines(tx, row.number))
     answered_at = await store.run_read(partial(cases.first_response_at, number=row.number))
     due = await store.run_read(partial(deadlines.deadlines_of, number=row.number))
     if as_json:
         print(json.dumps({**asdict(row), "first_response_at": answered_at,
                           "deadlines": [{**asdict(d), "state": d.state} for d in due],
-                          "messages": history}, ensure_ascii=False, indent=2))
+                          "messages": history, "plugins": dict(more)},
+                         ensure_ascii=False, indent=2))
         return 0
     print("\n".join(_show_lines(row, answered_at, zone, due)))
+    for label, value in more:
+        print(f"{label:<12} {value}")
     for item in history:
         print(f"  {item['at']}  {item['direction']:<8} {item['author']:<8} "
               f"{item['sender']:<32} <{item['message_id']}>")
@@ -151,14 +176,14 @@ async def _change(store: Store, events: EventBus, row: cases.CaseRow, action: st
 
 
 async def _act(store: Store, zone: ZoneInfo | None, action: str, number: str,
-               as_json: bool, events: EventBus) -> int:
+               as_json: bool, events: EventBus, settings: Settings) -> int:
     """show, close or reopen one case."""
     row: cases.CaseRow | None = await store.run_read(partial(cases.get_case, number=number))
     if row is None:
         print(f"no case {number}", file=sys.stderr)
         return 1
     if action == "show":
-        return await _show(store, zone, row, as_json)
+        return await _show(store, zone, row, as_json, settings)
     print(f"{row.number} {await _change(store, events, row, action)}")
     return 0
 
@@ -183,7 +208,7 @@ async def run_cases(settings: Settings, action: str, number: str | None, *,
         if action == "list":
             return await _list(store, zone, status, limit, as_json)
         assert number  # checked before the store was opened
-        return await _act(store, zone, action, number, as_json, events)
+        return await _act(store, zone, action, number, as_json, events, settings)
     finally:
         await store.close()
 

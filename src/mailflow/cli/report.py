@@ -21,7 +21,7 @@ from mailflow.cli.cases import calendar_zone
 from mailflow.cli.options import CliError, existing_store_url, settings_from
 from mailflow.config import Settings
 from mailflow.durations import parse_duration
-from mailflow.report.data import Report, build_report
+from mailflow.report.data import Report, build_report, plugin_sections
 from mailflow.report.page import render, text_summary
 from mailflow.store import open_store
 
@@ -45,7 +45,7 @@ async def read(settings: Settings, since: float, until: float) -> Report:
     try:
         return await store.run_read(functools.partial(
             build_report, since=until - since, until=until, zone=calendar_zone(settings),
-            per_agent=settings.statistics.per_agent))
+            per_agent=settings.statistics.per_agent, sections=plugin_sections(settings)))
     finally:
         await store.close()
 

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from mailflow.config import ConfigError, Settings
+from mailflow.host import ReportSection
+from mailflow.plugins import get_plugin_manager, results
 from mailflow.stats.store import Measure, counts, open_cases, responses, volumes
 from mailflow.store import Transaction
+
+#: the plugins' tables of a report: (tx, since, until, zone) -> sections
+SectionsOf = Callable[[Transaction, float, float, ZoneInfo | None], tuple[ReportSection, ...]]
 
 #: the directions of ``mail`` counts, in the order the report shows them
 DIRECTIONS = ("inbound", "reply", "internal", "passthrough")
@@ -126,6 +132,8 @@ class Report:
     rules: tuple[RuleFigures, ...] = ()
     #: (route, priority, status) -> open cases now
     open_cases: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    #: the tables the plugins add (``mailflow_report_sections``)
+    sections: tuple[ReportSection, ...] = ()
 
     @property
     def success_rate(self) -> float | None:
@@ -237,8 +245,25 @@ def start_of_day(day: str, zone: ZoneInfo | None) -> float:
     return (midnight if zone else midnight.astimezone()).timestamp()
 
 
+def plugin_sections(settings: Settings) -> SectionsOf:
+    """What the enabled plugins add to the report (none when the configuration does not
+    load: the report is still worth reading)."""
+    try:
+        pm = get_plugin_manager(settings)
+    except ConfigError:
+        return lambda tx, since, until, zone: ()
+
+    def sections(tx: Transaction, since: float, until: float,
+                 zone: ZoneInfo | None) -> tuple[ReportSection, ...]:
+        return tuple(section for _, given in results(pm, "mailflow_report_sections", tx=tx,
+                                                     since=since, until=until, zone=zone)
+                     for section in given or () if isinstance(section, ReportSection))
+
+    return sections
+
+
 def build_report(tx: Transaction, *, since: float, until: float, zone: ZoneInfo | None,
-                 per_agent: bool = True) -> Report:
+                 per_agent: bool = True, sections: SectionsOf | None = None) -> Report:
     """The figures of whole days, from the day ``since`` falls on to the day of ``until``,
     counted in ``zone`` (the default business calendar's: the statistics' days)."""
     since_day, last_day = day_of(since, zone), day_of(until, zone)
@@ -248,9 +273,11 @@ def build_report(tx: Transaction, *, since: float, until: float, zone: ZoneInfo 
     now_open: dict[tuple[str, str, str], int] = defaultdict(int)
     for route, priority, status, count in open_cases(tx):  # NULL and '' are both "none"
         now_open[(route, priority, status)] += count
+    added = sections(tx, start, until, zone) if sections is not None else ()
     if not has_statistics(tx):
         return Report(since=start, until=until, zone=zone_name, days=days,
-                      has_statistics=False, per_agent=per_agent, open_cases=dict(now_open))
+                      has_statistics=False, per_agent=per_agent, open_cases=dict(now_open),
+                      sections=added)
     first = responses(tx, start, "first_response")
     answers = responses(tx, start, "response")
     seconds = [row[3] for row in first]
@@ -278,4 +305,4 @@ def build_report(tx: Transaction, *, since: float, until: float, zone: ZoneInfo 
         routes=_route_figures(first, sla["sla_warning"], sla["sla_breach"]),
         breaches=dict(breaches),
         agents=_agent_figures(answers, first) if per_agent else (),
-        rules=_rule_figures(tx, start, since_day), open_cases=dict(now_open))
+        rules=_rule_figures(tx, start, since_day), open_cases=dict(now_open), sections=added)

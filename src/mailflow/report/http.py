@@ -30,7 +30,7 @@ import structlog
 
 from mailflow.config import Settings
 from mailflow.host import Host, Route
-from mailflow.report.data import Report, build_report
+from mailflow.report.data import Report, build_report, plugin_sections
 from mailflow.report.page import PLOTLY_PATH, plotly_js, render
 from mailflow.store import open_store
 
@@ -90,7 +90,7 @@ async def read_report(settings: Settings, *, since: float, until: float,
     try:
         return await store.run_read(functools.partial(
             build_report, since=until - since, until=until, zone=zone,
-            per_agent=settings.statistics.per_agent))
+            per_agent=settings.statistics.per_agent, sections=plugin_sections(settings)))
     finally:
         await store.close()
 

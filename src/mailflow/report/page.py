@@ -188,4 +188,8 @@ def text_summary(report: Report) -> str:
     for rule in report.rules:
         lines.append(f"escalate {rule.rule}: {rule.escalations} forwarded, {rule.reminders}"
                      f" reminders, {rule.supervisor} to the supervisor")
+    for section in report.sections:
+        lines.append(f"{section.title}:")
+        lines.append("  " + "  ".join(str(c) for c in section.columns))
+        lines.extend("  " + "  ".join(str(v) for v in row) for row in section.rows)
     return "\n".join(lines)

@@ -66,7 +66,9 @@ from mailflow.business_hours import BusinessCalendar, CalendarOptions, PromiseOp
 from mailflow.config import Model
 from mailflow.dnscheck import DnsOptions, DomainChecker
 from mailflow.hookspecs import hookimpl
+from mailflow.host import Purge
 from mailflow.message.writer import Letter, MailWriter, answering
+from mailflow.retention import of_closed_cases
 from mailflow.stage import (
     Automatic,
     AutomaticDetector,
@@ -371,3 +373,8 @@ def mailflow_stages() -> Iterable[type[Stage[Any]]]:
 @hookimpl
 def mailflow_schemas() -> Iterable[Schema]:
     return [acks.SCHEMA]
+
+
+@hookimpl
+def mailflow_retention() -> Iterable[Purge]:
+    return [*of_closed_cases("acks"), Purge("ack_bounces", "at < :cutoff")]

@@ -59,8 +59,10 @@ from mailflow.escalation.timers import HANDLERS, SUPERVISOR, FollowUp, cancel, s
 from mailflow.escalation.tokens import ANSWERED, WAITING, Escalation
 from mailflow.events import CaseAnswered, CaseClosed, CaseEvent, Listener
 from mailflow.hookspecs import hookimpl
+from mailflow.host import Purge
 from mailflow.message import Message
 from mailflow.presence import present_members, take_turn
+from mailflow.retention import of_closed_cases
 from mailflow.services import REPLY_TOKENS, TEAMS, Services, Token
 from mailflow.stage import (
     CaseInfo,
@@ -349,3 +351,8 @@ def mailflow_schemas() -> Iterable[Schema]:
 @hookimpl
 def mailflow_timer_handlers() -> Mapping[str, TimerHandler]:
     return HANDLERS.handlers()
+
+
+@hookimpl
+def mailflow_retention() -> Iterable[Purge]:
+    return of_closed_cases("escalations")

@@ -60,7 +60,9 @@ from mailflow.config import TimeZoneName
 from mailflow.context import Effects
 from mailflow.events import CaseEvent, CaseOpened, CaseReopened, CaseSettled, Listener
 from mailflow.hookspecs import hookimpl
+from mailflow.host import Purge
 from mailflow.message import Message
+from mailflow.retention import of_closed_cases
 from mailflow.stage import (
     CaseInfo,
     CaseStatus,
@@ -299,3 +301,10 @@ def mailflow_stages() -> Iterable[type[Stage[Any]]]:
 @hookimpl
 def mailflow_schemas() -> Iterable[Schema]:
     return [cases.SCHEMA]
+
+
+@hookimpl
+def mailflow_retention() -> Iterable[Purge]:
+    return [*of_closed_cases("case_messages"),
+            Purge("cases", "status = 'closed' AND updated_at < :cutoff", "cases"),
+            Purge("fingerprints", "created_at < :cutoff")]

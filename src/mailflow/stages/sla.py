@@ -58,6 +58,8 @@ from mailflow.deadlines import FIRST_RESPONSE, UPDATE, Kind
 from mailflow.durations import Duration, DurationField, parse_duration
 from mailflow.events import CaseAnswered, CaseClosed, CaseEvent, Listener
 from mailflow.hookspecs import hookimpl
+from mailflow.host import Purge
+from mailflow.retention import of_closed_cases
 from mailflow.sla_timers import HANDLERS, Notice
 from mailflow.stage import (
     CaseStatus,
@@ -307,3 +309,8 @@ def mailflow_schemas() -> Iterable[Schema]:
 @hookimpl
 def mailflow_timer_handlers() -> Mapping[str, TimerHandler]:
     return HANDLERS.handlers()
+
+
+@hookimpl
+def mailflow_retention() -> Iterable[Purge]:
+    return of_closed_cases("sla_deadlines")

@@ -180,6 +180,16 @@ class Transaction(abc.ABC):
         self.execute("UPDATE timers SET state = 'cancelled' WHERE kind = :kind AND key = :key"
                      " AND state IN ('active', 'held')", {"kind": kind, "key": key})
 
+    def ensure_timer(self, timer: Timer) -> bool:
+        """Schedule ``timer`` unless one of its kind and key is still to fire (a standing
+        timer, made sure of at each start); True when it was scheduled."""
+        if self.execute("SELECT 1 FROM timers WHERE kind = :kind AND key = :key"
+                        " AND state IN ('active', 'held')",
+                        {"kind": timer.kind, "key": timer.key}):
+            return False
+        self.schedule_timer(timer, message=None, held=False)
+        return True
+
     def release_timers(self, message: str) -> None:
         self._settle_held("timers", message, "active")
 
