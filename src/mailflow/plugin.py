@@ -34,7 +34,7 @@ from mailflow.events import (
     Listener,
 )
 from mailflow.hookspecs import hookimpl
-from mailflow.host import Command, Host, Housekeeping, Route, WsgiApp
+from mailflow.host import Command, Host, Housekeeping, Purge, ReportSection, Route, WsgiApp
 from mailflow.language import LanguageGuess
 from mailflow.message import Envelope, Message
 from mailflow.message.writer import AUTOMATIC, TO_ANSWER, Letter, MailWriter, Written, answering
@@ -87,7 +87,7 @@ __all__ = [
     "Model",
     "OutgoingMail",
     "Priority",
-    "Route",
+    "Purge", "ReportSection", "Route",
     "Scale",
     "Schema",
     "ScopePart",

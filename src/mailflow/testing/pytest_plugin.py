@@ -28,6 +28,8 @@ In memory, on a real temporary SQLite store:
 
 End to end, on loopback only:
 
+- ``mailflow_cli``: ``mailflow_cli("vip-report", "--config", path)``, the command line
+  in-process: (exit status, what it printed, what it said on stderr);
 - ``mailflow_next_hop``: a capturing SMTP server (``.messages``, ``.wait_for(n)``);
 - ``mailflow_daemon``: ``mailflow_daemon(rules, plugins=["vip"], test_clock=T)`` starts
   ``mailflow serve`` relaying to it (``.send(raw, mail_from, rcpt_to)``, ``.advance(s)``,
@@ -169,10 +171,30 @@ def mailflow_timer_context(mailflow_store: Store, mailflow_clock: FakeClock,
 
 
 @pytest.fixture
-def mailflow_call_hook() -> Callable[..., Awaitable[list[Any]]]:
+def mailflow_call_hook(mailflow_host: Callable[..., DaemonHost],
+                       ) -> Callable[..., Awaitable[list[Any]]]:
+    """Call a plugin's hook through pluggy; its ``host`` is ``mailflow_host()`` unless
+    given."""
     from mailflow.testing import call_hook
 
-    return call_hook
+    async def call(plugin: object, hook: str, **kwargs: Any) -> list[Any]:
+        kwargs.setdefault("host", mailflow_host())
+        return await call_hook(plugin, hook, **kwargs)
+
+    return call
+
+
+@pytest.fixture
+def mailflow_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    from mailflow.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()  # what came before is not this command's
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 @pytest.fixture

@@ -22,10 +22,17 @@ from typing import Any
 import structlog
 from pydantic import Field, field_validator
 
-from mailflow.hookspecs import hookimpl
-from mailflow.host import Host
-from mailflow.session import SessionInfo, SmtpReply
-from mailflow.stage import MessageContext, Stage, StageEnv, StageOptions, Verdict
+from mailflow.plugin import (
+    Host,
+    MessageContext,
+    SessionInfo,
+    SmtpReply,
+    Stage,
+    StageEnv,
+    StageOptions,
+    Verdict,
+    hookimpl,
+)
 
 log = structlog.get_logger("mailflow.plugins.blocklist")
 
