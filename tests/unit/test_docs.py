@@ -58,6 +58,26 @@ def test_hookspecs_found() -> None:
     assert "mailflow_stages" in hook_names()
 
 
+GUIDE = REPO / "docs" / "plugins.md"
+
+
+def test_the_guide_names_only_what_exists() -> None:
+    """docs/plugins.md: every ``mailflow_*`` it names is a hook or a shipped fixture, and
+    every name it imports from ``mailflow.plugin`` is on the public surface."""
+    import mailflow.plugin
+    from mailflow.testing import pytest_plugin
+
+    text = GUIDE.read_text(encoding="utf-8")
+    fixtures = {name for name in vars(pytest_plugin) if name.startswith("mailflow_")}
+    named = set(re.findall(r"\b(mailflow_[a-z_]+)\b", text)) - {"mailflow_vip"}  # its package
+    assert named, "the guide names no hook nor fixture"
+    assert named <= hook_names() | fixtures, named - hook_names() - fixtures
+    imported = {name.strip() for block in re.findall(
+        r"from mailflow\.plugin import ([^\n]+)", text) for name in block.split(",")}
+    assert imported and imported <= set(mailflow.plugin.__all__), imported
+    assert set(mailflow.plugin.__all__) <= set(dir(mailflow.plugin))
+
+
 def test_every_hook_has_a_heading() -> None:
     missing = hook_names() - documented_hooks()
     assert not missing, f"hooks not documented as a heading in {PLUGIN_HOOKS.name}: {missing}"
