@@ -436,3 +436,25 @@ def test_agents_set_refuses_an_unknown_name(tmp_path: Path,
     assert "no agent named 'brunoo'" in err and "bruno" in err
     assert cli.main(["agents", "set", "bruno", *args]) == 2
     assert "mailflow agents set NAME|ADDRESS away|present" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["cases", "show", "--config", "c.yaml", "SAV-1"],
+    ["cases", "show", "SAV-1", "--config", "c.yaml"],
+    ["cases", "--config", "c.yaml", "show", "SAV-1"],
+])
+def test_options_before_or_after_the_arguments(argv: list[str]) -> None:
+    from mailflow.cli import parse
+
+    args = parse(argv)
+    assert (args.command, args.action, args.number, args.config) == (
+        "cases", "show", "SAV-1", "c.yaml")
+
+
+def test_timers_and_agents_take_options_anywhere() -> None:
+    from mailflow.cli import parse
+
+    timers = parse(["timers", "cancel", "--config", "c.yaml", "12"])
+    assert (timers.action, timers.id, timers.config) == ("cancel", 12, "c.yaml")
+    agents = parse(["agents", "set", "--rules", "r", "bruno", "away"])
+    assert (agents.name, agents.status, agents.rules) == ("bruno", "away", "r")
