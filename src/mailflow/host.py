@@ -32,10 +32,24 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 @dataclass(frozen=True)
 class Route:
     """A page a plugin adds to the daemon's internal HTTP listener (the one of
-    ``/metrics``): ``path`` exactly, or every path under it when it ends with ``/``."""
+    ``/metrics``, on loopback or the company network; the only listener plugins get
+    today): ``path`` exactly, or every path under it when it ends with ``/``. Other
+    methods than ``methods`` are answered 405. ``writes``: the route changes the store
+    (a form that records something); only such a route may take POST, PUT, PATCH or
+    DELETE, and a GET never writes."""
 
     path: str
     app: WsgiApp
+    methods: tuple[str, ...] = ("GET", "HEAD")
+    writes: bool = False
+
+    def __post_init__(self) -> None:
+        changing = {m.upper() for m in self.methods} & {"POST", "PUT", "PATCH", "DELETE"}
+        if changing and not self.writes:
+            raise ValueError(f"route {self.path}: {', '.join(sorted(changing))} needs"
+                             " writes=True")
+        if not self.path.startswith("/"):
+            raise ValueError(f"route {self.path!r}: a path begins with /")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
 if TYPE_CHECKING:
-    from mailflow.host import Route, WsgiApp
+    from mailflow.host import Route
 
 SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                    10, 30, 60)
@@ -158,17 +158,17 @@ def worker_exited(pid: int) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
-def _route_app(routes: Sequence[Route]) -> Callable[[str], WsgiApp | None]:
-    """The page for a path: an exact route, else the longest route ending in ``/`` that
-    the path lies under."""
-    exact = {r.path: r.app for r in routes if not r.path.endswith("/")}
+def _route_app(routes: Sequence[Route]) -> Callable[[str], Route | None]:
+    """The route of a path: an exact one, else the longest ending in ``/`` that the path
+    lies under."""
+    exact = {r.path: r for r in routes if not r.path.endswith("/")}
     prefixes = sorted((r for r in routes if r.path.endswith("/")),
                       key=lambda r: len(r.path), reverse=True)
 
-    def find(path: str) -> WsgiApp | None:
+    def find(path: str) -> Route | None:
         if path in exact:
             return exact[path]
-        return next((r.app for r in prefixes if path.startswith(r.path)), None)
+        return next((r for r in prefixes if path.startswith(r.path)), None)
 
     return find
 
@@ -189,9 +189,15 @@ def serve_http(address: tuple[str, int], registry: CollectorRegistry,
             start_response("200 OK" if ok else "503 Service Unavailable",
                            [("Content-Type", "text/plain; charset=utf-8")])
             return [f"{'ok' if ok else 'unhealthy'}: {detail}\n".encode()]
-        page = page_for(path)
-        if page is not None:
-            return page(environ, start_response)
+        route = page_for(path)
+        if route is not None:
+            method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+            if method not in {m.upper() for m in route.methods}:
+                start_response("405 Method Not Allowed",
+                               [("Content-Type", "text/plain; charset=utf-8"),
+                                ("Allow", ", ".join(route.methods))])
+                return [f"{method} is not served at {path}\n".encode()]
+            return route.app(environ, start_response)
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
         return [b"not found: /metrics, /healthz and the plugins' pages are served here\n"]
 
