@@ -26,7 +26,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.test-installed debs
 	$(BIN)/ruff check src tests plugins bench
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4 --dist loadfile
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \

@@ -44,6 +44,8 @@ SHARED_SUITES = (
 REALMAIL_SUITES = ("reliability/test_realmail.py", "reliability/test_one_reception.py")
 collect_ignore = ([] if CORPUS.is_dir() else list(SHARED_SUITES)) + (
     [] if REALMAIL.is_dir() else list(REALMAIL_SUITES))
+#: packages the tests install and run on their own (tests/integration/test_plugin_kit.py)
+collect_ignore_glob = ["fixtures/*"]
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

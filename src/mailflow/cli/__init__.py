@@ -17,15 +17,16 @@ import importlib.metadata
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mailflow import __version__
 from mailflow.cli.options import CliError, add_common
-from mailflow.cli.plugin_commands import add_parsers, enabled_commands
-from mailflow.cli.plugin_commands import run as plugin_run
 from mailflow.config import ConfigError
-from mailflow.host import Command
 from mailflow.logs import configure
 from mailflow.store import StoreUnavailable
+
+if TYPE_CHECKING:  # `serve` must import prometheus_client itself, after choosing its mode
+    from mailflow.host import Command
 
 DESCRIPTION = ("The mailflow daemon and its tools: serve, check, try, cases, agents,"
                " timers, report, migrate, plugins, version (and the enabled plugins'"
@@ -134,7 +135,10 @@ def build_parser(plugin_commands: dict[str, tuple[str, Command]] | None = None,
     add_common(plugins)
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("version", help="print the version")
-    add_parsers(sub, plugin_commands or {})
+    if plugin_commands:
+        from mailflow.cli.plugin_commands import add_parsers
+
+        add_parsers(sub, plugin_commands)
     return parser
 
 
@@ -159,6 +163,8 @@ def _run(args: argparse.Namespace,
          plugin_commands: dict[str, tuple[str, Command]] | None = None) -> int:
     """Import the command's module now, and run it."""
     if args.command not in COMMANDS:
+        from mailflow.cli.plugin_commands import run as plugin_run
+
         plugin, command = (plugin_commands or {})[args.command]
         return plugin_run(args, plugin, command)
     module = importlib.import_module(f"mailflow.cli.{COMMANDS[args.command]}")
@@ -199,8 +205,11 @@ def _silence_stdout() -> None:
 
 def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    plugin_commands = enabled_commands(argv, {*COMMANDS, "version"}) if _wants_plugins(
-        argv) else {}
+    plugin_commands = {}
+    if _wants_plugins(argv):
+        from mailflow.cli.plugin_commands import enabled_commands
+
+        plugin_commands = enabled_commands(argv, {*COMMANDS, "version"})
     args = parse(argv, plugin_commands)
     if args.command == "version":
         print(f"mailflow {version()}")

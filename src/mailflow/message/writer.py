@@ -4,7 +4,8 @@ Two kinds of mail, two profiles (RFC 3834, and what mail clients honour):
 
 - ``AUTOMATIC``: a notice nobody is meant to answer (an acknowledgement, an SLA
   warning, a reminder, a plugin's digest). ``Auto-Submitted: auto-replied`` when it
-  answers a message (``in_reply_to``), ``auto-generated`` otherwise;
+  answers a message (``replying``: a letter built with ``answering(message)``),
+  ``auto-generated`` otherwise;
   ``X-Auto-Response-Suppress: All`` and ``Precedence: bulk`` so that no
   out-of-office answers it.
 - ``TO_ANSWER``: mail a person is meant to answer (a forward to an expert): no
@@ -66,6 +67,8 @@ class Letter:
     headers: Mapping[str, str] = field(default_factory=dict)
     #: a message attached whole (``message/rfc822``), as received
     attached: bytes | None = None
+    #: it answers a message (RFC 3834's ``auto-replied``), whether it names it or not
+    replying: bool = False
     #: ``Auto-Submitted`` when the profile's is not the right one (a reminder a person is
     #: meant to answer, yet written by a robot: ``auto-generated``)
     auto_submitted: str | None = None
@@ -86,7 +89,8 @@ def answering(message: Message) -> dict[str, Any]:
     if not chain:
         parent = message.message_ids("In-Reply-To")
         chain = parent if len(parent) == 1 else []
-    return {"in_reply_to": message.message_id or None, "references": tuple(chain)}
+    return {"in_reply_to": message.message_id or None, "references": tuple(chain),
+            "replying": True}
 
 
 class MailWriter:
@@ -119,7 +123,7 @@ class MailWriter:
             mail[name] = value
         if profile is AUTOMATIC:
             mail["Auto-Submitted"] = letter.auto_submitted or (
-                "auto-replied" if letter.in_reply_to else "auto-generated")
+                "auto-replied" if letter.replying else "auto-generated")
             mail["X-Auto-Response-Suppress"] = "All"
             mail["Precedence"] = "bulk"
         else:

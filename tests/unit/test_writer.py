@@ -1,0 +1,68 @@
+"""The one mail writer: the two profiles, threading written raw, UTF-8 when needed."""
+
+from __future__ import annotations
+
+from email import message_from_bytes
+from email.policy import default
+
+from mailflow.message import Envelope, parse_message
+from mailflow.message.writer import AUTOMATIC, TO_ANSWER, Letter, MailWriter, answering
+
+LONG_ID = "SL2P216MB1234567890ABCDEF1234567890ABCDEF.fr-1.prod.outlook.example@outlook.example"
+WRITER = MailWriter("mx.example.com")
+
+
+def customer(headers: str) -> bytes:
+    return (f"From: Claire <claire@client.test>\r\nTo: sav@example.com\r\nSubject: Q\r\n"
+            f"{headers}\r\nBonjour.\r\n").encode()
+
+
+def test_an_automatic_answer() -> None:
+    message = parse_message(customer(f"Message-ID: <{LONG_ID}>\r\n"),
+                            Envelope("claire@client.test", ("sav@example.com",)))
+    written = WRITER.write(Letter("sav@example.com", [("Claire", "claire@client.test")],
+                                  "[SAV-1] Accusé de réception", "Votre message est arrivé.",
+                                  **answering(message)), kind="ack", now=1795420800.0,
+                           id_prefix="ack.SAV-1")
+    data = written.mail.data
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nAuto-Submitted: auto-replied\r\n" in head
+    assert b"\r\nX-Auto-Response-Suppress: All\r\n" in head
+    assert b"\r\nPrecedence: bulk\r\n" in head
+    assert b"\r\nX-Mailflow-Loop: mx.example.com\r\n" in head
+    assert f"\r\nIn-Reply-To: <{LONG_ID}>\r\n".encode() in head  # raw, never encoded
+    assert written.message_id.startswith("ack.SAV-1.") and written.message_id.endswith(
+        "@mx.example.com")
+    assert written.mail.rcpt_to == ("claire@client.test",) and written.mail.mail_from == ""
+    assert b"\n" not in data.replace(b"\r\n", b"")  # CRLF lines only
+
+
+def test_an_answer_to_a_message_without_id_is_still_auto_replied() -> None:
+    message = parse_message(customer(""), Envelope("paul@client.test", ("sav@example.com",)))
+    written = WRITER.write(Letter("sav@example.com", ["paul@client.test"], "Reçu", "Reçu.",
+                                  **answering(message)), kind="ack", now=1795420800.0)
+    head = written.mail.data.split(b"\r\n\r\n", 1)[0]
+    assert b"Auto-Submitted: auto-replied" in head and b"In-Reply-To" not in head
+
+
+def test_a_notice_and_mail_to_answer() -> None:
+    notice = WRITER.write(Letter("sla@example.com", ["chef@example.com"], "Breach", "x"),
+                          kind="sla-breach", now=1795420800.0).mail.data
+    assert b"Auto-Submitted: auto-generated" in notice
+    forward = WRITER.write(Letter("sav@example.com", ["lawyer@example.com"], "Avis", "x",
+                                  reply_to="experts+SAV-1.abc@example.com",
+                                  attached=customer("Message-ID: <m@c>\r\n")),
+                           kind="escalation", profile=TO_ANSWER, now=1795420800.0).mail.data
+    head = forward.split(b"\r\n\r\n", 1)[0]
+    assert b"Auto-Submitted" not in head and b"X-Auto-Response-Suppress: OOF" in head
+    assert b"Precedence" not in head and b"X-Mailflow-Loop: mx.example.com" in head
+    parsed = message_from_bytes(forward, policy=default)
+    assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain",
+                                                                   "message/rfc822"]
+
+
+def test_a_non_ascii_address_makes_the_header_utf8() -> None:
+    written = WRITER.write(Letter("sav@example.com", ["josé@exemple.test"], "Reçu", "x",
+                                  replying=True), kind="ack", profile=AUTOMATIC,
+                           now=1795420800.0)
+    assert "To: josé@exemple.test".encode() in written.mail.data
