@@ -34,6 +34,7 @@ REALMAIL = SHARED / "realmail"
 SHARED_SUITES = (
     "unit/test_message_corpus.py",
     "unit/test_customer_text_corpus.py",
+    "unit/test_try_corpus.py",
     "integration/test_corpus_cases.py",
     "integration/test_corpus_relay.py",
     "integration/test_triage_corpus.py",

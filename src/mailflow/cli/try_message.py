@@ -26,7 +26,7 @@ from mailflow import intake
 from mailflow.chain import describe
 from mailflow.cli.cases import when
 from mailflow.cli.options import settings_from, sqlite_path
-from mailflow.cli.try_report import format_report
+from mailflow.cli.try_report import format_report, shown
 from mailflow.config import Settings
 from mailflow.context import MessageContext
 from mailflow.message import Envelope, Message
@@ -155,7 +155,7 @@ def _chain_report(ctx: MessageContext, zone: ZoneInfo) -> dict[str, Any]:
         "recipients": ctx.recipients,
         "headers": [{"name": n, "value": v} for n, v in ctx.added_headers],
         "outgoing": [{"kind": m.kind, "rcpt_to": list(m.rcpt_to), "mail_from": m.mail_from,
-                      "bytes": len(m.data)} for m in ctx.outgoing],
+                      "bytes": len(m.data), **shown(m.data)} for m in ctx.outgoing],
         "timers": [{"kind": t.kind, "key": t.key, "due": t.due, "due_local": when(t.due, zone)}
                    for t in ctx.timers],
         "direction": ctx.direction.value,

@@ -1,11 +1,37 @@
-"""How ``mailflow try`` says what the daemon decided, for a person at a terminal."""
+"""How ``mailflow try`` says what the daemon decided, for a person at a terminal: each
+stage's decision, and every mail the message would cause, rendered as its reader
+would see it (headers decoded, the text body), so a team editing a template sees the
+acknowledgement without sending one."""
 
 from __future__ import annotations
 
+import email
+from email.message import EmailMessage
+from email.policy import default
 from typing import Any
 
 from mailflow.chain import DEFAULT_REPLIES
 from mailflow.values import Verdict
+
+
+def shown(data: bytes) -> dict[str, Any]:
+    """A mail mailflow would send, as its reader sees it: headers decoded, the text, and
+    what is attached."""
+    mail = email.message_from_bytes(data, policy=default)
+    assert isinstance(mail, EmailMessage)
+    body = mail.get_body(preferencelist=("plain",))
+    text = body.get_content() if isinstance(body, EmailMessage) else ""
+    attached = [part.get_content_type() for part in mail.iter_attachments()]
+    return {"headers": [{"name": k, "value": str(v)} for k, v in mail.items()],
+            "text": text, "attachments": attached}
+
+
+def _mail_lines(mail: dict[str, Any]) -> list[str]:
+    lines = [f"  | {h['name']}: {h['value']}" for h in mail.get("headers", ())]
+    lines.append("  |")
+    lines.extend(f"  | {line}".rstrip() for line in str(mail.get("text", "")).splitlines())
+    lines.extend(f"  | [attached: {kind}]" for kind in mail.get("attachments", ()))
+    return lines
 
 
 def _intake_lines(report: dict[str, Any]) -> list[str]:
@@ -96,8 +122,10 @@ def outcome_lines(report: dict[str, Any]) -> list[str]:
         said.extend(f"header    {h['name']}: {h['value']}" for h in report["headers"])
     # a refused message commits nothing the chain asked for: its mail and timers are dropped
     unless = "  (not queued: the message is refused)" if refused else ""
-    said.extend(f"outbox    {m['kind']} to {', '.join(m['rcpt_to'])} ({m['bytes']} bytes)"
-                f"{unless}" for m in report["outgoing"])
+    for m in report["outgoing"]:
+        said.append(f"outbox    {m['kind']} to {', '.join(m['rcpt_to'])} ({m['bytes']} bytes)"
+                    f"{unless}")
+        said.extend(_mail_lines(m))
     said.extend(f"timer     {t['kind']} {t['key']} due {t['due_local']}{unless}"
                 for t in report["timers"])
     return said
