@@ -18,3 +18,5 @@ def test_the_corpus_french_question(tmp_path: Path) -> None:
     assert "language  fr (" in out
     assert "  | Nous avons bien reçu votre message du" in out
     assert "  | Subject: [SAV-" in out and "Accusé de réception" in out
+    (ack,) = [m for m in report["outgoing"] if m["kind"] == "ack"]  # type: ignore[union-attr]
+    assert ack["text"].startswith("Bonjour Claire Martin,")
