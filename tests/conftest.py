@@ -37,6 +37,7 @@ SHARED_SUITES = (
     "unit/test_try_corpus.py",
     "integration/test_corpus_cases.py",
     "integration/test_corpus_relay.py",
+    "integration/test_replay_corpus.py",
     "integration/test_triage_corpus.py",
     "integration/test_escalate_corpus.py",
     "reliability/test_shared_corpus.py",

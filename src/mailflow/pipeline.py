@@ -85,15 +85,22 @@ class Pipeline:
 
     async def process(self, raw: bytes, envelope: Envelope, trusted: bool, *,
                       submission: bool = False) -> Outcome:
+        outcome, _ = await self.handle(raw, envelope, Door(trusted, submission))
+        return outcome
+
+    async def handle(self, raw: bytes, envelope: Envelope,
+                     door: Door) -> tuple[Outcome, MessageContext | None]:
+        """The live outcome of one message, and its context (None: refused before the
+        chain): what ``mailflow replay`` reports on."""
         started = time.perf_counter()
         queue_id = wire.new_queue_id(self.clock)
-        received = await self.reception.receive(raw, envelope, Door(trusted, submission),
-                                                self.store, queue_id=queue_id)
+        received = await self.reception.receive(raw, envelope, door, self.store,
+                                                queue_id=queue_id)
         ctx = received.ctx
         if ctx is None:
             refusal = received.refusal or "554 5.6.0 Message refused"
             self._log(queue_id, envelope, None, "reject", refusal, started)
-            return Outcome(refusal, "reject")
+            return Outcome(refusal, "reject"), None
         self._stage_metrics(ctx)
         self.metrics.directions.labels(direction=ctx.direction.value).inc()
         try:
@@ -107,7 +114,7 @@ class Pipeline:
             log.error("store_unavailable", queue_id=queue_id, error=str(exc))
             outcome = Outcome("451 4.3.0 Temporary storage failure, try again later", "tempfail")
         self._log(queue_id, envelope, ctx, outcome.verdict, outcome.reply, started)
-        return outcome
+        return outcome, ctx
 
     async def _settle(self, ctx: MessageContext) -> Outcome:
         """Carry out the chain's verdict: refuse, keep without relaying, or deliver."""

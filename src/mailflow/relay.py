@@ -61,6 +61,23 @@ class NextHopClient(Protocol):
     async def close(self) -> None: ...
 
 
+class CapturingClient:
+    """A next hop that takes everything and keeps a count: where a replay, a dry run or
+    shadow mode "send" what must go nowhere."""
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+        self.taken = 0
+
+    async def send(self, mail_from: str, rcpt_to: list[str], data: bytes, *,
+                   smtputf8: bool = False, body8bit: bool = False) -> DeliveryResult:
+        self.taken += 1
+        return DeliveryResult(250, "2.0.0 kept, not sent")
+
+    async def close(self) -> None:
+        return None
+
+
 def check_address(address: str) -> None:
     """Refuse addresses that could smuggle commands onto the next hop's command line,
     and any that aiosmtplib would refuse (ValueError) or rewrite on its way out

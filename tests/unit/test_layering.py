@@ -27,8 +27,9 @@ PACKAGE = SRC / "mailflow"
 CUSTOMER_SERVICE = ("mailflow.stages", "mailflow.cases", "mailflow.acks", "mailflow.deadlines",
                     "mailflow.escalation", "mailflow.stats", "mailflow.report",
                     "mailflow.sla_timers", "mailflow.agents", "mailflow.presence")
-#: what may use anything: the commands, and the test helpers of plugin authors
-ANYTHING = ("mailflow.cli", "mailflow.testing")
+#: what may use anything: the commands and tools (replay shows the report's page), and
+#: the test helpers of plugin authors
+ANYTHING = ("mailflow.cli", "mailflow.testing", "mailflow.replay")
 DETECTOR = ("mailflow.automatic", "mailflow.robots", "mailflow.autoreply")
 #: where the detector is built, asked (once per message) and its verdict carried
 DETECTOR_USERS = ("mailflow.automatic", "mailflow.facts", "mailflow.context",

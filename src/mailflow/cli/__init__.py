@@ -34,10 +34,10 @@ DESCRIPTION = ("The mailflow daemon and its tools: serve, check, try, cases, age
 #: the module of each command, in this package
 COMMANDS = {"serve": "serve", "check": "check", "try": "try_message", "cases": "cases",
             "agents": "agents", "timers": "timers", "report": "report", "migrate": "migrate",
-            "plugins": "plugins_list"}
+            "plugins": "plugins_list", "replay": "replay"}
 #: commands whose output is the answer: their logs stay quiet unless asked
 QUIET = frozenset({"check", "try", "cases", "agents", "timers", "report", "migrate",
-                   "plugins"})
+                   "plugins", "replay"})
 #: the exit status of a process killed by SIGPIPE, as a shell reports it
 BROKEN_PIPE = 128 + 13
 
@@ -95,6 +95,24 @@ def _add_timers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     timers.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    replay = sub.add_parser("replay", help="an archive through the daemon, as live, on a"
+                            " scratch store: what it would have done (nothing is sent)")
+    add_common(replay)
+    replay.add_argument("archives", nargs="+", metavar="ARCHIVE",
+                        help="an mbox, a Maildir or a folder of .eml files")
+    replay.add_argument("--sent", action="append", default=[], metavar="ARCHIVE",
+                        help="the agents' Sent items (repeatable): replies, merged by time")
+    replay.add_argument("--output", metavar="FILE.json|FILE.csv",
+                        help="one row per message: what the daemon would have done")
+    replay.add_argument("--html", metavar="FILE", help="the report page of the period")
+    replay.add_argument("--against", metavar="RULES",
+                        help="a second rules folder: list what it decides differently")
+    replay.add_argument("--after", default=None, metavar="DURATION",
+                        help="let the timers run on this long after the last message"
+                             " (e.g. 2d: the last messages' deadlines fall due)")
+
+
 def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     report = sub.add_parser(
         "report", help="the statistics of the last days: a summary, or an HTML page",
@@ -130,6 +148,7 @@ def build_parser(plugin_commands: dict[str, tuple[str, Command]] | None = None,
     add_common(migrate)
     migrate.add_argument("--check", action="store_true",
                          help="change nothing; exit 1 if the store is behind")
+    _add_replay(sub)
     plugins = sub.add_parser("plugins", help="the installed plugins: enabled or not, their"
                              " stages, sections, tables, timers, commands and routes")
     add_common(plugins)

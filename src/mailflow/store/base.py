@@ -374,8 +374,10 @@ class Store(abc.ABC):
 
 def open_store(url: str, *, readonly: bool = False, clock: Clock = SYSTEM_CLOCK,
                node: str = "", migrate: bool = True) -> Store:
-    """The store for ``url``: ``sqlite:///PATH[?busy_timeout=SECONDS]`` (the embedded
-    default) or ``postgresql://…`` (several daemons on one database; ``node``: this
+    """The store for ``url``: ``sqlite:///PATH[?busy_timeout=SECONDS][&durable=no]`` (the
+    embedded
+    default; ``durable=no`` for a scratch store: no fsync) or ``postgresql://…`` (several
+    daemons on one database; ``node``: this
     daemon's node id). ``readonly`` is the dry-run mode of ``mailflow try``: reads, never
     writes. ``migrate=False``: refuse a schema older than the code instead of migrating."""
     if url.startswith(("postgresql://", "postgres://")):
@@ -393,6 +395,7 @@ def open_store(url: str, *, readonly: bool = False, clock: Clock = SYSTEM_CLOCK,
             busy = float(options.get("busy_timeout", ["5"])[0])
         except ValueError:
             raise ValueError(f"'{url}': busy_timeout is a number of seconds") from None
+        durable = options.get("durable", ["yes"])[0] != "no"
         return SqliteStore(path or "mailflow.sqlite3", readonly=readonly, busy_timeout=busy,
-                           clock=clock, migrate=migrate)
+                           clock=clock, migrate=migrate, durable=durable)
     raise ValueError(f"unsupported store '{url}' (use sqlite:///PATH or postgresql://…)")

@@ -47,7 +47,8 @@ class SqliteTransaction(Transaction):
         return self.conn.execute(sql, values).fetchall()
 
 
-def _connect(path: str, readonly: bool = False, busy_timeout: float = 5.0) -> sqlite3.Connection:
+def _connect(path: str, readonly: bool = False, busy_timeout: float = 5.0,
+             durable: bool = True) -> sqlite3.Connection:
     busy = f"PRAGMA busy_timeout={int(busy_timeout * 1000)}"
     if readonly:
         # quoted: a '#', '?' or '%' in the path would otherwise end or alter the URI
@@ -58,7 +59,8 @@ def _connect(path: str, readonly: bool = False, busy_timeout: float = 5.0) -> sq
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                            timeout=busy_timeout)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    # a scratch store (a replay's) may lose its last writes in a power cut: no fsync
+    conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(busy)
     return conn
@@ -75,13 +77,16 @@ class SqliteStore(SqlStore):
                       node_scoped=False, apply_schemas=apply_schemas, behind=behind)
 
     def __init__(self, path: str, readonly: bool = False, busy_timeout: float = 5.0,
-                 clock: Clock = SYSTEM_CLOCK, migrate: bool = True) -> None:
+                 clock: Clock = SYSTEM_CLOCK, migrate: bool = True,
+                 durable: bool = True) -> None:
         """``readonly`` opens an existing store for dry runs: reads work, writes refuse.
         ``busy_timeout``: seconds a locked database is waited for. ``migrate=False``:
-        refuse a schema older than the code (``migrate: manual``)."""
+        refuse a schema older than the code (``migrate: manual``). ``durable=False``: no
+        fsync (a scratch store that is thrown away: ``mailflow replay``'s)."""
         super().__init__(f"sqlite:///{path}", readonly=readonly, clock=clock, migrate=migrate)
         self.path = path
         self.busy_timeout = busy_timeout
+        self.durable = durable
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mailflow-read")
@@ -94,7 +99,8 @@ class SqliteStore(SqlStore):
             return
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = await asyncio.to_thread(_connect, self.path, False, self.busy_timeout)
+            conn = await asyncio.to_thread(_connect, self.path, False, self.busy_timeout,
+                                           self.durable)
         except (OSError, sqlite3.Error) as exc:  # read-only folder, locked file, bad path
             raise StoreUnavailable(f"cannot open the store {self.path}: {exc}") from exc
         try:

@@ -9,6 +9,8 @@ vanishes would. Nothing here talks beyond 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import socket
 import subprocess
 import threading
@@ -19,11 +21,28 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as AioSMTP
 from aiosmtpd.smtp import Envelope, Session
 
+#: ports a test picks from: below Linux's ephemeral range (32768-60999), where the
+#: kernel takes the source ports of outgoing connections, so a port found free stays free
+#: until the server binds it; one slice per parallel test worker (pytest-xdist's gwN)
+PORTS_LOW, PORTS_HIGH = 20000, 32000
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, from this test worker's own slice."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    slices = 8
+    index = int(worker) % slices if worker.isdigit() else 0
+    size = (PORTS_HIGH - PORTS_LOW) // slices
+    low = PORTS_LOW + index * size
+    for _ in range(200):
+        port = random.randint(low, low + size - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{low + size - 1}")
 
 
 def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None
