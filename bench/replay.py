@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import mailgen  # noqa: E402  (a sibling of this script)
+import mailgen
 
-from mailflow.config import load_settings  # noqa: E402
-from mailflow.replay import replay  # noqa: E402
+from mailflow.config import load_settings
+from mailflow.replay import replay
 
 REPO = Path(__file__).resolve().parents[1]
 
