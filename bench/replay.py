@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mailgen
 
 from mailflow.config import load_settings
+from mailflow.logs import configure
 from mailflow.replay import replay
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +34,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=50_000)
     parser.add_argument("--folder", type=Path, default=None)
     args = parser.parse_args()
+    configure("warning")  # as `mailflow replay` runs: a log line per message costs time
     folder = args.folder or Path(f"/tmp/mailflow-replay-{args.count}")
     if not (folder / "labels.jsonl").is_file():
         began = time.perf_counter()

@@ -36,7 +36,7 @@ from mailflow.metrics import (
 from mailflow.outbox import OutboxWorker
 from mailflow.pipeline import Pipeline
 from mailflow.plugins import call_one, collect_for_host
-from mailflow.relay import NextHopClient, next_hop_client
+from mailflow.relay import CapturingClient, NextHopClient, next_hop_client
 from mailflow.retention import collect_purges, purge
 from mailflow.runtime import Runtime, load_runtime
 from mailflow.scheduler import Scheduler
@@ -75,22 +75,32 @@ class Application:
             self.runtime.log_warnings()
         self.store: Store = open_store(settings.store_url, clock=clock, node=settings.node_id,
                                        migrate=settings.migrate == "auto")
-        self.host = DaemonHost(settings=settings, store=self.store, metrics=self.metric_factory,
+        #: shadow mode: where the chain reads and writes, timers fire and mail is captured
+        self.shadow: Store | None = open_store(
+            settings.shadow_store_url, clock=clock, node=settings.node_id,
+            migrate=settings.migrate == "auto") if settings.mode == "shadow" else None
+        decisions = self.shadow or self.store
+        self.metrics.mode.labels(mode=settings.mode).set(1)
+        self.host = DaemonHost(settings=settings, store=decisions, metrics=self.metric_factory,
                                rules=lambda: self.runtime.rules, clock=self.clock, worker=worker,
                                on_timer=lambda: self.scheduler.wake())
         hop = settings.effective_next_hop
         self.client: NextHopClient = next_hop_client(hop, settings.relay, settings.smtp.hostname)
         self.outbox = OutboxWorker(self.store, self.client, settings.outbox, self.metrics,
                                    self.clock)
+        # shadow mode: what mailflow would have sent is marked sent, never sent
+        self.captured = OutboxWorker(self.shadow, CapturingClient(), settings.outbox,
+                                     self.metrics, self.clock) if self.shadow else None
         self.housekeeping: list[Housekeeping] = []  # the plugins' jobs, asked at each load
-        self.scheduler = Scheduler(self.store, settings.scheduler, self.metrics,
+        self.scheduler = Scheduler(decisions, settings.scheduler, self.metrics,
                                    lambda: self.runtime.timer_handlers, clock,
-                                   on_commit=self.outbox.wake,
+                                   on_commit=self._released,
                                    housekeeping=lambda: self.housekeeping,
                                    events=lambda: self.runtime.chain.events,
                                    handler_view=self._handler_view)
         self.pipeline = Pipeline(settings, self.store, self.client, self.metrics,
-                                 lambda: self.runtime.chain, self._released, clock)
+                                 lambda: self.runtime.chain, self._released, clock,
+                                 shadow=self.shadow)
         self.handler = Handler(settings, lambda: self.runtime.pm, lambda: self.runtime.rules,
                                self.pipeline, self.metrics,
                                lambda: self.runtime.plugin_options, self.host)
@@ -109,6 +119,8 @@ class Application:
     def _released(self) -> None:
         """A message's mail and timers were let go: one may be due now."""
         self.outbox.wake()
+        if self.captured is not None:
+            self.captured.wake()
         self.scheduler.wake()
 
     # -- health ----------------------------------------------------------------
@@ -212,6 +224,8 @@ class Application:
     async def start(self, sock: socket.socket,
                     submission: socket.socket | None = None) -> list[asyncio.Server]:
         await self.store.open(self.runtime.schemas)
+        if self.shadow is not None:
+            await self.shadow.open(self.runtime.schemas)
         if self.worker == 0:  # the node's id is held by the daemon, for all its workers
             await self.store.claim_node()
         for name in self.runtime.plugins:
@@ -230,6 +244,8 @@ class Application:
         self._tasks = [loop.create_task(self.outbox.run(), name="outbox"),
                        loop.create_task(self.scheduler.run(), name="scheduler"),
                        loop.create_task(self._watch_store(), name="store-health")]
+        if self.captured is not None:
+            self._tasks.append(loop.create_task(self.captured.run(), name="shadow-outbox"))
         interval = sdnotify.watchdog_interval()
         if interval:
             self._tasks.append(loop.create_task(self._watchdog(interval), name="watchdog"))
@@ -285,6 +301,8 @@ class Application:
         finally:
             await self.client.close()
             await self.store.close()
+            if self.shadow is not None:
+                await self.shadow.close()
         log.info("stopped", worker=self.worker)
 
     def _on_signal(self, signum: int) -> None:

@@ -49,19 +49,23 @@ def _die_with_parent() -> None:
 
 async def _prepare_store(settings: Settings, schemas: Sequence[Schema],
                          clock: Clock = SYSTEM_CLOCK) -> None:
-    """Migrate, and recover from a crash, once, before the workers start."""
-    store = open_store(settings.store_url, clock=clock, node=settings.node_id,
-                       migrate=settings.migrate == "auto")
-    await store.open(schemas)
-    try:
-        await store.claim_node()  # refused now, before binding, if another daemon has it
-        abandoned = await store.recover()
-        if abandoned:
-            log.warning("recovered_in_flight", messages=abandoned,
-                        detail="their clients got no 250 and will send again: the retry"
-                        " joins the same case, marked X-Mailflow-Duplicate")
-    finally:
-        await store.close()
+    """Migrate, and recover from a crash, once, before the workers start (shadow mode's
+    store too)."""
+    urls = [settings.store_url] + ([settings.shadow_store_url]
+                                   if settings.mode == "shadow" else [])
+    for url in urls:
+        store = open_store(url, clock=clock, node=settings.node_id,
+                           migrate=settings.migrate == "auto")
+        await store.open(schemas)
+        try:
+            await store.claim_node()  # refused now, before binding, if another daemon has it
+            abandoned = await store.recover()
+            if abandoned:
+                log.warning("recovered_in_flight", messages=abandoned,
+                            detail="their clients got no 250 and will send again: the retry"
+                            " joins the same case, marked X-Mailflow-Duplicate")
+        finally:
+            await store.close()
 
 
 def describe_startup(settings: Settings) -> str:
@@ -71,8 +75,11 @@ def describe_startup(settings: Settings) -> str:
     metrics = f"; metrics on http://{settings.metrics}/metrics" if settings.metrics else ""
     listening = settings.listen + (f" (agents' submission mail on {settings.submission_listen})"
                                    if settings.submission_listen else "")
+    shadow = (f"; SHADOW MODE: mail is relayed as received, what mailflow would have done"
+              f" goes to {settings.shadow_store_url}" if settings.mode == "shadow" else "")
     return (f"mailflow listening on {listening}; mail goes {where}; "
-            f"store {settings.store_url}; rules {Path(settings.rules).resolve()}{metrics}")
+            f"store {settings.store_url}; rules {Path(settings.rules).resolve()}{metrics}"
+            f"{shadow}")
 
 
 def run(config: str | None, overrides: dict[str, Any], *,

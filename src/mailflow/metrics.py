@@ -96,6 +96,9 @@ class Metrics:
                                "Configuration reloads by result", ["result"], registry=r)
         self.up = Gauge("mailflow_healthy", "1 when the daemon can accept mail", registry=r,
                         multiprocess_mode="livemin")
+        self.mode = Gauge("mailflow_mode_info", "1 for the mode the daemon runs in: live, or"
+                          " shadow (the mail relayed as received, decisions recorded apart)",
+                          ["mode"], registry=r, multiprocess_mode="livemax")
 
 
 class MetricFactory:

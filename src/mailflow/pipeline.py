@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from mailflow.direction import SERVICE_DIRECTIONS
 from mailflow.message import Envelope
 from mailflow.metrics import Metrics
 from mailflow.outbox import STALE_PENDING_SECONDS
+from mailflow.outcome_log import count_stages, log_outcome
 from mailflow.reception import Door, Reception
 from mailflow.relay import DeliveryResult, NextHopClient
 from mailflow.store import Store, StoreUnavailable, Transaction
@@ -70,9 +71,13 @@ class Pipeline:
 
     def __init__(self, settings: Settings, store: Store, client: NextHopClient,
                  metrics: Metrics, chain_of: Callable[[], Chain],
-                 on_release: Callable[[], None], clock: Clock = SYSTEM_CLOCK) -> None:
+                 on_release: Callable[[], None], clock: Clock = SYSTEM_CLOCK,
+                 shadow: Store | None = None) -> None:
+        """``shadow``: shadow mode's store, where the chain reads and writes and what it
+        decided is recorded; the message itself is relayed as received."""
         self.settings = settings
         self.store = store
+        self.shadow = shadow
         self.client = client
         self.metrics = metrics
         self.clock = clock
@@ -84,36 +89,42 @@ class Pipeline:
     # -- the whole thing ----------------------------------------------------
 
     async def process(self, raw: bytes, envelope: Envelope, trusted: bool, *,
-                      submission: bool = False) -> Outcome:
-        outcome, _ = await self.handle(raw, envelope, Door(trusted, submission))
+                      submission: bool = False, shadow_refusals: Sequence[str] = ()) -> Outcome:
+        outcome, _ = await self.handle(raw, envelope, Door(trusted, submission),
+                                       shadow_refusals)
         return outcome
 
-    async def handle(self, raw: bytes, envelope: Envelope,
-                     door: Door) -> tuple[Outcome, MessageContext | None]:
+    async def handle(self, raw: bytes, envelope: Envelope, door: Door,
+                     shadow_refusals: Sequence[str] = (),
+                     ) -> tuple[Outcome, MessageContext | None]:
         """The live outcome of one message, and its context (None: refused before the
-        chain): what ``mailflow replay`` reports on."""
+        chain): what ``mailflow replay`` reports on. In shadow mode, the message is relayed
+        as received and the chain's decisions recorded apart (``shadow_refusals``: what
+        the plugins' SMTP hooks would have answered)."""
         started = time.perf_counter()
         queue_id = wire.new_queue_id(self.clock)
-        received = await self.reception.receive(raw, envelope, door, self.store,
+        received = await self.reception.receive(raw, envelope, door, self.shadow or self.store,
                                                 queue_id=queue_id)
         ctx = received.ctx
         if ctx is None:
             refusal = received.refusal or "554 5.6.0 Message refused"
-            self._log(queue_id, envelope, None, "reject", refusal, started)
+            log_outcome(self.metrics, queue_id, envelope, None, "reject", refusal, started)
             return Outcome(refusal, "reject"), None
-        self._stage_metrics(ctx)
+        count_stages(self.metrics, ctx)
         self.metrics.directions.labels(direction=ctx.direction.value).inc()
         try:
             # once begun, commit-relay-release runs to its end even if the client
             # vanishes: the store then matches what the next hop has
-            settle = self._settle(ctx) if ctx.direction in SERVICE_DIRECTIONS \
-                else self._pass(ctx)
+            settle = (self._shadowed(ctx, shadow_refusals) if self.shadow is not None
+                      else self._settle(ctx) if ctx.direction in SERVICE_DIRECTIONS
+                      else self._pass(ctx))
             outcome = await asyncio.shield(settle)
         except StoreUnavailable as exc:
             self.metrics.store_errors.inc()
             log.error("store_unavailable", queue_id=queue_id, error=str(exc))
             outcome = Outcome("451 4.3.0 Temporary storage failure, try again later", "tempfail")
-        self._log(queue_id, envelope, ctx, outcome.verdict, outcome.reply, started)
+        log_outcome(self.metrics, queue_id, envelope, ctx, outcome.verdict, outcome.reply,
+                    started)
         return outcome, ctx
 
     async def _settle(self, ctx: MessageContext) -> Outcome:
@@ -155,6 +166,32 @@ class Pipeline:
             await self._write_after_relay(ctx.queue_id, [*refusals, *effects])
         elif effects:
             self._write_beside(ctx.queue_id, effects)
+        return Outcome(f"250 2.0.0 Ok: queued as {ctx.queue_id}", "deliver")
+
+    async def _shadowed(self, ctx: MessageContext, refusals: Sequence[str]) -> Outcome:
+        """Shadow mode: the next hop gets the message as passthrough relays it (the bytes
+        as received, the recipients as received, none of our headers), and what the chain
+        decided (its verdict, mail, timers, writes) is committed to the shadow store, where
+        the mail is captured, not sent. Nothing of it changes what the client hears."""
+        groups = wire.passed_groups(ctx.message.raw, list(ctx.message.envelope.rcpt_to),
+                                    self._chain_of().scope.is_inside)
+        sent = await self._send_each(ctx, groups)
+        if not any(result.ok for _, _, result in sent):
+            return _refused_outcome(sent)
+        retries = self._refusal_ops(ctx, sent)  # the live store's: really retried
+        if retries:
+            await self._write_after_relay(ctx.queue_id, retries)
+        would = ctx.reply or DEFAULT_REPLIES.get(ctx.verdict, "250")
+        # refused during the SMTP dialogue, live would have had nothing more of it
+        ops = self._accept_ops(ctx, state="shadow-refused" if refusals else "shadow",
+                               held=False, effects=not refusals,
+                               extra={"would": {"verdict": ctx.verdict.value, "reply": would},
+                                      "smtp_refusals": list(refusals)})
+        assert self.shadow is not None
+        try:
+            await self.shadow.write(ops)
+        except StoreUnavailable as exc:  # the mail is delivered; the record is not worth a 4xx
+            log.warning("shadow_not_recorded", queue_id=ctx.queue_id, error=str(exc))
         return Outcome(f"250 2.0.0 Ok: queued as {ctx.queue_id}", "deliver")
 
     def _write_beside(self, queue_id: str, ops: WriteOps) -> None:
@@ -227,16 +264,19 @@ class Pipeline:
         self.metrics.relay_results.labels(code=f"{result.code // 100}xx").inc()
         return result
 
-    def _accept_ops(self, ctx: MessageContext, *, state: str, held: bool) -> WriteOps:
-        """The message's record and everything the chain asked for, in one transaction."""
+    def _accept_ops(self, ctx: MessageContext, *, state: str, held: bool,
+                    extra: dict[str, Any] | None = None, effects: bool = True) -> WriteOps:
+        """The message's record and (``effects``) everything the chain asked for, in one
+        transaction."""
         message = ctx.message
         details: dict[str, Any] = {"decisions": describe(ctx.decisions),
-                                   "headers": ctx.added_headers}
+                                   "headers": ctx.added_headers, **(extra or {})}
         ops: WriteOps = [lambda tx: tx.record_message(
             ctx.queue_id, message_id=message.message_id,
             mail_from=message.envelope.mail_from, rcpt_to=ctx.recipients, state=state,
             verdict=ctx.verdict.value, received_at=ctx.received_at, details=details)]
-        ops.extend(ctx.commit_ops(message=ctx.queue_id, held=held))
+        if effects:
+            ops.extend(ctx.commit_ops(message=ctx.queue_id, held=held))
         return ops
 
     async def _release(self, ctx: MessageContext, sent: list[Sent]) -> None:
@@ -353,48 +393,3 @@ class Pipeline:
     def bounce(self, ctx: MessageContext, refused: dict[str, tuple[int, str]]) -> bytes:
         """The notice to the sender for recipients refused for good."""
         return wire.bounce(ctx, refused, self.settings.smtp.hostname)
-
-    # -- reporting -------------------------------------------------------------
-
-    def _stage_metrics(self, ctx: MessageContext) -> None:
-        for d in ctx.decisions:
-            self.metrics.stage_seconds.labels(stage=d.stage).observe(d.seconds)
-            if d.outcome in ("error", "timeout"):
-                self.metrics.stage_failures.labels(stage=d.stage, outcome=d.outcome).inc()
-
-    def _log(self, queue_id: str, envelope: Envelope, ctx: MessageContext | None,
-             verdict: str, reply: str, started: float) -> None:
-        seconds = time.perf_counter() - started
-        self.metrics.messages.labels(verdict=verdict).inc()
-        self.metrics.smtp_replies.labels(code=f"{reply[:1]}xx").inc()
-        self.metrics.message_seconds.observe(seconds)
-        if ctx is not None and ctx.direction not in SERVICE_DIRECTIONS:
-            # not the service's mail: whose it is stays out of the logs
-            log.info("message", queue_id=queue_id, direction=ctx.direction.value,
-                     reason=ctx.direction_reason, automatic=_automatic(ctx),
-                     size=len(ctx.message.raw), verdict=verdict, reply=reply,
-                     ms=round(seconds * 1000, 2))
-            return
-        fields: dict[str, Any] = {
-            "queue_id": queue_id, "mail_from": envelope.mail_from,
-            "rcpt_to": list(envelope.rcpt_to), "verdict": verdict, "reply": reply,
-            "ms": round(seconds * 1000, 2)}
-        if ctx is not None:
-            fields["direction"] = ctx.direction.value
-            fields["message_id"] = ctx.message.message_id
-            fields["automatic"] = _automatic(ctx)
-            fields["case"] = ctx.case.number if ctx.case is not None else None
-            if ctx.case is not None:
-                fields["case_status"] = ctx.case.status.value
-                fields["route"] = ctx.case.route
-            fields["stages"] = {d.stage: round(d.seconds * 1000, 2) for d in ctx.decisions}
-            failed = [d.stage for d in ctx.decisions if d.outcome in ("error", "timeout")]
-            if failed:
-                fields["failed_stages"] = failed
-        log.info("message", **fields)
-
-
-def _automatic(ctx: MessageContext) -> str | None:
-    """The automatic verdict as the logs say it: ``sign: what was seen``."""
-    found = ctx.automatic
-    return f"{found.sign}: {found.why}" if found is not None else None

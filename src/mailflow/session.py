@@ -54,6 +54,8 @@ class SessionInfo:
     via_helo: str = ""
     submission: bool = False  # on the submission listener: authenticated agents' mail
     forwarded: Forwarded | None = None
+    #: shadow mode: what the plugins' SMTP hooks would have answered (not applied)
+    shadow_refusals: list[str] = field(default_factory=list)
 
     def forward(self, told: Forwarded,
                 networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> None:
@@ -67,6 +69,8 @@ class SessionInfo:
     def end_transaction(self) -> None:
         """What XFORWARD said holds for one transaction: the next one is told again."""
         self.mail_from, self.rcpt_to = None, []
+        self.shadow_refusals = [r for r in self.shadow_refusals
+                                if r.startswith(("mailflow_connect", "mailflow_helo"))]
         if self.forwarded is not None:
             self.forwarded = None
             self.peer, self.helo, self.trusted = self.via, self.via_helo, self.relay_trusted

@@ -126,9 +126,19 @@ class Handler:
             return "451 4.3.0 Temporary failure, try again later"
         for result in results:
             if isinstance(result, SmtpReply):
-                return str(result)
+                return self._shadowed(hook, str(result), kwargs.get("session"))
             if result is not None:
                 log.warning("hook_bad_result", hook=hook, result=repr(result)[:100])
+        return None
+
+    def _shadowed(self, hook: str, reply: str, session: Any) -> str | None:
+        """In shadow mode a plugin's refusal is recorded (on the session, then with the
+        message) and not applied: the sender sees nothing of mailflow yet."""
+        if self.settings.mode != "shadow":
+            return reply
+        log.info("shadow_refusal", hook=hook, reply=reply)
+        if isinstance(session, SessionInfo):
+            session.shadow_refusals.append(f"{hook}: {reply}")
         return None
 
     def xforward(self, session: Session, envelope: Envelope, arg: str) -> str:
@@ -226,8 +236,9 @@ class Handler:
                                          envelope.mail_options, info.peer, info.helo)
         raw = envelope.original_content or b""
         try:
-            return await self._guarded(self.pipeline.process(raw, mail_env, info.trusted,
-                                                             submission=info.submission))
+            return await self._guarded(self.pipeline.process(
+                raw, mail_env, info.trusted, submission=info.submission,
+                shadow_refusals=tuple(info.shadow_refusals)))
         finally:
             info.end_transaction()
 

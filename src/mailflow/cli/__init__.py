@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mailflow import __version__
-from mailflow.cli.options import CliError, add_common
+from mailflow.cli.options import CliError, add_common, add_shadow
 from mailflow.config import ConfigError
 from mailflow.logs import configure
 from mailflow.store import StoreUnavailable
@@ -67,6 +67,7 @@ def _add_try(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _add_cases(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cases = sub.add_parser("cases", help="list, show, close or reopen cases")
     add_common(cases)
+    add_shadow(cases)
     cases.add_argument("action", choices=["list", "show", "close", "reopen"])
     cases.add_argument("number", nargs="?", help="case number (show, close, reopen)")
     cases.add_argument("--status", choices=["open", "closed"], help="list only these")
@@ -86,6 +87,7 @@ def _add_agents(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def _add_timers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     timers = sub.add_parser("timers", help="list or cancel the follow-ups waiting to fire")
     add_common(timers)
+    add_shadow(timers)
     timers.add_argument("action", choices=["list", "cancel"])
     timers.add_argument("id", nargs="?", type=int, help="timer id (cancel)")
     timers.add_argument("--case", metavar="N", help="only this case's timers")
@@ -121,6 +123,7 @@ def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                     " the store (read-only). Only aggregate figures and configured agent"
                     " names: no customer address, no subject.")
     add_common(report)
+    add_shadow(report)
     report.add_argument("--since", default="7d", metavar="DURATION",
                         help="how far back: 7d, 24h, 90m (whole days, from the day it falls"
                              " on; default 7d)")

@@ -44,9 +44,19 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def add_shadow(parser: argparse.ArgumentParser) -> None:
+    """For the commands that read cases: shadow mode's store instead of the live one."""
+    parser.add_argument("--shadow", action="store_true",
+                        help="read shadow mode's store (what mailflow would have done)")
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
-    """The configuration file's settings with the command line's overrides."""
-    return load_settings(args.config, overrides_from(args))
+    """The configuration file's settings with the command line's overrides; with
+    ``--shadow``, shadow mode's store in place of the live one."""
+    settings = load_settings(args.config, overrides_from(args))
+    if getattr(args, "shadow", False):
+        return settings.model_copy(update={"store": settings.shadow_store_url})
+    return settings
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import os
 import time
 from pathlib import Path
@@ -21,9 +20,8 @@ from mailflow.cli.cases import calendar_zone
 from mailflow.cli.options import CliError, existing_store_url, settings_from
 from mailflow.config import Settings
 from mailflow.durations import parse_duration
-from mailflow.report.data import Report, build_report, plugin_sections
+from mailflow.report.data import Report, read_report
 from mailflow.report.page import render, text_summary
-from mailflow.store import open_store
 
 
 def since_seconds(text: str) -> float:
@@ -40,14 +38,8 @@ def since_seconds(text: str) -> float:
 
 
 async def read(settings: Settings, since: float, until: float) -> Report:
-    store = open_store(existing_store_url(settings), readonly=True)
-    await store.open([])
-    try:
-        return await store.run_read(functools.partial(
-            build_report, since=until - since, until=until, zone=calendar_zone(settings),
-            per_agent=settings.statistics.per_agent, sections=plugin_sections(settings)))
-    finally:
-        await store.close()
+    return await read_report(existing_store_url(settings), settings, since=since,
+                             until=until, zone=calendar_zone(settings))
 
 
 def write_atomically(path: Path, text: str) -> None:

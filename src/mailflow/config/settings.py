@@ -149,6 +149,11 @@ class Settings(Model):
     next_hop: NextHop | None = None
     state_dir: str = DEFAULT_STATE_DIR
     store: str | None = None
+    #: ``live``: mailflow acts; ``shadow``: the chain runs on live traffic, the mail is
+    #: relayed as received and what mailflow would have done goes to ``shadow_store``
+    mode: Literal["live", "shadow"] = "live"
+    #: shadow mode's store (default: mailflow-shadow.sqlite3 beside the live one)
+    shadow_store: str | None = None
     #: ``auto``: serve migrates the store at start; ``manual``: it refuses an older schema
     migrate: Literal["auto", "manual"] = "auto"
     #: this daemon's name among those sharing one database (the same across restarts)
@@ -182,7 +187,7 @@ class Settings(Model):
     def _next_hop(cls, value: Any) -> Any:
         return NextHop.parse(value) if isinstance(value, str) else value
 
-    @field_validator("store")
+    @field_validator("store", "shadow_store")
     @classmethod
     def _store(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("sqlite:///", "postgresql://",
@@ -225,6 +230,12 @@ class Settings(Model):
     @property
     def store_url(self) -> str:
         return self.store or f"sqlite:///{(self.state_path / 'mailflow.sqlite3').resolve()}"
+
+    @property
+    def shadow_store_url(self) -> str:
+        """Where shadow mode records what mailflow would have done."""
+        return self.shadow_store or (
+            f"sqlite:///{(self.state_path / 'mailflow-shadow.sqlite3').resolve()}")
 
     @property
     def effective_next_hop(self) -> NextHop:
@@ -300,6 +311,7 @@ def _anchor_paths(settings: Settings, file_base: Path, overridden: set[str]) -> 
         "state_dir": _anchored(settings.state_dir, base("state_dir")),
         "rules": _anchored(settings.rules, base("rules")),
         "store": _anchored_store(settings.store, base("store")),
+        "shadow_store": _anchored_store(settings.shadow_store, file_base),
         "plugin_dirs": tuple(_anchored(d, file_base) for d in settings.plugin_dirs),
         "test_clock": _anchored(settings.test_clock, file_base) if settings.test_clock else None,
         "next_hop": hop, "smtp": smtp,

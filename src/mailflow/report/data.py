@@ -10,6 +10,7 @@ under ``store.run_read`` on a read-only store.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -20,8 +21,9 @@ from zoneinfo import ZoneInfo
 from mailflow.config import ConfigError, Settings
 from mailflow.host import ReportSection
 from mailflow.plugins import get_plugin_manager, results
+from mailflow.report.activity import mail_written, shadow_decisions
 from mailflow.stats.store import Measure, counts, open_cases, responses, volumes
-from mailflow.store import Transaction
+from mailflow.store import Transaction, open_store
 
 #: the plugins' tables of a report: (tx, since, until, zone) -> sections
 SectionsOf = Callable[[Transaction, float, float, ZoneInfo | None], tuple[ReportSection, ...]]
@@ -156,13 +158,15 @@ class Report:
 # ---------------------------------------------------------------------------
 
 
-def has_statistics(tx: Transaction) -> bool:
-    """True when the store has the statistics tables (an older store may not)."""
+def has_tables(tx: Transaction, owner: str) -> bool:
+    """True when the store has ``owner``'s tables (``stats``: an older store may not)."""
     try:
-        rows = tx.execute("SELECT version FROM schema_versions WHERE owner = 'stats'")
+        rows = tx.execute("SELECT version FROM schema_versions WHERE owner = :owner",
+                          {"owner": owner})
     except Exception:  # no schema_versions at all: a store never migrated
         return False
     return bool(rows) and int(rows[0][0]) > 0
+
 
 
 # ---------------------------------------------------------------------------
@@ -273,8 +277,9 @@ def build_report(tx: Transaction, *, since: float, until: float, zone: ZoneInfo 
     now_open: dict[tuple[str, str, str], int] = defaultdict(int)
     for route, priority, status, count in open_cases(tx):  # NULL and '' are both "none"
         now_open[(route, priority, status)] += count
-    added = sections(tx, start, until, zone) if sections is not None else ()
-    if not has_statistics(tx):
+    added = (*activity(tx, start, until),
+             *(sections(tx, start, until, zone) if sections is not None else ()))
+    if not has_tables(tx, "stats"):
         return Report(since=start, until=until, zone=zone_name, days=days,
                       has_statistics=False, per_agent=per_agent, open_cases=dict(now_open),
                       sections=added)
@@ -306,3 +311,24 @@ def build_report(tx: Transaction, *, since: float, until: float, zone: ZoneInfo 
         breaches=dict(breaches),
         agents=_agent_figures(answers, first) if per_agent else (),
         rules=_rule_figures(tx, start, since_day), open_cases=dict(now_open), sections=added)
+
+
+def activity(tx: Transaction, since: float, until: float) -> tuple[ReportSection, ...]:
+    """mailflow's own tables: the mail it wrote, and in shadow mode what it decided."""
+    if not has_tables(tx, "core"):
+        return ()
+    found = (shadow_decisions(tx, since, until), mail_written(tx, since, until))
+    return tuple(section for section in found if section is not None)
+
+
+async def read_report(url: str, settings: Settings, *, since: float, until: float,
+                      zone: ZoneInfo | None) -> Report:
+    """The report of the store at ``url``, opened read-only and closed afterwards."""
+    store = open_store(url, readonly=True)
+    await store.open([])
+    try:
+        return await store.run_read(functools.partial(
+            build_report, since=until - since, until=until, zone=zone,
+            per_agent=settings.statistics.per_agent, sections=plugin_sections(settings)))
+    finally:
+        await store.close()

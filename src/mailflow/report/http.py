@@ -15,7 +15,6 @@ and without one configured the page is refused, saying so.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import ipaddress
 import secrets
@@ -30,9 +29,8 @@ import structlog
 
 from mailflow.config import Settings
 from mailflow.host import Host, Route
-from mailflow.report.data import Report, build_report, plugin_sections
+from mailflow.report.data import read_report
 from mailflow.report.page import PLOTLY_PATH, plotly_js, render
-from mailflow.store import open_store
 
 log = structlog.get_logger("mailflow.report")
 
@@ -82,19 +80,6 @@ def since_of(environ: dict[str, Any]) -> float:
     return duration.seconds
 
 
-async def read_report(settings: Settings, *, since: float, until: float,
-                      zone: ZoneInfo | None) -> Report:
-    """The report from a read-only store of its own, closed afterwards."""
-    store = open_store(settings.store_url, readonly=True)
-    await store.open([])
-    try:
-        return await store.run_read(functools.partial(
-            build_report, since=until - since, until=until, zone=zone,
-            per_agent=settings.statistics.per_agent, sections=plugin_sections(settings)))
-    finally:
-        await store.close()
-
-
 def _respond(start_response: Callable[..., Any], status: str, body: bytes,
              content_type: str, extra: list[tuple[str, str]] | None = None) -> list[bytes]:
     start_response(status, [("Content-Type", content_type),
@@ -123,8 +108,10 @@ def report_app(settings: Settings, zone: Callable[[], ZoneInfo | None],
             return _text(start_response, "400 Bad Request", str(exc))
         with one_at_a_time:
             try:
-                report = asyncio.run(read_report(settings, since=since, until=clock(),
-                                                 zone=zone()))
+                report = asyncio.run(read_report(
+                    settings.shadow_store_url if settings.mode == "shadow"
+                    else settings.store_url, settings, since=since, until=clock(),
+                    zone=zone()))
             except Exception as exc:  # the store away, or not there yet
                 log.warning("report_failed", error=str(exc))
                 return _text(start_response, "503 Service Unavailable",

@@ -375,11 +375,10 @@ class Store(abc.ABC):
 def open_store(url: str, *, readonly: bool = False, clock: Clock = SYSTEM_CLOCK,
                node: str = "", migrate: bool = True) -> Store:
     """The store for ``url``: ``sqlite:///PATH[?busy_timeout=SECONDS][&durable=no]`` (the
-    embedded
-    default; ``durable=no`` for a scratch store: no fsync) or ``postgresql://…`` (several
-    daemons on one database; ``node``: this
-    daemon's node id). ``readonly`` is the dry-run mode of ``mailflow try``: reads, never
-    writes. ``migrate=False``: refuse a schema older than the code instead of migrating."""
+    embedded default; ``durable=no`` for a scratch store: no fsync) or ``postgresql://…``
+    (several daemons on one database; ``node``: this daemon's node id). ``readonly`` is
+    the dry-run mode of ``mailflow try``: reads, never writes. ``migrate=False``: refuse
+    a schema older than the code instead of migrating."""
     if url.startswith(("postgresql://", "postgres://")):
         from mailflow.store.postgres import PostgresStore, split_url
 
