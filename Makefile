@@ -20,8 +20,11 @@ TEST_DEBS ?= dnsmasq-base openssl postfix sasl2-bin postgresql prometheus chromi
 
 .PHONY: run test debs clean bench
 
+# /metrics, /healthz and /report on loopback (the ready line says where)
+RUN_METRICS ?= 127.0.0.1:9125
+
 run: $(VENV)/.installed
-	$(BIN)/mailflow serve
+	$(BIN)/mailflow serve --metrics $(RUN_METRICS)
 
 test: $(VENV)/.test-installed debs
 	$(BIN)/ruff check src tests plugins bench

@@ -48,7 +48,7 @@ RECIPIENT = "sav@example.com"
 #: acknowledge.limits of the runs' copy of the rules: no acknowledgement is suppressed by a
 #: limit, so a run costs what acknowledging every new case costs
 NO_ACK_LIMITS = {"per_case": 1_000_000, "per_address_per_day": 1_000_000,
-                 "global_per_minute": 1_000_000}
+                 "global_per_minute": 1_000_000, "global_per_hour": 1_000_000}
 
 #: --stores: run name, number of daemons sharing the store
 STORES = {

@@ -59,6 +59,8 @@ class Chain:
     events: EventBus = NO_LISTENERS
     #: the rules' automatic-mail signs: the reception asks them once per message
     automatic: AutomaticDetector = SHIPPED
+    #: what the stages found likely mistaken in their sections (``Stage.warnings``)
+    warnings: tuple[Problem, ...] = ()
 
     @cached_property
     def directions(self) -> frozenset[Direction]:
@@ -221,7 +223,8 @@ def build_chain(rules: RuleSet, stage_types: Mapping[str, type[Stage[Any]]], env
     events = EventBus(pair for stage in stages for pair in stage.listeners())
     return Chain(tuple(stages), timeout,
                  Scope.of(rules.local_domains, (stage.scope() for stage in stages)),
-                 env.services, events, env.automatic)
+                 env.services, events, env.automatic,
+                 tuple(warning for stage in stages for warning in stage.warnings()))
 
 
 def _at_chain(rules: RuleSet, message: str, index: int | None = None) -> Problem:

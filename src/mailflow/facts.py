@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from mailflow.automatic import AutomaticDetector
 
 
+#: why an empty message opens no case and gets no acknowledgement
+EMPTY = "empty message: no subject, no text, no attachment"
+
+
 class MessageFacts:
     """What is true of ``message`` whatever the stages decide."""
 
@@ -35,6 +39,16 @@ class MessageFacts:
         """The body without quoted history, reply attribution, signature or disclaimer
         (the parse's own, computed once: :mod:`mailflow.message.customer_text`)."""
         return self.message.customer_text.text
+
+    @cached_property
+    def empty(self) -> bool:
+        """No subject, no text, no attachment: nothing to open a case about (relayed and
+        counted all the same)."""
+        message = self.message
+        if message.subject.strip() or message.text.strip():
+            return False
+        kinds = message.part_types or (message.content_type,)
+        return all(kind.startswith(("text/", "multipart/")) for kind in kinds)
 
     @cached_property
     def language(self) -> LanguageGuess:

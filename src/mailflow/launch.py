@@ -25,6 +25,7 @@ import uvloop
 
 from mailflow.clock import SYSTEM_CLOCK, Clock, daemon_clock
 from mailflow.config import Settings, load_settings
+from mailflow.config.settings import HOSTNAME_ADVICE, is_domain_name
 from mailflow.daemon import Application
 from mailflow.listening import bind_socket, listen_error
 from mailflow.metrics import exposition_registry, serve_http, worker_exited
@@ -72,7 +73,9 @@ def describe_startup(settings: Settings) -> str:
     hop = settings.effective_next_hop
     where = (f"into the Maildir {Path(hop.path).resolve()}" if hop.kind == "maildir"
              else f"to {hop}")
-    metrics = f"; metrics on http://{settings.metrics}/metrics" if settings.metrics else ""
+    web = f"http://{settings.metrics}"
+    metrics = (f"; metrics on {web}/metrics, health {web}/healthz, report {web}/report"
+               if settings.metrics else "")
     listening = settings.listen + (f" (agents' submission mail on {settings.submission_listen})"
                                    if settings.submission_listen else "")
     shadow = (f"; SHADOW MODE: mail is relayed as received, what mailflow would have done"
@@ -92,6 +95,9 @@ def run(config: str | None, overrides: dict[str, Any], *,
     settings = load_settings(config, overrides)
     clock = daemon_clock(settings.test_clock, allow_test_clock)
     runtime = load_runtime(settings, clock=clock)  # refuse a bad configuration before binding
+    if not is_domain_name(settings.smtp.hostname):
+        log.warning("hostname_not_a_domain_name", hostname=settings.smtp.hostname,
+                    detail=HOSTNAME_ADVICE.format(settings.smtp.hostname))
 
     def reread() -> Settings:
         return load_settings(config, overrides)

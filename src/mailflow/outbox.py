@@ -12,6 +12,7 @@ import asyncio
 import os
 import socket
 import time
+from datetime import UTC, datetime
 
 import structlog
 
@@ -22,6 +23,7 @@ from mailflow.message.compose import utf8_headers
 from mailflow.metrics import Metrics
 from mailflow.relay import NextHopClient
 from mailflow.store import OutboxRow, Store, StoreUnavailable, Transaction
+from mailflow.store.operations import outbox_expire
 
 log = structlog.get_logger("mailflow.outbox")
 
@@ -97,6 +99,20 @@ class OutboxWorker:
                                            else max(0.0, self.clock.now() - oldest))
         return rows
 
+    async def _expire(self, row: OutboxRow) -> None:
+        """Past its maximum age (an acknowledgement whose promise went stale while it
+        waited): recorded as expired, with the reason, and not sent."""
+        assert row.expires_at is not None
+        error = await self.store.run_read(lambda tx: tx.execute(
+            "SELECT last_error FROM outbox WHERE id = :id", {"id": row.id}))
+        last = error[0][0] if error and error[0][0] else None
+        late = datetime.fromtimestamp(row.expires_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        reason = f"not sent by {late}" + (f" (last error: {last})" if last else "")
+        await self.store.run_write(lambda tx: outbox_expire(tx, row.id, reason))
+        self.metrics.outbox_failures.labels(kind=row.kind, outcome="expired").inc()
+        log.warning("outbox_expired", id=row.id, kind=row.kind, rcpt_to=list(row.rcpt_to),
+                    message=row.message, reason=reason)
+
     async def _record_sent(self, row: OutboxRow) -> None:
         """The next hop has it: keep trying to record that while the store is down (our
         lease keeps other senders off), or the row goes again when the lease ends."""
@@ -115,6 +131,9 @@ class OutboxWorker:
                 delay = min(delay * 2, 10.0)
 
     async def _send(self, row: OutboxRow) -> None:
+        if row.expires_at is not None and self.clock.now() > row.expires_at:
+            await self._expire(row)
+            return
         result = await self.client.send(row.mail_from, list(row.rcpt_to), row.data,
                                         smtputf8=needs_smtputf8(row),
                                         body8bit=not row.data.isascii())

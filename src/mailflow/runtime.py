@@ -48,9 +48,15 @@ class Runtime:
     #: every owner's tables (core, built-in stages, plugins), migrated when the store opens
     schemas: tuple[Schema, ...] = ()
 
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        """What the rules allow but deserve a word about: a deprecated key, an address
+        that looks like a typo."""
+        return (*self.rules.warnings, *self.chain.warnings)
+
     def log_warnings(self) -> None:
-        """What the rules allow but deserve a word about (a deprecated key), in the log."""
-        for warning in self.rules.warnings:
+        """The warnings, in the log."""
+        for warning in self.warnings:
             log.warning("rules_warning", at=f"{warning.file}:{warning.line}:{warning.column}",
                         warning=warning.message)
 

@@ -100,7 +100,7 @@ def check_template(source: str, file: str, fields: Fields,
         tree = env.parse(text)
         template = env.from_string(tree)  # an unknown filter or test is found here
     except TemplateSyntaxError as exc:
-        raise ConfigError([_syntax(file, exc)]) from None
+        raise ConfigError([_syntax(file, exc, text)]) from None
     problems = _unknown_fields(env, text, tree, file, fields)
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: (p.line, p.column)))
@@ -139,8 +139,32 @@ def _in_rules(rules: RuleSet, where: Where, message: str) -> Problem:
     return section.problem(text, keys)
 
 
-def _syntax(file: str, exc: TemplateSyntaxError) -> Problem:
-    return Problem(file, exc.lineno or 0, 0, f"template syntax error: {exc.message}")
+def _syntax(file: str, exc: TemplateSyntaxError, text: str) -> Problem:
+    line = exc.lineno or 0
+    lines = text.splitlines()
+    column = syntax_column(lines[line - 1], exc.message or "") if 0 < line <= len(lines) else 0
+    return Problem(file, line, column, f"template syntax error: {exc.message}")
+
+
+_OPENING = re.compile(r"\{\{|\{%")
+_QUOTED = re.compile(r"'([^']+)'")
+
+
+def syntax_column(line: str, message: str) -> int:
+    """Where on its line a template's syntax breaks (Jinja says the line only): the first
+    ``{{``/``{%`` not closed by its own ``}}``/``%}`` before the next opening, else the
+    token Jinja names (``unexpected '}'``), else the line's first tag; 0 if none."""
+    openings = list(_OPENING.finditer(line))
+    for index, opening in enumerate(openings):
+        end = openings[index + 1].start() if index + 1 < len(openings) else len(line)
+        closer = "}}" if opening.group() == "{{" else "%}"
+        if closer not in line[opening.end():end]:
+            return opening.start() + 1
+    named = _QUOTED.search(message)
+    start = openings[0].start() if openings else 0
+    if named and (found := line.find(named.group(1), start)) >= 0:
+        return found + 1
+    return start + 1 if openings else 0
 
 
 def _unknown_fields(env: SandboxedEnvironment, text: str, tree: nodes.Template, file: str,

@@ -72,7 +72,8 @@ class OutgoingMail:
     rcpt_to: tuple[str, ...]
     data: bytes
     mail_from: str = ""  # null sender by default: no robot answers it
-    not_before: float = 0.0
+    not_before: float = 0.0  # paced: not sent before this time
+    expires_at: float | None = None  # not sent after this time: recorded as expired
 
 
 @dataclass(frozen=True)

@@ -558,15 +558,15 @@ def test_limit_per_address_per_day(flow: Flow) -> None:
     assert len(flow.acks()) == 5
 
 
-def test_global_circuit_breaker(daemon_factory: Any, sink: Sink, tmp_path: Path) -> None:
+def test_global_ceiling(daemon_factory: Any, sink: Sink, tmp_path: Path) -> None:
     rules = chain_rules(tmp_path, {("acknowledge.yaml", "acknowledge"): {
-        "limits": {"per_case": 1, "per_address_per_day": 5, "global_per_minute": 3}}})
+        "limits": {"per_case": 1, "per_address_per_day": 5, "global_per_hour": 3}}})
     flow = Flow(daemon_factory(rules=rules), sink)
     for i in range(5):
         flow.send(mail(f"Q{i}", f"Question {i}.", message_id=f"g-{i}@c{i}.test",
                        sender=f"client@c{i}.test"), mail_from=f"client@c{i}.test")
     assert [flow.suppressed(f"g-{i}@c{i}.test") for i in (3, 4)] == [
-        "global circuit breaker"] * 2
+        "global ceiling (3 per hour)"] * 2
     assert len(flow.acks()) == 3
 
 

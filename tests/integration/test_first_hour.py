@@ -19,6 +19,7 @@ import smtplib
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,7 +46,7 @@ from pathlib import Path
 from mailflow.cli import main
 from mailflow.config import settings
 settings.project_checkout = lambda: Path(sys.argv[1])
-sys.exit(main(["serve", "--listen", sys.argv[2]]))
+sys.exit(main(["serve", "--listen", sys.argv[2], "--metrics", sys.argv[3]]))
 """
 
 
@@ -57,6 +58,7 @@ class Demo:
     port: int
     proc: subprocess.Popen[bytes]
     log_path: Path
+    web: int  # where `make run` serves /metrics, /healthz and /report
 
     @property
     def maildir(self) -> Path:
@@ -81,15 +83,16 @@ class Demo:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     checkout = tmp_path_factory.mktemp("checkout")
     shutil.copytree(RULES, checkout / "rules")
-    port = free_port()
+    port, web = free_port(), free_port()
     log_path = checkout / "make-run.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(checkout),
-                                 f"127.0.0.1:{port}"], cwd=checkout, stdout=log,
-                                stderr=subprocess.STDOUT)
+                                 f"127.0.0.1:{port}", f"127.0.0.1:{web}"], cwd=checkout,
+                                stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, proc=proc)
-        yield Demo(checkout, port, proc, log_path)
+        wait_for_port(web, proc=proc)
+        yield Demo(checkout, port, proc, log_path, web)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -245,3 +248,21 @@ def test_try_says_the_reply_the_daemon_gives(daemon_factory: Any, tmp_path: Path
     (outcome,) = [line for line in tried.stdout.splitlines() if line.startswith("outcome")]
     assert f'would get "{code} {text.decode()}"' in outcome
     assert outcome.endswith("; nothing delivered")
+
+
+def test_make_run_serves_its_web_pages_on_loopback_and_says_where(demo: Demo) -> None:
+    """`make run` gives serve `--metrics` on loopback; the ready line names the pages."""
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    run_metrics = re.search(r"^RUN_METRICS \?= (\S+)$", makefile, re.MULTILINE)
+    assert run_metrics and run_metrics.group(1).startswith("127.0.0.1:")
+    assert "serve --metrics $(RUN_METRICS)" in makefile
+    web = f"http://127.0.0.1:{demo.web}"
+    log = demo.log_path.read_text(encoding="utf-8")
+    assert (f"metrics on {web}/metrics, health {web}/healthz, report {web}/report") in log
+    for path, expected in (("/metrics", "mailflow_"), ("/healthz", "ok"),
+                           ("/report", "<html")):
+        with urllib.request.urlopen(web + path, timeout=10) as reply:
+            assert reply.status == 200
+            assert expected in reply.read().decode("utf-8", "replace").lower(), path
+    readme = README.read_text(encoding="utf-8")
+    assert f"http://{run_metrics.group(1)}/report" in readme

@@ -98,7 +98,7 @@ def test_one_daemon_on_postgresql_end_to_end(daemon_factory: Any, tmp_path: Path
     case = parse_email(got.data)["X-Mailflow-Case"]
     assert ack.rcpt_tos == [customer] and case in str(parse_email(ack.data)["Subject"])
     assert query(url, "SELECT number, customer FROM cases") == [(case, customer)]
-    assert ("core", 3) in query(url, "SELECT owner, version FROM schema_versions")
+    assert ("core", 4) in query(url, "SELECT owner, version FROM schema_versions")
     # the timestamps keep their seconds: double precision, not PostgreSQL's 4-byte real
     (received,), = query(url, "SELECT received_at FROM messages")
     assert abs(received - time.time()) < 60
@@ -296,7 +296,7 @@ def test_migrate_manual_refuses_an_older_schema_until_mailflow_migrate(
     with pytest.raises(RuntimeError, match=r"older than this mailflow .*run .mailflow migrate."):
         d.start()
     behind = run_cli("migrate", "--check", "--config", str(d.config_path))
-    assert behind.returncode == 1 and "core           behind (0 < 3)" in behind.stdout
+    assert behind.returncode == 1 and "core           behind (0 < 4)" in behind.stdout
     done = run_cli("migrate", "--config", str(d.config_path))
     assert done.returncode == 0, done.stderr
     assert "core           migrated 0 -> 3" in done.stdout

@@ -21,7 +21,8 @@ from conftest import FULL_CHAIN, Received, Sink, SinkHandler
 
 def full_chain_rules(tmp_path: Path, extra_chain: str | None = None) -> Path:
     """The shipped rules with the full chain, and acknowledgement limits a load can't reach."""
-    limits = {"per_case": 1, "per_address_per_day": 5, "global_per_minute": 1_000_000}
+    limits = {"per_case": 1, "per_address_per_day": 5, "global_per_minute": 1_000_000,
+              "global_per_hour": 1_000_000}
     return conftest.full_chain_rules(tmp_path / "rules-full", extra_chain or FULL_CHAIN,
                                      acknowledge={"limits": limits})
 

@@ -103,7 +103,8 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Sent]]:
     sink = Sink(long_lines=True)
     sink.start()
     rules = full_chain_rules(tmp / "rules",
-                             acknowledge={"limits": {"global_per_minute": 100000}})
+                             acknowledge={"limits": {"global_per_minute": 100000,
+                                                        "global_per_hour": 100000}})
     daemon = Daemon(tmp / "d", f"smtp://127.0.0.1:{sink.port}",
                     {"smtp": {"max_line_length": 1 << 20}}, rules=rules)
     messages = corpus_messages() + realmail_messages()

@@ -133,7 +133,8 @@ def realmail_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     sink = Sink(long_lines=True)  # real mail has lines over 1,000 octets
     sink.start()
     rules = full_chain_rules(tmp / "rules",
-                             acknowledge={"limits": {"global_per_minute": 100000}})
+                             acknowledge={"limits": {"global_per_minute": 100000,
+                                                        "global_per_hour": 100000}})
     # one file has a 160 KB run of bare-LF lines: sent as it is, one SMTP line longer
     # than the default limit (64 KiB, which gets a clear 500): raised, so that mailflow's
     # own normalising of bare line ends is what the run proves

@@ -381,10 +381,10 @@ def test_section_validation_errors_are_located(tmp_path: Path) -> None:
     path = rules.directory / "options.yaml"
     found = build_problems(rules)
     assert len(found) == 3
-    assert (f"{path}:3:3: 'count': input should be a valid integer, unable to parse "
+    assert (f"{path}:3:10: 'count': input should be a valid integer, unable to parse "
             "string as an integer") in found
     assert f"{path}:4:3: unknown setting 'lable'" in found
-    assert f"{path}:5:3: 'on_error': input should be 'tempfail' or 'skip'" in found
+    assert f"{path}:5:13: 'on_error': input should be 'tempfail' or 'skip'" in found
 
 
 def test_section_for_no_stage(tmp_path: Path) -> None:

@@ -352,7 +352,8 @@ def test_cases_list_show_close_reopen(tmp_path: Path,
     seed_case(tmp_path, "SAV-20261123-00001-5")
     capsys.readouterr()  # the store's own log lines
     assert cli.main(["cases", "list", *state(tmp_path)]) == 0
-    (line,) = capsys.readouterr().out.splitlines()
+    (header, line) = capsys.readouterr().out.splitlines()
+    assert header.startswith("NUMBER ")
     assert line.startswith("SAV-20261123-00001-5     open ")
     assert "claire@client.test" in line and line.endswith("Ma commande")
 

@@ -171,11 +171,11 @@ def test_override_errors_do_not_invent_a_position() -> None:
 # -- errors with positions --------------------------------------------------------
 
 
-def test_bad_type_points_at_the_setting(tmp_path: Path) -> None:
+def test_bad_type_points_at_the_value(tmp_path: Path) -> None:
     path = write(tmp_path, "listen: 127.0.0.1:2525\nsmtp:\n  hostname: mx\n"
                            "  max_message_size: lots\n")
     (only,) = problems(path)
-    assert only.startswith(f"{path}:4:3: 'smtp.max_message_size': input should be a valid "
+    assert only.startswith(f"{path}:4:21: 'smtp.max_message_size': input should be a valid "
                            "integer")
 
 
@@ -192,8 +192,8 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
                            "trusted_networks: [10.0.0.0/8, nowhere]\n")
     found = problems(path)
     assert len(found) == 3
-    assert f"{path}:1:1: 'workers': input should be greater than or equal to 1" in found
-    assert (f"{path}:3:3: 'smtp.max_line_length': input should be greater than or equal "
+    assert f"{path}:1:10: 'workers': input should be greater than or equal to 1" in found
+    assert (f"{path}:3:20: 'smtp.max_line_length': input should be greater than or equal "
             "to 1001") in found
     assert (f"{path}:4:1: 'trusted_networks': 'nowhere' is not a network like "
             "192.0.2.0/24") in found
@@ -202,7 +202,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 def test_bad_listen_port(tmp_path: Path) -> None:
     path = write(tmp_path, "\nlisten: 127.0.0.1:99999\n")
     assert problems(path) == [
-        f"{path}:2:1: 'listen': '99999' is not a port number (0 to 65535)"]
+        f"{path}:2:9: 'listen': '99999' is not a port number (0 to 65535)"]
 
 
 @pytest.mark.parametrize(("text", "where", "what"), [
@@ -275,7 +275,7 @@ def test_bad_next_hop(tmp_path: Path, text: str, message: str) -> None:
         NextHop.parse(text)
     path = write(tmp_path, f"workers: 1\nnext_hop: '{text}'\n")
     (only,) = problems(path)
-    assert only.startswith(f"{path}:2:1: 'next_hop': ")
+    assert only.startswith(f"{path}:2:11: 'next_hop': ")
     assert message in only
 
 

@@ -192,7 +192,7 @@ def test_alerts_cover_what_operations_expect(alert_rules: list[dict[str, Any]]) 
                    "mailflow_scheduler_lag_seconds", "mailflow_sla_breaches_total",
                    "mailflow_outbox_oldest_age_seconds"):
         assert metric in joined, f"no alert on {metric}"
-    assert 'reason="global circuit breaker"' in joined
+    assert 'reason="global ceiling"' in joined
     unhealthy = next(rule for rule in alert_rules if "mailflow_healthy" in rule["expr"])
     assert re.search(r"mailflow_healthy\s*==\s*0", unhealthy["expr"])
     assert unhealthy["for"] == "2m"

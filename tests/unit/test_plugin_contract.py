@@ -90,7 +90,7 @@ def test_a_plugin_section_is_validated_at_load_with_its_position(tmp_path: Path)
     with pytest.raises(ConfigError) as caught:
         load_runtime(settings)
     text = str(caught.value)
-    assert f"{rules / 'lifecycle.yaml'}:2:3: 'refuse': input should be a valid tuple" in text, text
+    assert f"{rules / 'lifecycle.yaml'}:2:11: 'refuse': input should be a valid tuple" in text, text
     assert f"{rules / 'lifecycle.yaml'}:3:3: unknown setting 'colour'" in text, text
     (rules / "lifecycle.yaml").write_text("lifecycle:\n  refuse: [x@y.test]\n", encoding="utf-8")
     runtime = load_runtime(settings)

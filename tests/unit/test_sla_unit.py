@@ -164,7 +164,7 @@ def test_calendar_mistakes_are_located(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_rules(folder)
     found = sorted(str(p) for p in info.value.problems)
-    assert found[0].startswith(f"{folder / 'calendars.yaml'}:3:5: ")
+    assert found[0].startswith(f"{folder / 'calendars.yaml'}:3:15: ")
     assert "unknown time zone 'Europe/Pariss'" in found[0]
     assert found[1].startswith(f"{folder / 'calendars.yaml'}:4:") and "9-12" in found[1]
 

@@ -93,12 +93,12 @@ def test_names_the_template_sets_itself_and_jinja_globals_are_known() -> None:
 
 def test_a_syntax_error_gives_file_and_line() -> None:
     assert problems("Subject: x\n\n{{ case }\n") == [
-        "ack.txt:3: template syntax error: unexpected '}'"]
+        "ack.txt:3:1: template syntax error: unexpected '}'"]
 
 
 def test_an_unknown_filter_gives_file_and_line() -> None:
     assert problems("Subject: x\n\nle {{ promised | uper }}\n") == [
-        "ack.txt:3: template syntax error: No filter named 'uper'."]
+        "ack.txt:3:18: template syntax error: No filter named 'uper'."]
 
 
 def test_a_template_that_fails_on_sample_values_is_refused_at_its_line() -> None:
@@ -128,7 +128,7 @@ def test_every_template_of_a_group_is_checked_before_failing(tmp_path: Path) -> 
     fr, en = (str((tmp_path / "templates" / name).resolve()) for name in ("fr.txt", "en.txt"))
     assert [str(p) for p in caught.value.problems] == [
         f"{fr}:1:4: unknown field 'promise' (did you mean 'promised'?); {KNOWN}",
-        f"{en}:1: template syntax error: unexpected '}}'"]
+        f"{en}:1:1: template syntax error: unexpected '}}'"]
 
 
 def test_a_file_outside_the_rules_folder_is_refused_at_its_line(tmp_path: Path) -> None:

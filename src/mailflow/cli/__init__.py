@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # `serve` must import prometheus_client itself, after choosin
     from mailflow.host import Command
 
 DESCRIPTION = ("The mailflow daemon and its tools: serve, check, try, cases, agents,"
-               " timers, report, migrate, plugins, version (and the enabled plugins'"
+               " timers, report, migrate, replay, plugins, version (and the enabled plugins'"
                " commands). 'mailflow COMMAND --help' says more.")
 #: the module of each command, in this package
 COMMANDS = {"serve": "serve", "check": "check", "try": "try_message", "cases": "cases",
@@ -68,7 +68,8 @@ def _add_cases(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cases = sub.add_parser("cases", help="list, show, close or reopen cases")
     add_common(cases)
     add_shadow(cases)
-    cases.add_argument("action", choices=["list", "show", "close", "reopen"])
+    cases.add_argument("action", nargs="?", default="list",
+                       choices=["list", "show", "close", "reopen"], help="(default: list)")
     cases.add_argument("number", nargs="?", help="case number (show, close, reopen)")
     cases.add_argument("--status", choices=["open", "closed"], help="list only these")
     cases.add_argument("--limit", type=int, default=50)
@@ -78,7 +79,8 @@ def _add_cases(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _add_agents(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     agents = sub.add_parser("agents", help="set who is present to take mail")
     add_common(agents)
-    agents.add_argument("action", choices=["list", "set"])
+    agents.add_argument("action", nargs="?", default="list", choices=["list", "set"],
+                        help="(default: list)")
     agents.add_argument("name", nargs="?", metavar="NAME|ADDRESS",
                         help="agent, by name or full address (set)")
     agents.add_argument("status", nargs="?", choices=["away", "present"], help="(set)")
@@ -88,7 +90,8 @@ def _add_timers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     timers = sub.add_parser("timers", help="list or cancel the follow-ups waiting to fire")
     add_common(timers)
     add_shadow(timers)
-    timers.add_argument("action", choices=["list", "cancel"])
+    timers.add_argument("action", nargs="?", default="list", choices=["list", "cancel"],
+                        help="(default: list)")
     timers.add_argument("id", nargs="?", type=int, help="timer id (cancel)")
     timers.add_argument("--case", metavar="N", help="only this case's timers")
     timers.add_argument("--kind", metavar="K", help="only timers of this kind")

@@ -20,7 +20,7 @@ from datetime import datetime
 from functools import partial
 from zoneinfo import ZoneInfo
 
-from mailflow import cases, deadlines
+from mailflow import acks, cases, deadlines
 from mailflow.cli.options import existing_store_url, settings_from
 from mailflow.clock import SYSTEM_CLOCK
 from mailflow.config import ConfigError, Settings
@@ -29,7 +29,7 @@ from mailflow.events import CaseClosed, CaseReopened, EventBus
 from mailflow.plugins import get_plugin_manager, results
 from mailflow.rules import load_rules
 from mailflow.store import Store, Transaction, open_store
-from mailflow.store.schema import Schema
+from mailflow.store.schema import Schema, schema_version
 
 #: actions that only read: they open the store read-only
 READ_ONLY = frozenset({"list", "show"})
@@ -80,12 +80,22 @@ def _first_response(row: cases.CaseRow, answered_at: float | None,
             f" case opened{kept})")
 
 
+def _ack_fates(tx: Transaction, number: str) -> list[acks.AckFate]:
+    """The acknowledgements' story; none on a store without the stage's tables."""
+    return acks.fates(tx, number) if schema_version(tx, "acknowledge") >= 2 else []
+
+
 async def _list(store: Store, zone: ZoneInfo | None, status: str | None, limit: int,
                 as_json: bool) -> int:
     rows = await store.run_read(partial(cases.list_cases, status=status, limit=limit))
     if as_json:
         print(json.dumps([asdict(r) for r in rows], ensure_ascii=False, indent=2))
         return 0
+    if not rows:
+        print("no cases" + (f" {status}" if status else ""))
+        return 0
+    opened = len(when(rows[0].created_at, zone))
+    print(f"{'NUMBER':<24} {'STATUS':<7} {'OPENED':<{opened}}  {'CUSTOMER':<32} SUBJECT")
     for case in rows:
         print(f"{case.number:<24} {case.status:<7} {when(case.created_at, zone)}  "
               f"{case.customer:<32} {case.subject[:60]}")
@@ -106,18 +116,33 @@ def deadline_line(deadline: deadlines.Deadline, zone: ZoneInfo | None) -> str:
     return f"{label} due {when(deadline.due, zone)}: {state}{detail}"
 
 
+def ack_line(fate: acks.AckFate, zone: ZoneInfo | None) -> str:
+    """``sent 2026-11-23 09:12 CET``, ``waiting (paced) until …``, ``expired: …``,
+    ``not sent: follow-up on an existing case``."""
+    at = when(fate.at, zone) if fate.at is not None else "-"
+    if fate.state == "sent":
+        return f"sent {at}"
+    if fate.state in ("ready", "held"):
+        return f"waiting to be sent, next try {at}" + (
+            f" (last error: {fate.detail})" if fate.detail else "")
+    if fate.state == "withheld":
+        return f"not sent: {fate.detail}"
+    return f"{fate.state}: {fate.detail}" if fate.detail else fate.state
+
+
 def _show_lines(row: cases.CaseRow, answered_at: float | None,
                 zone: ZoneInfo | None,
-                due: list[deadlines.Deadline] | None = None) -> list[str]:
+                due: list[deadlines.Deadline] | None = None,
+                told: list[acks.AckFate] | None = None) -> list[str]:
     """The case, one ``label value`` line each; times local, with their zone."""
     fields: list[tuple[str, object]] = [
         (key, value) for key, value in asdict(row).items()
         if key not in ("created_at", "promised_at", "language")]
     fields += [
-        ("language", row.language or "- (no acknowledgement sent)"),
+        ("language", row.language or "- (no acknowledgement written)"),
         ("opened", when(row.created_at, zone)),
-        ("promised", when(row.promised_at, zone) if row.promised_at is not None
-         else "- (no acknowledgement sent)"),
+        ("promised", when(row.promised_at, zone) if row.promised_at is not None else None),
+        *[("ack", ack_line(fate, zone)) for fate in told or ()],
         ("first reply", _first_response(row, answered_at, zone)),
     ]
     fields += [("deadline", deadline_line(d, zone)) for d in due or ()]
@@ -148,13 +173,15 @@ async def _show(store: Store, zone: ZoneInfo | None, row: cases.CaseRow, as_json
     more = await store.run_read(lambda tx: plugin_lines(tx, row.number))
     answered_at = await store.run_read(partial(cases.first_response_at, number=row.number))
     due = await store.run_read(partial(deadlines.deadlines_of, number=row.number))
+    told = await store.run_read(partial(_ack_fates, number=row.number))
     if as_json:
         print(json.dumps({**asdict(row), "first_response_at": answered_at,
+                          "acknowledgements": [asdict(fate) for fate in told],
                           "deadlines": [{**asdict(d), "state": d.state} for d in due],
                           "messages": history, "plugins": dict(more)},
                          ensure_ascii=False, indent=2))
         return 0
-    print("\n".join(_show_lines(row, answered_at, zone, due)))
+    print("\n".join(_show_lines(row, answered_at, zone, due, told)))
     for label, value in more:
         print(f"{label:<12} {value}")
     for item in history:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from mailflow.cli.options import settings_from
+from mailflow.config.settings import HOSTNAME_ADVICE, is_domain_name
 
 
 def run(args: argparse.Namespace) -> int:
@@ -14,8 +15,11 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     runtime = load_runtime(settings)
-    for warning in runtime.rules.warnings:
+    for warning in runtime.warnings:
         print(f"{warning.file}:{warning.line}:{warning.column}: warning: {warning.message}")
+    if not is_domain_name(settings.smtp.hostname):
+        print(f"{settings.source}: warning: smtp.hostname "
+              + HOSTNAME_ADVICE.format(settings.smtp.hostname))
     print(f"configuration OK: {settings.source}")
     print(f"rules OK: {Path(settings.rules).resolve()} "
           f"({len(runtime.rules.local_domains)} local domain(s))")

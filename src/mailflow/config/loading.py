@@ -66,15 +66,20 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError([Problem(str(path), 0, 0, f"YAML error: {exc}")]) from None
 
 
-def position(node: Any, loc: Sequence[str | int]) -> tuple[int, int]:
-    """Best 1-based (line, column) for the value at ``loc`` inside a ruamel tree."""
+def position(node: Any, loc: Sequence[str | int], *, value: bool = False) -> tuple[int, int]:
+    """Best 1-based (line, column) for the value at ``loc`` inside a ruamel tree: its key's,
+    or with ``value`` the scalar's own (``timezone: Europe/Pariss`` points at the zone)."""
     line, col = (1, 1)
     if isinstance(node, CommentedMap | CommentedSeq):
         line, col = node.lc.line + 1, node.lc.col + 1
-    for key in loc:
+    for index, key in enumerate(loc):
         if isinstance(node, CommentedMap) and key in node:
             kline, kcol = node.lc.key(key)
             line, col = kline + 1, kcol + 1
+            if value and index == len(loc) - 1 and not isinstance(
+                    node[key], CommentedMap | CommentedSeq):
+                vline, vcol = node.lc.value(key)
+                line, col = vline + 1, vcol + 1
             node = node[key]
         elif isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
             iline, icol = node.lc.item(key)
@@ -114,8 +119,9 @@ def validate(model: type[M], data: Any, file: str, tree: Any = None,
                 loc = loc[:-1]
             root = tree if tree is not None else data
             # plain data (command-line overrides, no file) has no position to show
-            line, col = (position(root, loc) if isinstance(root, CommentedMap | CommentedSeq)
-                         else (0, 0))
+            line, col = (position(root, loc, value=err["type"] not in ("missing",
+                                                                         "extra_forbidden"))
+                         if isinstance(root, CommentedMap | CommentedSeq) else (0, 0))
             problems.append(Problem(file, line, col, _describe(err)))
         raise ConfigError(problems) from None
 

@@ -12,6 +12,7 @@ in editable mode (what ``make run`` serves), else to the current folder.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import ipaddress
 import json
@@ -68,10 +69,36 @@ class NextHop(Model):
         return f"smtp://{host}:{self.port}"
 
 
+@functools.cache
+def machine_name() -> str:
+    """The machine's fully qualified name when the system knows one (``mx1.example.com``),
+    else its host name: what our Message-IDs and ``Received:`` lines say by default."""
+    fqdn = socket.getfqdn()
+    if "." in fqdn and not fqdn.startswith("localhost"):
+        return fqdn
+    return socket.gethostname() or os.uname().nodename
+
+
+#: what to do about a host name that is not a domain name (the log, and ``check``)
+HOSTNAME_ADVICE = ("'{0}' is not a fully qualified domain name: acknowledgements would say"
+                   " Message-ID <ack.…@{0}> and Received: by {0}; set smtp.hostname to the"
+                   " machine's name in DNS (mailflow.example.com)")
+
+
+def is_domain_name(name: str) -> bool:
+    """A name other machines can resolve: dotted, not ``localhost`` nor an address."""
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+        return False
+    except ValueError:
+        return "." in name.strip(".") and not name.startswith("localhost")
+
+
 class SmtpSettings(Model):
     """Limits of the listening side; defaults follow Postfix's."""
 
-    hostname: str = Field(default_factory=lambda: os.uname().nodename)
+    #: the greeting's, the ``Received:`` lines' and our Message-IDs' name (the FQDN)
+    hostname: str = Field(default_factory=machine_name)
     backlog: int = Field(1024, ge=1)
     max_message_size: int = Field(25 * 1024 * 1024, ge=1024)
     max_line_length: int = Field(64 * 1024, ge=1001)

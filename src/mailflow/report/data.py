@@ -24,6 +24,7 @@ from mailflow.plugins import get_plugin_manager, results
 from mailflow.report.activity import mail_written, shadow_decisions
 from mailflow.stats.store import Measure, counts, open_cases, responses, volumes
 from mailflow.store import Transaction, open_store
+from mailflow.store.schema import schema_version
 
 #: the plugins' tables of a report: (tx, since, until, zone) -> sections
 SectionsOf = Callable[[Transaction, float, float, ZoneInfo | None], tuple[ReportSection, ...]]
@@ -158,16 +159,6 @@ class Report:
 # ---------------------------------------------------------------------------
 
 
-def has_tables(tx: Transaction, owner: str) -> bool:
-    """True when the store has ``owner``'s tables (``stats``: an older store may not)."""
-    try:
-        rows = tx.execute("SELECT version FROM schema_versions WHERE owner = :owner",
-                          {"owner": owner})
-    except Exception:  # no schema_versions at all: a store never migrated
-        return False
-    return bool(rows) and int(rows[0][0]) > 0
-
-
 
 # ---------------------------------------------------------------------------
 # The report
@@ -279,7 +270,7 @@ def build_report(tx: Transaction, *, since: float, until: float, zone: ZoneInfo 
         now_open[(route, priority, status)] += count
     added = (*activity(tx, start, until),
              *(sections(tx, start, until, zone) if sections is not None else ()))
-    if not has_tables(tx, "stats"):
+    if not schema_version(tx, "stats"):
         return Report(since=start, until=until, zone=zone_name, days=days,
                       has_statistics=False, per_agent=per_agent, open_cases=dict(now_open),
                       sections=added)
@@ -315,7 +306,7 @@ def build_report(tx: Transaction, *, since: float, until: float, zone: ZoneInfo 
 
 def activity(tx: Transaction, since: float, until: float) -> tuple[ReportSection, ...]:
     """mailflow's own tables: the mail it wrote, and in shadow mode what it decided."""
-    if not has_tables(tx, "core"):
+    if not schema_version(tx, "core"):
         return ()
     found = (shadow_decisions(tx, since, until), mail_written(tx, since, until))
     return tuple(section for section in found if section is not None)

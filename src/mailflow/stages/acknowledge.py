@@ -1,13 +1,12 @@
 """Stage ``acknowledge``: tell the customer their mail arrived, once per case.
 
-The acknowledgement carries the case number (Subject and body) and the
-promised answer time: the case's first-response deadline when the ``sla``
-stage set one (one computation for both), else computed here on the business
-calendar for the message's priority (``promise``). It goes through the
-outbox, only once the customer's message is safely accepted, with a null
-envelope sender (configurable),
-``Auto-Submitted: auto-replied``, ``X-Auto-Response-Suppress: All``,
-``Precedence: bulk`` and the loop marker, so no robot answers it.
+The acknowledgement carries the case number (Subject and body) and the promised answer
+time: the case's first-response deadline when the ``sla`` stage set one (one computation
+for both), else computed here on the business calendar for the message's priority
+(``promise``). It goes through the outbox, only once the customer's message is safely
+accepted, with a null envelope sender (configurable), ``Auto-Submitted: auto-replied``,
+``X-Auto-Response-Suppress: All``, ``Precedence: bulk`` and the loop marker, so no robot
+answers it.
 
 Never sent (each suppression logged and counted with its reason): to
 automatic mail (``ctx.automatic``, decided once for every stage by the rules'
@@ -15,8 +14,10 @@ automatic mail (``ctx.automatic``, decided once for every stage by the rules'
 sender, lists, reports, vendor and helpdesk headers, out-of-office subjects,
 robots' addresses and names), to a robot's or one of our own addresses, on a
 follow-up or a copy, to an address whose acknowledgement bounced recently, and
-past the limits (per case, per address per day, and a global circuit breaker
-per minute).
+past the limits (per case, per address per day, a global ceiling per hour far above a
+real burst); ``cases show`` says why. Paced, not dropped: past ``global_per_minute`` one
+waits its turn in the outbox (70 customers flushed from Postfix's queue after an outage
+all get theirs); one not sent within ``max_age`` expires (a stale promise is worse).
 
 The language is the rules' for the mailbox written to (``language_by_recipient``),
 else the one guessed from the customer's own words (``ctx.language``: the
@@ -41,7 +42,9 @@ Configuration (rules section ``acknowledge``)::
         urgent: {sliding_hours: 2}
         normal: {next_business_day_at: "12:00"}
       calendar: default                # a calendar of calendars: (the time zone, hours)
-      limits: {per_case: 1, per_address_per_day: 5, global_per_minute: 60}
+      limits: {per_case: 1, per_address_per_day: 5, global_per_minute: 60,
+               global_per_hour: 600}
+      max_age: 2h                      # not sent by then: expired, not sent late
       bounce_window_hours: 72
       check_sender_domain: false       # true: no ack unless the domain has MX or A records
       dns: {nameservers: [], timeout: 2}
@@ -54,6 +57,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -65,6 +69,8 @@ from mailflow import acks
 from mailflow.business_hours import BusinessCalendar, CalendarOptions, PromiseOptions
 from mailflow.config import Model
 from mailflow.dnscheck import DnsOptions, DomainChecker
+from mailflow.durations import parse_duration
+from mailflow.facts import EMPTY
 from mailflow.hookspecs import hookimpl
 from mailflow.host import Purge
 from mailflow.message.writer import Letter, MailWriter, answering
@@ -73,6 +79,7 @@ from mailflow.stage import (
     Automatic,
     AutomaticDetector,
     CaseInfo,
+    CaseStatus,
     Direction,
     MessageContext,
     Stage,
@@ -85,14 +92,15 @@ from mailflow.templates import SAMPLE_CASE, load_templates, sample_context, temp
 
 log = structlog.get_logger("mailflow.stages.acknowledge")
 
-_ACK_ID = re.compile(r"<?(ack\.[A-Za-z0-9.\-]+@[A-Za-z0-9.\-]+)>?")
-_BOUNCE_SCAN_BYTES = 256 * 1024
 
 
 class Limits(Model):
     per_case: int = Field(1, ge=1)
     per_address_per_day: int = Field(5, ge=1)
+    #: the pace: past it, acknowledgements wait their turn in the outbox
     global_per_minute: int = Field(60, ge=1)
+    #: the ceiling against backscatter: past it, none is written
+    global_per_hour: int = Field(600, ge=1)
 
 
 def _default_promises() -> dict[str, PromiseOptions]:
@@ -117,6 +125,7 @@ class AcknowledgeOptions(StageOptions):
     #: a calendar of ``calendars:``; an inline mapping is the old (deprecated) form
     calendar: str | CalendarOptions = "default"
     limits: Limits = Limits()
+    max_age: str = "2h"
     bounce_window_hours: float = Field(72.0, ge=0)
     # against backscatter: acknowledge only senders whose domain has MX or A records
     check_sender_domain: bool = False
@@ -124,6 +133,13 @@ class AcknowledgeOptions(StageOptions):
     max_subject_chars: int = Field(120, ge=20)
     #: deprecated: the rules' top-level ``automatic:`` section (read from here when absent)
     robots: dict[str, Any] | None = None
+
+    @field_validator("max_age")
+    @classmethod
+    def _plain_duration(cls, value: str) -> str:
+        if parse_duration(value).is_business:
+            raise ValueError(f"'{value}': give plain time (2h, 90m), not business time")
+        return value
 
     @field_validator("language_by_recipient")
     @classmethod
@@ -194,6 +210,7 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
         self.own = {a.lower() for a in env.rules.own_addresses}
         self.writer = MailWriter(env.settings.smtp.hostname)
         self.domains = DomainChecker(options.dns) if options.check_sender_domain else None
+        self.max_age = parse_duration(options.max_age).seconds
         self.sent = env.metrics.counter("mailflow_acks_total", "Acknowledgements queued")
         self.suppressed = env.metrics.counter("mailflow_acks_suppressed_total",
                                               "Acknowledgements not sent, by reason", ["reason"])
@@ -207,10 +224,11 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
             await self._record_bounce(ctx)
         customer, case = ctx.customer, ctx.case
         reason = self._static_reason(ctx, customer, case)
+        slot = ctx.clock.now()
         if reason is None:
             assert case is not None
-            reason = await ctx.store.run_read(partial(
-                self._limit_reason, customer=customer, case=case.number, now=ctx.clock.now()))
+            reason, slot = await ctx.store.run_read(partial(
+                self._limit_reason, customer=customer, case=case.number, now=slot))
         if reason is None and self.domains is not None:
             ok, why = await self.domains.resolves(customer.rpartition("@")[2])
             if not ok:
@@ -219,12 +237,13 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
             self._suppress(ctx, reason, customer)
             return
         assert case is not None
-        self._queue_ack(ctx, customer, case.number)
+        self._queue_ack(ctx, customer, case.number, slot)
 
     def _static_reason(self, ctx: MessageContext, customer: str,
                        case: CaseInfo | None) -> str | None:
         if case is None:
-            return "no case (put 'number' before 'acknowledge' in the chain)"
+            return (EMPTY if ctx.facts.empty
+                    else "no case (put 'number' before 'acknowledge' in the chain)")
         if case.status.is_duplicate:
             return "duplicate"
         if case.status.is_followup:
@@ -233,26 +252,31 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
                             self.env.automatic)
 
     def _limit_reason(self, tx: Transaction, *, customer: str, case: str,
-                      now: float) -> str | None:
+                      now: float) -> tuple[str | None, float]:
+        """(the limit it passes, if any; when it may leave: now, or its turn at the pace)."""
         limits = self.options.limits
-        if acks.acks_for_case(tx, case) >= limits.per_case:
-            return "limit per case"
-        if acks.acks_to_address_since(tx, customer, now - 86400) >= limits.per_address_per_day:
-            return "limit per address per day"
-        if acks.acks_since(tx, now - 60) >= limits.global_per_minute:
-            return "global circuit breaker"
+        reason = acks.limit_reason(tx, customer=customer, case=case, now=now,
+                                   per_case=limits.per_case,
+                                   per_address_per_day=limits.per_address_per_day,
+                                   global_per_hour=limits.global_per_hour)
         window = self.options.bounce_window_hours
-        if window and acks.bounced_since(tx, customer, now - window * 3600):
-            return "an acknowledgement to this address bounced recently"
-        return None
+        if reason is None and window and acks.bounced_since(tx, customer,
+                                                            now - window * 3600):
+            reason = "an acknowledgement to this address bounced recently"
+        if reason is not None:
+            return reason, now
+        return None, acks.next_slot(tx, now=now, per_minute=limits.global_per_minute)
 
     def _suppress(self, ctx: MessageContext, reason: str, customer: str) -> None:
         label = reason.split(" (")[0].split(":")[0]
         self.suppressed.labels(reason=label).inc()
+        case = ctx.case
         log.info("ack_suppressed", queue_id=ctx.queue_id,
-                 case=ctx.case.number if ctx.case else None,
-                 reason=reason, address=customer)
+                 case=case.number if case else None, reason=reason, address=customer)
         ctx.note(sent=False, reason=reason)
+        if case is not None and case.status is CaseStatus.NEW:  # `cases show` says why
+            ctx.write(partial(acks.record_withheld, case=case.number, reason=reason,
+                              queue_id=ctx.queue_id, at=ctx.clock.now()))
 
     # -- writing ----------------------------------------------------------------
 
@@ -312,7 +336,8 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
             "subject:") else f"[{fields['case']}]"
         return _one_line(subject), body
 
-    def _queue_ack(self, ctx: MessageContext, customer: str, case: str) -> None:
+    def _queue_ack(self, ctx: MessageContext, customer: str, case: str,
+                   slot: float) -> None:
         language = self.language_for(ctx)
         fields = self.merge_fields(ctx, case, language)
         subject, body = self.render(language, fields)
@@ -334,11 +359,13 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
             kind="ack", now=ctx.clock.now(), mail_from=self.options.envelope_sender,
             id_prefix=f"ack.{case}")
         message_id = written.message_id
-        ctx.queue_mail(written.mail)
-        queue_id = ctx.queue_id
+        # at its turn (the pace), and never later than its maximum age
+        ctx.queue_mail(replace(written.mail, not_before=slot,
+                               expires_at=ctx.clock.now() + self.max_age))
+        queue_id, promised = ctx.queue_id, ctx.case.promised_at if ctx.case else None
         ctx.write(partial(acks.record_ack, case=case, address=customer, message_id=message_id,
-                          queue_id=queue_id, promised_at=fields_promised(ctx),
-                          sent_at=ctx.clock.now(), language=language),
+                          queue_id=queue_id, promised_at=promised, sent_at=slot,
+                          language=language),
                   undo=partial(acks.forget_acks, queue_id=queue_id))
         self.sent.inc()
         log.info("ack_queued", queue_id=queue_id, case=case, to=customer, language=language)
@@ -347,10 +374,7 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
 
     async def _record_bounce(self, ctx: MessageContext) -> None:
         """A bounce of one of our acknowledgements: stop writing to that address a while."""
-        # A DSN returns our headers in a text/rfc822-headers or message/rfc822 part,
-        # which is not in ``text``: look at the bytes as received too.
-        returned = ctx.message.raw[:_BOUNCE_SCAN_BYTES].decode("ascii", "replace")
-        ids = set(_ACK_ID.findall(ctx.message.text)) | set(_ACK_ID.findall(returned))
+        ids = acks.cited_ack_ids(ctx.message.raw, ctx.message.text)
         if not ids or ctx.store is None:
             return
         rows = await ctx.store.run_read(partial(acks.acks_by_message_id, ids=sorted(ids)))
@@ -359,10 +383,6 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
                               at=ctx.clock.now()))
             log.info("ack_bounce_recorded", queue_id=ctx.queue_id, address=address)
             ctx.note(bounced=address)
-
-
-def fields_promised(ctx: MessageContext) -> float | None:
-    return ctx.case.promised_at if ctx.case is not None else None
 
 
 @hookimpl(trylast=True)

@@ -59,6 +59,7 @@ from mailflow import cases
 from mailflow.config import TimeZoneName
 from mailflow.context import Effects
 from mailflow.events import CaseEvent, CaseOpened, CaseReopened, CaseSettled, Listener
+from mailflow.facts import EMPTY
 from mailflow.hookspecs import hookimpl
 from mailflow.host import Purge
 from mailflow.message import Message
@@ -175,6 +176,9 @@ class NumberStage(Stage[NumberOptions]):
     async def process(self, ctx: MessageContext) -> None:
         message = ctx.message
         assert ctx.store is not None
+        if ctx.facts.empty:  # nothing to answer: relayed and counted, no case, no mail
+            ctx.note(case=None, because=EMPTY)
+            return
         customer, customer_name = customer_of(message, self.options.form_senders)
         mailbox = self._mailbox(ctx)
         digest = cases.own_fingerprint(message.customer_text.text)

@@ -229,6 +229,36 @@ class RouteStage(Stage[RouteOptions]):
         if problems:
             raise ConfigError(problems)
 
+    def warnings(self) -> Iterable[Problem]:
+        """Addresses that load but route nothing: a ``recipient:`` in no local domain
+        (``retours@exemple.com``: its mail never reaches the rule and goes to the default
+        team), and a team address no rule leads to (its mail goes to the default team)."""
+        o, rules = self.options, self.env.rules
+        section = rules.section(self.name)
+        if section is None:
+            return []
+        found: list[Problem] = []
+        allowed = {a.lower() for a in o.allow_external}
+        for index, rule in enumerate(o.rules):
+            for i, address in enumerate(rule.when.recipient):
+                if not rules.is_local(address) and address.lower() not in allowed:
+                    found.append(section.problem(
+                        f"rule '{rule.name}': recipient '{address}' is in no local domain"
+                        f" ({', '.join(rules.local_domains)}): no mail to it reaches this"
+                        " rule (a typo?)", ("rules", index, "when", "recipient", i)))
+        reached = {r.lower() for rule in o.rules for r in rule.when.recipient}
+        for name, team in o.teams.items():
+            if name == o.default:
+                continue
+            for i, address in enumerate(team.addresses):
+                if rules.is_local(address) and address.lower() not in reached:
+                    found.append(section.problem(
+                        f"team '{name}': no rule names '{address}' as a recipient: mail"
+                        f" to it goes to the default team '{o.default}' (add a rule"
+                        f" `when: {{recipient: [{address}]}}`, team: {name})",
+                        ("teams", name, "addresses", i)))
+        return found
+
     def _our_people(self, env: StageEnv) -> ScopePart:
         """Service mailboxes (the teams' local addresses, the rules' ``recipient:``),
         the people who answer, and the outside addresses that are ours all the same."""

@@ -1,9 +1,9 @@
 """The store interface: what the framework and stages persist, whatever the backend.
 
-All state changes of one message go through one call to ``Store.write``:
-one transaction, committed before the next hop is told. Implementations
-group concurrent calls into one commit (one fsync for many messages) without
-weakening that promise: ``write`` returns only after *its* changes are durable.
+All state changes of one message go through one call to ``Store.write``: one transaction,
+committed before the next hop is told. Implementations group concurrent calls into one
+commit (one fsync for many messages) without weakening that promise: ``write`` returns
+only after *its* changes are durable.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class OutboxRow:
     data: bytes
     attempts: int
     message: str | None
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,8 @@ class TimerInfo:
 
 class Transaction(abc.ABC):
     """Typed writes and reads inside one transaction; SQL stays inside the store.
-
-    ``now()`` is the store's injected clock, so what a transaction records
-    follows the time the decisions were made with (a fake one in tests).
-    """
+    ``now()`` is the store's injected clock, so what a transaction records follows the
+    time the decisions were made with (a fake one in tests)."""
 
     clock: Clock = SYSTEM_CLOCK
     #: the daemon's node id: a message in flight is its node's to recover after a crash
@@ -150,11 +149,12 @@ class Transaction(abc.ABC):
         now = self.now()
         self.execute(
             "INSERT INTO outbox (message, kind, state, mail_from, rcpt_to, data, created_at,"
-            " next_attempt, attempts) VALUES (:message, :kind, :state, :mail_from, :rcpt_to,"
-            " :data, :now, :next_attempt, 0)",
+            " next_attempt, attempts, expires_at) VALUES (:message, :kind, :state, :mail_from,"
+            " :rcpt_to, :data, :now, :next_attempt, 0, :expires_at)",
             {"message": message, "kind": mail.kind, "state": "held" if held else "ready",
              "mail_from": mail.mail_from, "rcpt_to": json.dumps(list(mail.rcpt_to)),
-             "data": mail.data, "now": now, "next_attempt": max(mail.not_before, now)})
+             "data": mail.data, "now": now, "next_attempt": max(mail.not_before, now),
+             "expires_at": mail.expires_at})
 
     def release_outbox(self, message: str) -> None:
         self._settle_held("outbox", message, "ready")

@@ -77,4 +77,7 @@ CORE = Schema("core", (
             heartbeat DOUBLE PRECISION NOT NULL
         )""",
     ),
+    (  # 4: mail not worth sending late (an acknowledgement's stale promise) expires
+        "ALTER TABLE outbox ADD COLUMN expires_at DOUBLE PRECISION",
+    ),
 ))

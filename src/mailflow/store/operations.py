@@ -79,9 +79,9 @@ def claim_outbox(tx: Transaction, dialect: Dialect, *, owner: str, limit: int,
                  lease: float) -> list[OutboxRow]:
     rows = claim(tx, dialect, "outbox", "next_attempt", "ready", now=tx.now(), owner=owner,
                  limit=limit, lease=lease,
-                 columns="kind, mail_from, rcpt_to, data, attempts, message")
-    return [OutboxRow(r[0], r[1], r[2], tuple(json.loads(r[3])), bytes(r[4]), r[5], r[6])
-            for r in rows]
+                 columns="kind, mail_from, rcpt_to, data, attempts, message, expires_at")
+    return [OutboxRow(r[0], r[1], r[2], tuple(json.loads(r[3])), bytes(r[4]), r[5], r[6],
+                      None if r[7] is None else float(r[7])) for r in rows]
 
 
 def claim_timers(tx: Transaction, dialect: Dialect, *, owner: str, now: float, limit: int,
@@ -140,6 +140,12 @@ def outbox_retry(tx: Transaction, row_id: int, next_attempt: float, error: str,
                " WHERE id = :id",
                {"state": "failed" if give_up else "ready", "next_attempt": next_attempt,
                 "error": error[:1000], "id": row_id})
+
+
+def outbox_expire(tx: Transaction, row_id: int, reason: str) -> None:
+    """Not sent, and never to be: it would arrive too late to mean what it says."""
+    tx.execute("UPDATE outbox SET state = 'expired', last_error = :reason, lease_until = NULL"
+               " WHERE id = :id", {"reason": reason[:1000], "id": row_id})
 
 
 def timer_done(tx: Transaction, timer_id: int) -> None:

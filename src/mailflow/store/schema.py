@@ -56,3 +56,14 @@ def check_schemas(schemas: list[Schema]) -> list[str]:
             problems.append(f"schema owner '{schema.owner}' is claimed twice")
         seen.setdefault(schema.owner, schema)
     return problems
+
+
+def schema_version(tx: Transaction, owner: str) -> int:
+    """The version of ``owner``'s tables in this store: 0 when it has none (an older
+    store, or one the owner never ran on), so a reader can leave out what is not there."""
+    try:
+        rows = tx.execute("SELECT version FROM schema_versions WHERE owner = :owner",
+                          {"owner": owner})
+    except Exception:  # no schema_versions at all: a store never migrated
+        return 0
+    return int(rows[0][0]) if rows else 0

@@ -25,13 +25,16 @@ from ruamel.yaml import YAML
 from mailflow.testing.nexthop import free_port, wait_for_port
 
 
-def drain_outbox(db: Path, timeout: float = 10.0) -> None:
-    """Wait until the daemon's outbox has nothing ready to send."""
+def drain_outbox(db: Path, timeout: float = 10.0, now: float | None = None) -> None:
+    """Wait until the daemon's outbox has nothing ready to send (``now``: a test clock's
+    time; then only what is due by it: a row paced or retried later stays ready)."""
     deadline = time.monotonic() + timeout
+    due = "" if now is None else f" AND next_attempt <= {float(now)!r}"
     while time.monotonic() < deadline:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
         try:
-            ready = conn.execute("SELECT count(*) FROM outbox WHERE state = 'ready'").fetchone()
+            ready = conn.execute(f"SELECT count(*) FROM outbox WHERE state = 'ready'{due}"
+                                 ).fetchone()
         finally:
             conn.close()
         if ready == (0,):
@@ -194,7 +197,7 @@ class Daemon:
         if store.startswith("postgresql://"):
             drain_outbox_pg(store, timeout)
         else:
-            drain_outbox(self.db, timeout)
+            drain_outbox(self.db, timeout, self.now() if self.clock_path else None)
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None
