@@ -1,6 +1,7 @@
 """What a new SMTP connection costs: the protocol set up without aiosmtpd's introspection
 (:mod:`mailflow.smtp_init`) is the protocol ``SMTP.__init__`` makes (the same
-attributes, the same command, hook and AUTH tables bound to the new protocol)."""
+attributes, the same command, hook and AUTH tables bound to the new protocol), and a
+plugin hook that nobody implements is not called (no timer armed for it)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import types
 import weakref
 from typing import Any
 
+import pluggy
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session, auth_mechanism
 
-from mailflow import smtp_init
+from mailflow import hookspecs, smtp_handler, smtp_init
 from mailflow.config import Settings
+from mailflow.hookspecs import hookimpl
+from mailflow.session import SessionInfo, SmtpReply
 from mailflow.smtp import MailflowSMTP
 from mailflow.smtp_handler import Handler
 from mailflow.smtp_sessions import SessionLimits
@@ -88,3 +92,40 @@ async def test_the_names_are_worked_out_once_per_class_and_handler() -> None:
     assert ("XFORWARD", "smtp_XFORWARD") in first.commands
     assert ("DATA", "handle_DATA") in first.hooks
 
+
+class Refuser:
+    """A plugin refusing every sender."""
+
+    @hookimpl
+    def mailflow_mail_from(self, session: SessionInfo, address: str, options: Any,
+                           host: Any) -> SmtpReply:
+        return SmtpReply(550, "no", "5.7.1")
+
+
+def asking_handler(pm: pluggy.PluginManager) -> Handler:
+    handler = Handler.__new__(Handler)
+    handler.settings = Settings()
+    handler._pm_of = lambda: pm
+    handler._options_of = dict
+    handler._host = None
+    return handler
+
+
+async def test_a_hook_no_plugin_implements_arms_no_timer(monkeypatch: pytest.MonkeyPatch,
+                                                         ) -> None:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    session = SessionInfo(peer="192.0.2.1", port=25, trusted=False, relay_trusted=False,
+                          via="192.0.2.1")
+
+    def no_timer(delay: float | None) -> Any:
+        raise AssertionError("a timer for a hook nobody implements")
+
+    monkeypatch.setattr(smtp_handler.asyncio, "timeout", no_timer)
+    assert await asking_handler(pm)._ask("mailflow_mail_from", session=session,
+                                         address="a@client.test") is None
+    monkeypatch.undo()
+    pm.register(Refuser(), name="refuser")
+    reply = await asking_handler(pm)._ask("mailflow_mail_from", session=session,
+                                          address="a@client.test")
+    assert reply is not None and reply.startswith("550")
