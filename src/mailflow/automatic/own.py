@@ -81,11 +81,11 @@ class OwnSign(Model):
 
     @model_validator(mode="after")
     def _looks_at_something(self) -> OwnSign:
+        if self.value is not None and self.header is None:
+            raise ValueError("'value' needs the 'header' it is the value of")
         if self.header is None and self.sender is None and self.subject is None and (
                 self.body is None):
             raise ValueError("a sign needs a header, sender, subject or body pattern")
-        if self.value is not None and self.header is None:
-            raise ValueError("'value' needs the 'header' it is the value of")
         return self
 
 

@@ -73,13 +73,16 @@ def _report_kind(content_type: str, part_types: Iterable[str],
 
 def report(content_type: str, content_header: str, part_types: Iterable[str],
            attachments: Iterable[tuple[str, str]], subject: str,
-           author: str) -> Evidence | None:
+           author: str, tls: bool = False) -> Evidence | None:
     """The message is a report, by its content type, its parts or its attachment.
     ``content_header``: the Content-Type field as written (for ``report-type``);
-    ``author``: the From address (a DMARC reporter's)."""
+    ``author``: the From address (a DMARC reporter's); ``tls``: RFC 8460's
+    ``TLS-Report-Domain`` header is there."""
     found = _report_kind(content_type, part_types, content_header)
     if found is not None:
         return found
+    if tls:
+        return Evidence("TLS report", "TLS-Report-Domain")
     files = [(ctype, name) for ctype, name in attachments
              if ctype in _COMPRESSED or ctype in REPORT_KINDS]
     for ctype, name in files:
@@ -89,7 +92,7 @@ def report(content_type: str, content_header: str, part_types: Iterable[str],
         if _DMARC_FILE.match(name):
             return Evidence("DMARC report", f"aggregate report {name[:80]}")
     if ":" in subject and _REPORT_SUBJECT.search(subject):
-        kind = "TLS report" if "tls" in subject.lower() else "DMARC report"
+        kind = "TLS report" if tls or "tls" in subject.lower() else "DMARC report"
         return Evidence(kind, f"subject {subject.strip()[:60]}")
     reports = [name for ctype, name in files
                if ctype != "application/octet-stream" or _COMPRESSED_NAME.search(name)]

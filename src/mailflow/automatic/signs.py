@@ -26,8 +26,13 @@ from mailflow.automatic.senders import Senders
 from mailflow.automatic.verdict import Automatic, Evidence
 from mailflow.message import Message
 
-#: the most a body's wording weighs (a robot's statement about itself)
-BODY_MOST = 0.75
+#: the most a body's wording weighs (a robot's statement about itself, and more)
+BODY_MOST = 1.25
+#: wording alone (the Subject's and the body's, no structure agreeing) decides from here
+WORDING_ALONE = 1.25
+#: what a robot's statement about itself gains from a second phrase beside it
+_SECOND_PHRASE = 0.5
+
 #: a Subject is read on so many characters (a robot's is short; a hostile one is not)
 SUBJECT_CHARS = 400
 #: sources whose hints add up (each is a different header or rule); elsewhere the
@@ -59,7 +64,8 @@ class Signs:
             if sign.weight >= 1:
                 return sign.verdict()
         found = (report(message.content_type, (headers.get("content-type") or [""])[0],
-                        message.part_types, message.attachments, subject, address)
+                        message.part_types, message.attachments, subject, address,
+                        tls="tls-report-domain" in headers)
                  or self.header_signs.decisive(headers, (h.name for h in message.headers)))
         if found is not None:
             return found.verdict()
@@ -87,13 +93,14 @@ class Signs:
                                    self.senders.weak_name(name) if name else None) if e],
             "envelope": self._envelope_hints(message, headers, envelope),
         }
-        if _total(sources) + BODY_MOST >= 1:
+        if _score(sources)[0] + BODY_MOST >= 1:
             sources["body"] = wording.body_hints(message.text)
         if "message/rfc822" in message.part_types and any(
                 e.kind == "delivery report" and e.weight > 0
                 for hints in sources.values() for e in hints):
             sources["returned"] = [Evidence("delivery report", "the message returned", 0.25)]
-        if _total(sources) < 1:
+        total, agreeing = _score(sources)
+        if total < 1 or (total < WORDING_ALONE and not agreeing):
             return None
         positive = [e for hints in sources.values() for e in hints if e.weight > 0]
         kinds: dict[str, float] = {}
@@ -108,14 +115,18 @@ class Signs:
         """The envelope sender's hints, and those of a ``Return-Path`` the message kept (a
         hop before saw that envelope: ``<>``, a bounce address, a sending service's)."""
         found: list[Evidence] = []
-        if envelope and message.envelope.mail_from:
-            hint = self.senders.weak_sender(message.envelope.mail_from)
+        author = _author(headers)[1]
+        mail_from = message.envelope.mail_from.lower()
+        if envelope and mail_from and mail_from != author:
+            hint = self.senders.weak_sender(mail_from)
             if hint is not None:
                 found.append(hint)
         for value in headers.get("return-path", ())[:1]:
             path = address_of(value)[1] or value.strip().strip("<>").strip()
             if not path or value.replace(" ", "") == "<>":
                 found.append(Evidence("null sender", "Return-Path: <>", 0.5))
+                continue
+            if path.lower() in (author, mail_from):  # the same address, said again
                 continue
             robot = self.senders.sender(path)
             if robot is not None:
@@ -178,13 +189,24 @@ def _relayed(headers: dict[str, list[str]]) -> list[str]:
     return found
 
 
-def _total(sources: dict[str, list[Evidence]]) -> float:
-    """The hints' weight: per source the strongest (or, for headers and rules, their
-    sum), plus whatever counts against."""
-    total = 0.0
+def _score(sources: dict[str, list[Evidence]]) -> tuple[float, bool]:
+    """The hints' weight, and whether the structure agrees (anything but wording).
+
+    Per source the strongest hint counts (headers and rules: their sum; the body: a
+    robot's statement about itself and a second phrase), plus whatever counts against."""
+    total, agreeing = 0.0, False
     for source, hints in sources.items():
-        positive = [e.weight for e in hints if e.weight > 0]
+        positive = [e for e in hints if e.weight > 0]
         if positive:
-            total += sum(positive) if source in _ADDING else max(positive)
+            strongest = max(positive, key=lambda e: e.weight)
+            if source in _ADDING:
+                total += sum(e.weight for e in positive)
+            else:
+                total += strongest.weight
+            if source == "body" and strongest.weight >= 0.75 and len(
+                    {e.detail for e in positive}) > 1:
+                total += _SECOND_PHRASE
+            agreeing = agreeing or source not in ("subject", "body") or any(
+                e.machine for e in positive)
         total += sum(e.weight for e in hints if e.weight < 0)
-    return total
+    return total, agreeing

@@ -31,12 +31,16 @@ class Evidence:
 
     ``weight`` 1 decides alone; weaker evidence (a bounce's wording, a bulk mailer's
     transport header) adds up with the rest, and a person's signs (a reply, a mail
-    client) count against it: what reaches 1 decides. ``kind`` is the sign's name.
+    client) count against it: what reaches 1 decides (see
+    :mod:`mailflow.automatic.signs`). ``kind`` is the sign's name.
     """
 
     kind: str
     detail: str
     weight: float = 1.0
+    #: wording only a machine writes (an MTA's block, a tool's subject format): it agrees
+    #: with the rest as the message's structure does
+    machine: bool = False
 
     def verdict(self) -> Automatic:
         # the vendors' headers were always told as "auto-reply marker (X-Loop)"

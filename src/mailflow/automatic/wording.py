@@ -22,6 +22,10 @@ from mailflow.automatic.phrases import BODY, STATEMENTS, SUBJECT
 from mailflow.automatic.verdict import Evidence
 from mailflow.textmatch import fold
 
+#: the kinds whose body phrases are machine-written blocks (an MTA's report, Nagios'
+#: template, Mailman's notice): a person does not type them
+MACHINE_KINDS = frozenset({"delivery report", "monitoring alert", "list moderation",
+                           "read receipt"})
 HEAD_CHARS = 4096
 TAIL_CHARS = 2048
 
@@ -199,7 +203,7 @@ def body_hints(text: str) -> list[Evidence]:
                 continue
             if before and before not in _OPENING:
                 weight /= 2
-        found.append(Evidence(kind, f"says “{key}”", weight))
+        found.append(Evidence(kind, f"says “{key}”", weight, machine=kind in MACHINE_KINDS))
     return found
 
 
@@ -237,7 +241,8 @@ def subject_hints(subject: str) -> list[Evidence]:
     for hit, kinds in hits:
         kind = kinds[0] if len(kinds) == 1 else _kind(hit, kinds)
         if hit is not None and kind is not None:
-            found.append(Evidence(kind, f"subject {hit.group(0).strip()[:50]}", 0.5))
+            found.append(Evidence(kind, f"subject {hit.group(0).strip()[:50]}", 0.5,
+                                  machine=True))
     if REPLY_PREFIX.match(subject):
         found.append(Evidence("a person's reply or forward", subject.strip()[:20], -0.5))
     return found
