@@ -15,6 +15,9 @@ BODY: tuple[tuple[str, float, tuple[str, ...]], ...] = (
     ("delivery report", 0.5, (
         # Postfix, Exim, qmail, Sendmail
         "this is the mail system at host", "i'm sorry to have to inform you that your message",
+        "your message did not reach some or all of the intended recipients",
+        "the following message to", "could not be delivered to the following recipients",
+        "delivery to the following recipients has been delayed",
         "created automatically by mail delivery software",
         "a message that you sent could not be delivered",
         "a message that you sent has not yet been delivered",
@@ -136,6 +139,15 @@ BODY: tuple[tuple[str, float, tuple[str, ...]], ...] = (
         "to {view|read|open} {your|the} {secure|encrypted} message",
         "sie haben eine verschlüsselte {nachricht|e-mail} erhalten",
         "vous avez reçu un message {sécurisé|chiffré}",
+        # other helpdesks' and companies' acknowledgements
+        "thank you for contacting",
+        "we have received your {message|request|email|e-mail|inquiry|enquiry}",
+        "we've received your {message|request|email|e-mail|inquiry|enquiry}",
+        "nous avons bien reçu votre {message|demande|e-mail|email|courriel}",
+        "wir haben ihre {nachricht|anfrage|e-mail} erhalten",
+        "hemos recibido su {mensaje|solicitud|correo}",
+        "abbiamo ricevuto {il suo|la sua|il tuo|la tua} {messaggio|richiesta|e-mail}",
+        "wij hebben uw {bericht|aanvraag|e-mail} ontvangen",
         # receipts, confirmations and remittance advices
         "thank you for {your order|your purchase|booking with|ordering from|shopping with"
             "|your booking|your reservation|your payment}",
@@ -156,6 +168,9 @@ BODY: tuple[tuple[str, float, tuple[str, ...]], ...] = (
     )),
     ("ticket notification", 0.5, (
         "type your reply above this line", "reply above this line",
+        "a new ticket has been created", "your ticket number is", "ticket number:",
+        "your {request|ticket|case} {has been|was} {received|created|logged|opened}",
+        "you have been assigned",
         "to view {the|this|your} {ticket|request|incident|case}",
         "view {the |}{ticket|request|incident} {online|in the portal|here}",
         "you can view {the|your} {ticket|request|incident}",
@@ -258,7 +273,12 @@ SUBJECT: tuple[tuple[str, float, tuple[str, ...]], ...] = (
         "thank you for your {order|purchase|booking|payment|registration}",
         "your order {has been|was|is}", "verify your {email|e-mail|account}",
         "confirm your {email|e-mail|account|subscription}", "reset your password",
-        "password reset", "secure message", "encrypted message",
+        "password reset", "secure message", "encrypted message", "thank you for contacting",
+        "thank you for your {message|email|e-mail|mail}",
+        "{we have|we've} received your {message|request|email|e-mail|inquiry|enquiry}",
+        "your {request|ticket|case} {has been|was} {received|created|logged|opened}",
+        "nous avons bien reçu votre {message|demande|e-mail|email|courriel}",
+        "wir haben ihre {nachricht|anfrage|e-mail} erhalten", "assigned to you",
         "confirmation de {commande|réservation|paiement}", "reçu de paiement",
         "avis de {paiement|virement}", "votre facture", "votre commande {n°|no|a été|est}",
         "bestellbestätigung", "buchungsbestätigung", "zahlungsbestätigung", "zahlungsavis",

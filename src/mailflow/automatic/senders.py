@@ -46,9 +46,9 @@ KIND_WORDS: dict[str, str] = {
                      "opendmarc"), "DMARC report"),
     **dict.fromkeys(("tlsrpt", "tls-rpt", "tlsreport", "tlsreports"), "TLS report"),
     **dict.fromkeys(("nagios", "icinga", "icinga2", "zabbix", "alertmanager", "prometheus",
-                     "grafana", "monit", "monitoring", "uptimerobot", "pingdom", "statuscake",
+                     "grafana", "monit", "uptimerobot", "pingdom", "statuscake",
                      "pagerduty", "opsgenie", "checkmk", "centreon", "librenms", "observium",
-                     "netdata", "munin", "sensu", "datadog", "newrelic", "zenoss"),
+                     "netdata", "munin", "sensu", "datadog", "newrelic", "zenoss", "uptimekuma"),
                     "monitoring alert"),
     **dict.fromkeys(("jira", "servicenow", "glpi", "otrs", "znuny", "zammad", "osticket",
                      "redmine", "mantis", "mantisbt", "bugzilla", "youtrack", "freshservice"),
@@ -56,13 +56,18 @@ KIND_WORDS: dict[str, str] = {
     **dict.fromkeys(("mailman", "sympa", "ezmlm", "lyris", "mlmmj", "listar", "listproc",
                      "smartlist"), "mailing list"),
 }
-#: words a robot's local part is made of (``automated-notifications``, ``system.alerts``):
-#: when every word is one of these (or a number) and one says the kind
+#: words that make a local part a robot's whatever the others (``calendar-notification``)
+_NOTICE_ALWAYS = frozenset({
+    "notification", "notifications", "notifier", "automated", "automailer", "autonotify",
+    "autonotification", "mailrobot", "mailbot", "autosender", "autoconfirm", "newsletter",
+    "newsletters",
+})
+#: words a robot's local part is made of (``system.alerts``, ``auto-confirm``): when
+#: every word is one of these, a filler or a number, and one says the kind
 _NOTICE_WORDS = frozenset({
-    "notification", "notifications", "notify", "notifier", "notifs", "alert", "alerts",
-    "alerting", "automated", "automailer", "automail", "autonotify", "autonotification",
-    "robot", "mailrobot", "mailbot", "bot", "autosender", "cron", "crond", "anacron",
-    "logwatch", "newsletter", "newsletters", "mailings", "emailing", "campaigns",
+    *_NOTICE_ALWAYS, "notify", "notifs", "alert", "alerts", "alerting", "automail",
+    "robot", "bot", "cron", "crond", "anacron", "logwatch", "mailings", "emailing",
+    "campaigns", "confirm", "monitoring",
 })
 _FILLER_WORDS = frozenset({
     "no", "do", "not", "reply", "auto", "mail", "email", "e", "system", "systems", "server",
@@ -93,7 +98,8 @@ _WEAK_LOCAL = frozenset({
     "orders", "order", "bookings", "booking", "reservations", "payments", "payment",
     "remittance", "remittances", "accounts-payable", "accountspayable", "statements",
     "shipping", "tracking", "confirmation", "confirmations", "transactional", "news",
-    "marketing", "offers", "promo", "promotions", "deals", "digest", "updates",
+    "marketing", "offers", "promo", "promotions", "deals", "digest", "updates", "ap",
+    "accounts", "payables", "remittance-advice", "voicemail",
 })
 
 #: display names robots sign with (whole words, anywhere), and "… via RT" (Request
@@ -139,8 +145,9 @@ class Senders:
             return Evidence("robot sender", local)
         if _LIST_LOCAL.search(base):
             return Evidence("mailing-list sender", "")
-        if words and all(w in _NOTICE_WORDS or w in _FILLER_WORDS for w in words) and any(
-                w in _NOTICE_WORDS for w in words):
+        if any(w in _NOTICE_ALWAYS for w in words) or (
+                words and all(w in _NOTICE_WORDS or w in _FILLER_WORDS for w in words)
+                and any(w in _NOTICE_WORDS for w in words)):
             kind = "bulk mailer" if any(w in _BULK_WORDS for w in words) else (
                 "notification robot")
             return Evidence(kind, f"sender {local}")
@@ -155,7 +162,7 @@ class Senders:
         local, _, domain = address.lower().strip().rpartition("@")
         if _SERVICE_DOMAIN.search(domain):
             return Evidence("bulk mailer", f"sent through {domain}", 0.5)
-        base = local.strip('"').partition("+")[0]
+        base = local.strip('"').partition("+")[0].replace(".", "-").replace("_", "-")
         if base in _WEAK_LOCAL:
             return Evidence("robot sender", f"role address {base}@", 0.25)
         return None

@@ -93,7 +93,8 @@ class Signs:
                                    self.senders.weak_name(name) if name else None) if e],
             "envelope": self._envelope_hints(message, headers, envelope),
         }
-        if _score(sources)[0] + BODY_MOST >= 1:
+        total, _ = _score(sources)
+        if total > 0 and total + BODY_MOST >= 1:  # the body only beside another hint
             sources["body"] = wording.body_hints(message.text)
         if "message/rfc822" in message.part_types and any(
                 e.kind == "delivery report" and e.weight > 0
