@@ -261,6 +261,15 @@ def test_out_of_office_by_its_text() -> None:
     # a person writing from a role address about a booking confirmation
     ("From: Orders <orders@client.test>\r\nSubject: Booking confirmation missing\r\n",
      "We never got the booking confirmation for order 1234."),
+    # parcels whose delivery failed, in the words a mail system would use too
+    (PERSON + "Subject: Delivery failed - order 1234 never arrived\r\n",
+     "My parcel never arrived, the carrier says delivery failed."),
+    ("From: Admin <admin@client.test>\r\nSubject: Nicht zugestellt: Paket 1234\r\n",
+     "Guten Tag, mein Paket wurde nicht zugestellt."),
+    (PERSON + "Subject: Colis non distribuable\r\n", "Mon colis est revenu, pourquoi ?"),
+    # a person away herself, saying so
+    (PERSON + "Subject: Absente jusqu'au 5 mai\r\n",
+     "Je suis absente jusqu'au 5 mai, merci de livrer ensuite."),
     # the DMARC administrator's own question
     (PERSON + "Subject: Question about DMARC reports\r\n", "Do you send DMARC reports?"),
     # a Return-Path <> kept by a tool that stored and re-sent a person's message

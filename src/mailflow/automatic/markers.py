@@ -46,28 +46,21 @@ OUT_OF_OFFICE: Mapping[str, tuple[str, ...]] = {
     "lv": ("arpus biroja", "ārpus biroja", "automatiska atbilde", "automātiskā atbilde",
            "*automatiska atbilde"),
 }
-#: delivery failures and delays as the MTAs and gateways title them, per language
+#: delivery failures and delays as the MTAs and gateways title them, per language; what
+#: a parcel's story could begin with too ("Delivery failed", "Nicht zugestellt",
+#: "Niet bezorgd") is a hint only (:mod:`mailflow.automatic.phrases`)
 DELIVERY: Mapping[str, tuple[str, ...]] = {
     "en": ("undeliverable", "undelivered mail", "delivery status notification",
-           "delivery failure", "delivery failed", "delivery has failed",
-           "delivery notification", "mail delivery failed", "mail delivery failure",
-           "returned mail", "failure notice", "message not delivered",
+           "mail delivery failed", "mail delivery failure", "returned mail", "failure notice",
            "nondeliverable", "non-deliverable", "warning: could not send message",
-           "mail system error", "delayed mail", "delivery delayed", "mail delivery delayed",
+           "mail system error", "delayed mail", "mail delivery delayed",
            "message delivery delayed"),
-    "fr": ("non remis", "message non remis", "echec de la remise", "échec de la remise",
-           "notification d'etat de remise", "non distribuable", "remise differee",
-           "remise retardee", "message non distribue", "echec de distribution"),
-    "de": ("unzustellbar", "nicht zustellbar", "nicht zugestellt",
-           "zustellung fehlgeschlagen", "benachrichtigung zum ubermittlungsstatus",
-           "zustellung verzogert"),
-    "es": ("no se puede entregar", "no entregado", "notificacion de estado de entrega",
-           "entrega retrasada"),
-    "it": ("non recapitabile", "notifica di mancato recapito", "notifica stato di consegna",
-           "recapito ritardato"),
-    "nl": ("onbestelbaar", "niet bezorgd", "kan niet worden bezorgd", "bezorging vertraagd"),
-    "pt": ("não entregue", "nao entregue"),
-    "sv": ("ej levererat",),
+    "fr": ("non remis", "message non remis", "notification d'etat de remise",
+           "remise differee", "remise retardee", "message non distribue"),
+    "de": ("unzustellbar", "benachrichtigung zum ubermittlungsstatus"),
+    "es": ("notificacion de estado de entrega",),
+    "it": ("non recapitabile", "notifica di mancato recapito", "notifica stato di consegna"),
+    "nl": ("onbestelbaar",),
 }
 #: abuse and feedback-loop reports (Hotmail's JMRP, AOL's and others' loops)
 FEEDBACK: Mapping[str, tuple[str, ...]] = {

@@ -63,6 +63,7 @@ BODY: tuple[tuple[str, float, tuple[str, ...]], ...] = (
         "delivery status notification (failure)", "delivery status notification (delay)",
         "the message could not be delivered to the following recipient",
         "message could not be delivered to one or more recipients",
+        "not listed in public name & address book", "was not delivered to:",
         "reporting-mta:", "final-recipient:", "diagnostic-code:", "remote-mta:",
         "action: failed", "action: delayed", "x-postfix-queue-id:",
         # French, German, Spanish, Italian, Dutch MTAs
@@ -240,7 +241,9 @@ SUBJECT: tuple[tuple[str, float, tuple[str, ...]], ...] = (
     ("delivery report", 0.5, (
         "could not be delivered", "couldn't be delivered", "cannot be delivered",
         "can't be delivered", "not delivered", "undeliverable", "undelivered",
-        "delivery failure", "delivery failed", "delivery problem", "delivery status",
+        "delivery failure", "delivery failed", "delivery has failed", "delivery problem",
+        "delivery status", "entrega retrasada", "recapito ritardato", "bezorging vertraagd",
+        "não entregue", "ej levererat", "échec de livraison",
         "delivery notification", "delivery warning", "delivery delayed", "delayed mail",
         "delayed message", "delivery report", "returned mail", "returned to sender",
         "mail delivery", "failure notice", "non remis", "non distribuable", "non distribué",

@@ -60,13 +60,13 @@ KIND_WORDS: dict[str, str] = {
 _NOTICE_ALWAYS = frozenset({
     "notification", "notifications", "notifier", "automated", "automailer", "autonotify",
     "autonotification", "mailrobot", "mailbot", "autosender", "autoconfirm", "newsletter",
-    "newsletters",
+    "newsletters", "quarantine", "fail2ban", "spamdigest",
 })
 #: words a robot's local part is made of (``system.alerts``, ``auto-confirm``): when
 #: every word is one of these, a filler or a number, and one says the kind
 _NOTICE_WORDS = frozenset({
     *_NOTICE_ALWAYS, "notify", "notifs", "alert", "alerts", "alerting", "automail",
-    "robot", "bot", "cron", "crond", "anacron", "logwatch", "mailings", "emailing",
+    "cron", "crond", "anacron", "logwatch", "mailings", "emailing",
     "campaigns", "confirm", "monitoring",
 })
 _FILLER_WORDS = frozenset({
@@ -111,7 +111,7 @@ _ROBOT_NAME = re.compile(r"\b(?:mail delivery (?:system|subsystem|service)|maile
                          r"|niet beantwoorden)\b|\bvia rt$")
 #: names of notification robots: not alone (a team may sign "Alerts Desk")
 _NOTICE_NAME = re.compile(r"\b(?:notifications?|alerts?|alerting|automated|automatic"
-                          r"|mail system|mailer|robot|monitoring|benachrichtigung(?:en)?)\b")
+                          r"|mail system|mailer|monitoring|benachrichtigung(?:en)?)\b")
 #: "'someone@x' via Group" (Google Groups rewrites the From of a post so)
 _VIA = re.compile(r"^['\"]?([^'\"\s]+@[^'\"\s]+?)['\"]? via \S")
 
