@@ -159,7 +159,7 @@ def _automatic(sections: Mapping[str, Section], problems: list[Problem],
     merged = AutomaticRules(**{  # what either says, each field as written (else its default)
         field: list(dict.fromkeys(item for rules, _, _ in found if field in rules.model_fields_set
                                   for item in getattr(rules, field)))
-        for field in ("languages", "subjects", "senders", "headers")
+        for field in ("languages", "subjects", "senders", "headers", "signs")
         if any(field in rules.model_fields_set for rules, _, _ in found)})
     try:
         AutomaticDetector(merged)

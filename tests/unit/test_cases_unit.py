@@ -327,7 +327,7 @@ def test_null_sender() -> None:
 def test_delivery_report() -> None:
     report = message(content_type='multipart/report; report-type=delivery-status; boundary="B"',
                      body="--B\r\nContent-Type: text/plain\r\n\r\nnot delivered\r\n--B--")
-    assert why(report) == "delivery or read report (multipart/report)"
+    assert why(report) == "delivery report (multipart/report; report-type=delivery-status)"
 
 
 @pytest.mark.parametrize(("address", "reason"), [
