@@ -231,9 +231,9 @@ def test_the_rules_own_signs(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("sign", "where", "message"), [
-    ("    - subject: '(unclosed'\n", "4:7", "invalid regular expression '(unclosed'"),
-    ("    - body: x\n      weight: 2\n", "5:7", "less than or equal to 1"),
-    ("    - name: 'a: b'\n      sender: x\n", "4:7", "metric label"),
+    ("    - subject: '(unclosed'\n", "4:16", "invalid regular expression '(unclosed'"),
+    ("    - body: x\n      weight: 2\n", "5:15", "less than or equal to 1"),
+    ("    - name: 'a: b'\n      sender: x\n", "4:13", "metric label"),
 ])
 def test_a_broken_sign_is_refused_at_its_line(tmp_path: Path, sign: str, where: str,
                                               message: str) -> None:
