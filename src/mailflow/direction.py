@@ -32,6 +32,7 @@ at all keep the older behaviour: all mail for a local domain is inbound.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -47,6 +48,17 @@ _AUTHENTICATED = re.compile(r"\(Authenticated sender:\s*([^)\s]+)\s*\)", re.IGNO
 _TOKEN_SUFFIX = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)\.([a-z0-9]{16,64})", re.IGNORECASE)
 #: (case number, token) named by a reply address
 Token = tuple[str, str]
+
+
+def new_token() -> str:
+    """96 random bits, lower-case hex: survives MTAs that fold the local part's case."""
+    return secrets.token_hex(12)
+
+
+def reply_address(base: str, case: str, token: str) -> str:
+    """``experts@example.com`` → ``experts+CASE.token@example.com``."""
+    local, _, domain = base.rpartition("@")
+    return f"{local}+{case}.{token}@{domain}"
 
 
 def token_address(address: str, bases: Collection[str]) -> Token | None:

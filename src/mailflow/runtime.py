@@ -50,9 +50,15 @@ class Runtime:
 
     def log_warnings(self) -> None:
         """What the rules allow but deserve a word about (a deprecated key), in the log."""
-        for warning in self.rules.warnings:
+        for warning in self.warnings:
             log.warning("rules_warning", at=f"{warning.file}:{warning.line}:{warning.column}",
                         warning=warning.message)
+
+    @property
+    def warnings(self) -> list[Problem]:
+        """The rules' warnings, then the stages' (an answer library's, say)."""
+        return [*self.rules.warnings,
+                *(w for stage in self.chain.stages for w in stage.warnings())]
 
     @property
     def plugins(self) -> dict[str, object]:

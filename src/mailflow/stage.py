@@ -21,7 +21,7 @@ from pydantic import Field
 
 from mailflow.automatic import SHIPPED, Automatic, AutomaticDetector
 from mailflow.clock import SYSTEM_CLOCK, Clock
-from mailflow.config import Model
+from mailflow.config import Model, Problem
 from mailflow.context import (
     CaseInfo,
     Decision,
@@ -147,6 +147,12 @@ class Stage(Generic[OptionsT]):
     def provide(self, services: Services) -> None:
         """Offer services to the other stages (``services.provide(KEY, value, self.name)``),
         once the whole chain is built (:mod:`mailflow.services`). None by default."""
+
+    def warnings(self) -> Iterable[Problem]:
+        """What the stage's rules allow but deserve a word about (``mailflow check`` prints
+        them, the daemon logs them at each load), each at its ``file:line:column``. None
+        by default."""
+        return ()
 
     def listeners(self) -> Iterable[tuple[type[CaseEvent], Listener]]:
         """The case events this stage listens to, with their listener each

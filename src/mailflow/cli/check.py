@@ -14,8 +14,9 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     runtime = load_runtime(settings)
-    for warning in runtime.rules.warnings:
-        print(f"{warning.file}:{warning.line}:{warning.column}: warning: {warning.message}")
+    for warning in runtime.warnings:
+        message = warning.message.removeprefix("warning: ")
+        print(f"{warning.file}:{warning.line}:{warning.column}: warning: {message}")
     print(f"configuration OK: {settings.source}")
     print(f"rules OK: {Path(settings.rules).resolve()} "
           f"({len(runtime.rules.local_domains)} local domain(s))")
