@@ -44,8 +44,8 @@ class FieldWeight:
 FIELDS: dict[str, FieldWeight] = {
     "title": FieldWeight(3.0, 0.3),
     "keywords": FieldWeight(3.0, 0.3),
-    "examples": FieldWeight(1.5, 0.5),
-    "body": FieldWeight(1.0, 0.75),
+    "examples": FieldWeight(2.5, 0.5),
+    "body": FieldWeight(0.6, 0.75),
 }
 #: a word of the Subject counts this much more than one of the text
 SUBJECT_BOOST = 0.5
