@@ -62,17 +62,22 @@ _EN_STOP_WORDS = """
     very was we wednesday week weeks were what whats when where which while who whom
     why will with wont would yesterday yet you your yours
 """
-#: words that say how, not what: asking, wanting, sending, time, people, things
+#: words that say how, not what: asking, wanting, sending, time, people, things, and
+#: the products themselves (any request may be about any machine)
 _FR_FILLER = """
     aimerais aimerait besoin chose choses cote dire dit dis donner envoyer envoye faites
     fois part personne prendre pris prise quelque quelqu rien souhaite souhaiterais
     souhaitons toujours va vais veux voir voudrais voudrait voulons vraiment savoir sais
     merci bonjour cordialement demande demander ete avoir etre fait faire peut pouvoir
+    machine machines appareil appareils produit produits materiel aspirateur aspirateurs
+    autolaveuse autolaveuses monobrosse nettoyeur
     """
 _EN_FILLER = """
     ago back come could first get give go going know left like look need new one ones
     people send sent someone something take thing things time want way well wonder
     would ask asking asked let us also said say tell still never nothing anything
+    machine machines unit units product products equipment device devices vacuum
+    scrubber scrubbers cleaner
     """
 STOP_WORDS: dict[str, frozenset[str]] = {
     "fr": frozenset(_FR_STOP_WORDS.split()) | frozenset(_FR_FILLER.split()),
