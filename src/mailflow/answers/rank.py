@@ -44,7 +44,7 @@ class FieldWeight:
 FIELDS: dict[str, FieldWeight] = {
     "title": FieldWeight(3.0, 0.3),
     "keywords": FieldWeight(3.0, 0.3),
-    "examples": FieldWeight(2.5, 0.5),
+    "examples": FieldWeight(2.0, 0.5),
     "body": FieldWeight(0.6, 0.75),
 }
 #: a word of the Subject counts this much more than one of the text
