@@ -7,7 +7,8 @@ in and a number of its own, so the index has N distinct answers of realistic
 length and vocabulary (half French, half English, as the shipped library). The
 messages are tests/answers/eval.yaml's, each cut to its customer's own text as
 the stage does. Timed: ranking only (the index is built once, at load), one
-core, after a warm-up.
+core, after a warm-up; the figures judged are the thread's CPU time (a busy
+machine's other processes do not count), the wall clock is printed beside.
 
     .venv/bin/python bench/answers.py --answers 2500 --rounds 20
 """
@@ -66,21 +67,27 @@ def main() -> int:
     texts = [(m["language"], m["subject"], customer_text(m["text"])) for m in messages]
     for language, subject, text in texts:  # warm-up: stemmer caches, numpy's first calls
         indexes[language].rank(subject, text)
-    times = []
+    times, walls = [], []
     for _ in range(args.rounds):
         for language, subject, text in texts:
-            t0 = time.perf_counter()
+            w0, t0 = time.perf_counter(), time.thread_time()
             indexes[language].rank(subject, text)
-            times.append(time.perf_counter() - t0)
+            times.append(time.thread_time() - t0)
+            walls.append(time.perf_counter() - w0)
     times.sort()
+    walls.sort()
     mean = statistics.fmean(times) * 1000
     p99 = times[int(len(times) * 0.99) - 1] * 1000
     print(f"library: {sum(len(i) for i in indexes.values())} answers"
           f" ({', '.join(f'{k} {len(v)}' for k, v in indexes.items())}), indexed in"
           f" {built:.2f} s")
     print(f"ranked: {len(times)} messages ({len(texts)} x {args.rounds})")
-    print(f"per message: mean {mean:.3f} ms, p50 {times[len(times) // 2] * 1000:.3f} ms,"
-          f" p99 {p99:.3f} ms, max {times[-1] * 1000:.3f} ms")
+    print(f"per message, CPU time of this thread: mean {mean:.3f} ms,"
+          f" p50 {times[len(times) // 2] * 1000:.3f} ms, p99 {p99:.3f} ms,"
+          f" max {times[-1] * 1000:.3f} ms")
+    print(f"per message, wall clock (other processes included): mean"
+          f" {statistics.fmean(walls) * 1000:.3f} ms, p99"
+          f" {walls[int(len(walls) * 0.99) - 1] * 1000:.3f} ms")
     ok = mean <= 0.3 and p99 <= 2.0
     print("targets (mean <= 0.3 ms, p99 <= 2 ms):", "met" if ok else "NOT met")
     return 0 if ok else 1
