@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from mailflow.answers.review import DUPLICATE_THRESHOLD
+from mailflow.direction import check_local_part
 from mailflow.durations import DurationField, parse_duration
 from mailflow.stage import StageOptions
 
@@ -48,9 +49,7 @@ class AnswersOptions(StageOptions):
     @field_validator("reply_local_part")
     @classmethod
     def _local(cls, value: str) -> str:
-        if not value or any(c in value for c in "+@ \t"):
-            raise ValueError(f"'{value}' is not a local part (no '+', '@' or spaces)")
-        return value.lower()
+        return check_local_part(value)
 
     @field_validator("agent_names")
     @classmethod

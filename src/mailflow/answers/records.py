@@ -86,15 +86,21 @@ class Suggestion:
 
 def record_suggestions(tx: Transaction, *, case: str, message_id: str, queue_id: str,
                        suggestions: Sequence[Suggestion]) -> None:
-    for s in suggestions:
-        tx.execute("INSERT INTO answer_suggestions (case_number, message_id, queue_id, rank,"
-                   " answer_id, code, title, language, confidence, matched, created_at)"
-                   " VALUES (:case, :message_id, :queue_id, :rank, :answer_id, :code, :title,"
-                   " :language, :confidence, :matched, :now)",
-                   {"case": case, "message_id": message_id, "queue_id": queue_id,
-                    "rank": s.rank, "answer_id": s.answer_id, "code": s.code,
-                    "title": s.title[:300], "language": s.language,
-                    "confidence": s.confidence, "matched": s.matched[:500], "now": tx.now()})
+    """All of a message's suggestions in one statement."""
+    if not suggestions:
+        return
+    values: dict[str, object] = {"case": case, "message_id": message_id,
+                                 "queue_id": queue_id, "now": tx.now()}
+    rows = []
+    for i, s in enumerate(suggestions):
+        rows.append(f"(:case, :message_id, :queue_id, :rank{i}, :answer{i}, :code{i},"
+                    f" :title{i}, :language{i}, :confidence{i}, :matched{i}, :now)")
+        values.update({f"rank{i}": s.rank, f"answer{i}": s.answer_id, f"code{i}": s.code,
+                       f"title{i}": s.title[:300], f"language{i}": s.language,
+                       f"confidence{i}": s.confidence, f"matched{i}": s.matched[:500]})
+    tx.execute("INSERT INTO answer_suggestions (case_number, message_id, queue_id, rank,"
+               " answer_id, code, title, language, confidence, matched, created_at) VALUES "
+               + ", ".join(rows), values)
 
 
 def suggestions_of(tx: Transaction, case: str) -> list[tuple[float, str, Suggestion]]:

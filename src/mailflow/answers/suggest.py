@@ -54,6 +54,14 @@ def render(answer: Answer, fields: Mapping[str, Any]) -> str | None:
         return None
 
 
+def _shape(fields: Mapping[str, Any]) -> frozenset[str]:
+    """Which fields a case has (the form's by name): whether an answer can be filled in
+    depends on that alone."""
+    given = present(fields)
+    form = given.pop("form", {})
+    return frozenset(given) | frozenset(f"form.{k}" for k in form)
+
+
 class Suggester:
     """The library of one load of the rules, indexed by language."""
 
@@ -61,6 +69,19 @@ class Suggester:
         self.library = library
         self.indexes = {language: Index(library.validated(language), language)
                         for language in library.languages}
+        self._fillable_cache: dict[tuple[tuple[str, str], frozenset[str]], bool] = {}
+
+    def _fillable(self, answer: Answer, shape: frozenset[str],
+                  fields: Mapping[str, Any]) -> bool:
+        """Can ``answer`` be filled in with fields of this ``shape``? Found by rendering it
+        once per shape, then remembered."""
+        key = (answer.key, shape)
+        known = self._fillable_cache.get(key)
+        if known is None:
+            if len(self._fillable_cache) > 50_000:  # forms' fields vary: kept bounded
+                self._fillable_cache.clear()
+            known = self._fillable_cache[key] = render(answer, fields) is not None
+        return known
 
     @classmethod
     def load(cls, folder: Path) -> Suggester:
@@ -79,9 +100,13 @@ class Suggester:
         if index is None:
             return Suggestions(NOTHING, ())
         ranking = index.rank(subject, text, LOOKED_AT)
-        offers = []
+        offers: list[Offer] = []
+        shape = _shape(fields)
         for match in ranking.matches:
-            filled = render(match.answer, fields)
+            if not self._fillable(match.answer, shape, fields):
+                continue
+            # the best is filled in now (the companion's text); the others only named
+            filled = render(match.answer, fields) if not offers else ""
             if filled is not None:
                 offers.append(Offer(match, filled))
             if len(offers) == SUGGESTED:

@@ -136,8 +136,7 @@ async def verified(message: Message, bases: Collection[str], store: StageStore,
     """The tokens of the reply addresses (on ``bases``) among the envelope recipients that
     the store confirms, for :func:`mailflow.direction.decide`; none when the store cannot
     say (the chain then meets the same outage and tempfails the message)."""
-    found = (direction.token_address(r, bases) for r in message.envelope.rcpt_to)
-    wanted = list(dict.fromkeys(t for t in found if t is not None))
+    wanted = direction.tokens_to(message, bases)
     if not wanted:
         return ()
     try:

@@ -52,7 +52,7 @@ from mailflow.answers.reply import agent_text
 from mailflow.answers.review import review
 from mailflow.answers.suggest import Suggester, Suggestions
 from mailflow.config import Problem
-from mailflow.direction import new_token, reply_address, token_address
+from mailflow.direction import new_token, reply_address, reply_base, token_address, tokens_to
 from mailflow.events import CaseAnswered
 from mailflow.hookspecs import hookimpl
 from mailflow.services import TEAMS
@@ -89,10 +89,8 @@ class AnswersStage(Stage[AnswersOptions]):
     def __init__(self, options: AnswersOptions, env: StageEnv) -> None:
         super().__init__(options, env)
         self.suggester = Suggester.load(env.rules.template_path(options.folder))
-        domain = options.reply_domain or next(iter(env.rules.local_domains), "")
-        if not domain:
-            raise ValueError("reply_domain is needed when there are no local_domains")
-        self.base = f"{options.reply_local_part}@{domain.lower()}"
+        self.base = reply_base(options.reply_local_part, options.reply_domain,
+                               env.rules.local_domains)
         self.host = env.settings.smtp.hostname
         self.suggested = env.metrics.counter(
             "mailflow_answer_suggestions_total", "Customer messages ranked against the"
@@ -223,8 +221,7 @@ class AnswersStage(Stage[AnswersOptions]):
     # -- the agent's reply to a companion: send the answer ------------------------
 
     async def _send(self, ctx: MessageContext) -> None:
-        found = [t for r in ctx.message.envelope.rcpt_to
-                 if (t := token_address(r, {self.base})) is not None]
+        found = tokens_to(ctx.message, {self.base})
         if not found or ctx.case is not None:
             return  # an agent's ordinary reply: the replies stage's
         assert ctx.store is not None
