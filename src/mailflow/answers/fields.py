@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from jinja2 import StrictUndefined
@@ -69,6 +69,22 @@ def form_fields(text: str) -> dict[str, str]:
         if key and key not in found:
             found[key] = value
     return found
+
+
+class Later:
+    """A field's text worked out only if a template prints it (a date in words costs more
+    than the ranking of the message)."""
+
+    __slots__ = ("_make", "_text")
+
+    def __init__(self, make: Callable[[], str]) -> None:
+        self._make = make
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        if self._text is None:
+            self._text = self._make()
+        return self._text
 
 
 def sample_fields() -> dict[str, Any]:

@@ -46,7 +46,7 @@ from typing import Any
 
 from mailflow import cases
 from mailflow.answers import letters, records
-from mailflow.answers.fields import form_fields
+from mailflow.answers.fields import Later, form_fields
 from mailflow.answers.options import AnswersOptions
 from mailflow.answers.reply import agent_text
 from mailflow.answers.review import review
@@ -126,11 +126,11 @@ class AnswersStage(Stage[AnswersOptions]):
 
     def _fields(self, ctx: MessageContext, case: CaseInfo, signer: str) -> dict[str, Any]:
         language = self._language(ctx) or "fr"
-        promised = ""
+        promised: Later | str = ""
         if case.promised_at is not None:
-            calendar = self.env.calendars.default
-            promised = calendar.format(datetime.fromtimestamp(case.promised_at, calendar.zone),
-                                       language)
+            calendar, at = self.env.calendars.default, case.promised_at
+            promised = Later(lambda: calendar.format(datetime.fromtimestamp(at, calendar.zone),
+                                                     language))
         sender = ctx.message.envelope.mail_from.lower()
         form = (form_fields(ctx.message.text) if sender in self.options.form_senders else {})
         return {"customer_name": case.customer_name, "case": case.number,
