@@ -38,6 +38,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "mailflow.stages.sla",
     "mailflow.stages.escalate",
     "mailflow.stages.acknowledge",
+    "mailflow.stages.answers",
     "mailflow.stages.replies",
     "mailflow.stages.headers",
     "mailflow.stages.statistics",

@@ -52,7 +52,7 @@ import structlog
 from mailflow import agents, cases
 from mailflow.conditions import CompiledCondition, lazy_keyword_hits, message_recipients
 from mailflow.context import Effects, StageStore, TimerHandler
-from mailflow.direction import token_address
+from mailflow.direction import reply_base, token_address, tokens_to
 from mailflow.escalation import mail, tokens
 from mailflow.escalation.options import EscalateOptions, EscalationRule
 from mailflow.escalation.timers import HANDLERS, SUPERVISOR, FollowUp, cancel, schedule_next
@@ -111,10 +111,8 @@ class EscalateStage(Stage[EscalateOptions]):
             if rule.group is not None and rule.group not in options.groups:
                 raise ValueError(f"rule '{rule.name}' names unknown group '{rule.group}'"
                                  f" (groups: {', '.join(sorted(options.groups)) or 'none'})")
-        domain = options.reply_domain or next(iter(env.rules.local_domains), "")
-        if not domain:
-            raise ValueError("reply_domain is needed when there are no local_domains")
-        self.base = f"{options.reply_local_part}@{domain.lower()}"
+        self.base = reply_base(options.reply_local_part, options.reply_domain,
+                               env.rules.local_domains)
         self.host = env.settings.smtp.hostname
         self.rules = [CompiledCondition(r.when, str(i)) for i, r in enumerate(options.rules)]
         self.keywords = env.terms.matcher([parse_term(k, str(i))
@@ -249,8 +247,7 @@ class EscalateStage(Stage[EscalateOptions]):
     # -- the expert's answer ----------------------------------------------------
 
     async def _answer(self, ctx: MessageContext) -> None:
-        found = [t for r in ctx.message.envelope.rcpt_to
-                 if (t := token_address(r, {self.base})) is not None]
+        found = tokens_to(ctx.message, {self.base})
         if not found:
             return  # an agent's reply: the replies stage's
         assert ctx.store is not None
