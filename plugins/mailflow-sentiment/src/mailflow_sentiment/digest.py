@@ -6,7 +6,8 @@ named in ``digest.to`` (per route; ``*`` for the other routes) gets one mail lis
 the cases of their routes with a negative message since yesterday's midnight: number,
 route, assignee, how long the customer has been waiting for an answer, and the
 sentence that scored lowest. No negative case, no mail. The handler then schedules
-the next digest (``replace=True``): one timer, whatever the restarts.
+the next digest (``replace=True``): one timer, whatever the restarts; none once the
+section names nobody or the chain no longer runs the stage.
 """
 
 from __future__ import annotations
@@ -94,4 +95,5 @@ async def send_digest(ctx: TimerContext) -> None:
                             body(shown, now, yesterday))
             ctx.queue_mail(writer.write(letter, kind="sentiment-digest", profile=AUTOMATIC,
                                         now=now).mail)
-    ctx.schedule_timer(timer(now, options, ctx.host), replace=True)
+    if options.digest.to and "sentiment" in ctx.host.rules.chain:  # else: no more digests
+        ctx.schedule_timer(timer(now, options, ctx.host), replace=True)
