@@ -4,6 +4,8 @@ daemon's own reception and chain on a real temporary store, a fake clock."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -172,3 +174,25 @@ async def test_the_sentence_is_purged_with_its_closed_case(
     (count,), = await mailflow_store.run_read(lambda tx: tx.execute(
         "SELECT count(*) FROM sentiment_moods"))
     assert count == 1
+
+
+def test_the_dashboard_queries_only_what_the_plugin_exports() -> None:
+    from importlib.resources import files
+
+    from mailflow_sentiment.stage import METRIC, SentimentStage
+    from prometheus_client import CollectorRegistry
+
+    from mailflow.metrics import MetricFactory
+    from mailflow.testing import make_stage
+
+    text = files("mailflow_sentiment").joinpath("data").joinpath(
+        "grafana-dashboard.json").read_text(encoding="utf-8")
+    board = json.loads(text)
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    assert len(exprs) >= 3
+    assert {m for e in exprs for m in re.findall(r"mailflow_\w+", e)} == {METRIC}
+    titles = " ".join(p["title"] for p in board["panels"])
+    assert "per day" in titles and "per team" in titles
+    registry = CollectorRegistry()
+    make_stage(SentimentStage, {}, metrics=MetricFactory(registry))
+    assert METRIC.removesuffix("_total") in {m.name for m in registry.collect()}

@@ -40,6 +40,8 @@ from mailflow_sentiment.options import SentimentOptions
 from mailflow_sentiment.scoring import SCORED_LANGUAGES, Mood, score_text, warm_up
 
 HEADER = "X-Mailflow-Sentiment"
+#: the one metric the plugin exports (its dashboard reads nothing else)
+METRIC = "mailflow_sentiment_messages_total"
 SIGNAL = "sentiment"
 #: the mood of the message in hand, from the stage to its listener
 MOOD = StashKey[Mood]()
@@ -54,7 +56,7 @@ class SentimentStage(Stage[SentimentOptions]):
     def __init__(self, options: SentimentOptions, env: StageEnv) -> None:
         super().__init__(options, env)
         self.counter = env.metrics.counter(
-            "mailflow_sentiment_messages_total",
+            METRIC,
             "Customer messages scored by the sentiment plugin, by route and mood",
             ["route", "label"])
         warm_up()  # the lexicons load now (~0.2 s), not in the first customer's message
