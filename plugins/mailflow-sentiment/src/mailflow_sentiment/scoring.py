@@ -51,6 +51,8 @@ IRONY_POINTS = 0.3
 #: grievance in a message from which short praise beside it reads as irony
 IRONY_CONTEXT = 0.6
 SHORT_PRAISE_WORDS = 6
+#: grievances said calmly too (a defect, a refund): a question beside them is a question
+CALM_GROUPS = frozenset({"defect", "grievance", "demand"})
 #: what one emphasis (a word in capitals, "!!", "?!") adds to a sentence's grievance
 EMPHASIS_POINTS = 0.3
 #: the most a defusing phrase takes from the rest of the message
@@ -156,6 +158,8 @@ def _weigh(sentence: Sentence, language: str, bare_thanks: bool = False,
             praise = 0.0
         emphasis = sum(1 for w in _CAPITALS.findall(sentence.text) if w not in _ACRONYMS)
         emphasis += len(_INSISTING.findall(sentence.text))
+        if any(h.polarity == "negative" and h.group not in CALM_GROUPS for h in hits):
+            emphasis += "?" in sentence.text  # a question with a grievance: rhetorical
         grievance += EMPHASIS_POINTS * min(emphasis, 2)
     taken = min(grievance, defuse)
     sarcasm = min(points.get("sarcasm", 0.0), grievance - taken)
