@@ -18,8 +18,9 @@ from typing import Any, Literal
 
 from ruamel.yaml import YAML
 
-Polarity = Literal["negative", "positive", "courtesy", "defuse", "boilerplate"]
-POLARITIES: tuple[Polarity, ...] = ("negative", "positive", "courtesy", "defuse", "boilerplate")
+Polarity = Literal["negative", "positive", "ironic", "courtesy", "defuse", "boilerplate"]
+POLARITIES: tuple[Polarity, ...] = ("negative", "positive", "ironic", "courtesy", "defuse",
+                                    "boilerplate")
 LANGUAGES = ("fr", "en")
 
 

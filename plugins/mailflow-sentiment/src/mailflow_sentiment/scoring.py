@@ -48,6 +48,8 @@ LEXICON_POINTS = 1.2
 NEGATED_PRAISE_POINTS = 1.0
 #: what praise in a sentence with a grievance counts against the message
 IRONY_POINTS = 0.3
+#: grievance in a message from which the praise sarcasm wears reads as irony
+IRONY_AT = 0.4
 #: grievance in a message from which short praise beside it reads as irony
 IRONY_CONTEXT = 0.6
 SHORT_PRAISE_WORDS = 6
@@ -86,6 +88,8 @@ class SentenceMood:
     hits: tuple[Hit, ...] = ()
     #: the part of the displeasure that only sarcasm markers gave
     sarcasm: float = 0.0
+    #: points of praise that is irony if the message holds a grievance ("bravo")
+    irony: float = 0.0
 
     @property
     def balance(self) -> float:
@@ -145,7 +149,7 @@ def _weigh(sentence: Sentence, language: str, bare_thanks: bool = False,
         points[hit.group] = min(points.get(hit.group, 0.0) + hit.weight, 2 * hit.weight)
     by = {polarity: sum(points[h.group] for h in {h.group: h for h in hits
                                                     if h.polarity == polarity}.values())
-          for polarity in ("negative", "positive", "defuse")}
+          for polarity in ("negative", "positive", "defuse", "ironic")}
     compound = valence(sentence.text, language)
     grievance, praise, defuse = by["negative"], by["positive"], by["defuse"]
     if compound <= -NEUTRAL_BAND and not defuse:
@@ -163,7 +167,8 @@ def _weigh(sentence: Sentence, language: str, bare_thanks: bool = False,
         grievance += EMPHASIS_POINTS * min(emphasis, 2)
     taken = min(grievance, defuse)
     sarcasm = min(points.get("sarcasm", 0.0), grievance - taken)
-    return SentenceMood(sentence, grievance - taken, praise, defuse - taken, hits, sarcasm)
+    return SentenceMood(sentence, grievance - taken, praise, defuse - taken, hits, sarcasm,
+                        by["ironic"])
 
 
 def _normalise(value: float) -> float:
@@ -171,14 +176,19 @@ def _normalise(value: float) -> float:
 
 
 def _ironic(moods: Sequence[SentenceMood]) -> list[SentenceMood]:
-    """Short praise among grievances is irony ("Brilliant. Another missed delivery. Well
-    done."): beside a sentence of grievance, in a message with enough of it, an
-    exclamation of praise counts against."""
-    if sum(m.displeasure - m.sarcasm for m in moods) < IRONY_CONTEXT:
+    """Praise among grievances is irony. In a message with a grievance, the praise that
+    sarcasm wears ("bravo", "great job", "quel exploit") counts against; and with enough
+    grievance, a short exclamation of praise beside a grievance ("Brilliant. Another
+    missed delivery. Well done.") too."""
+    grievance = sum(m.displeasure - m.sarcasm for m in moods)
+    if grievance < IRONY_AT:
         return list(moods)
-    turned = list(moods)
-    for i, mood in enumerate(moods):
-        near = [*moods[max(0, i - 1):i], *moods[i + 1:i + 2]]
+    turned = [replace(m, displeasure=m.displeasure + m.irony, satisfaction=0.0) if m.irony
+              else m for m in moods]
+    if grievance < IRONY_CONTEXT:
+        return turned
+    for i, mood in enumerate(turned):
+        near = [*turned[max(0, i - 1):i], *turned[i + 1:i + 2]]
         if (mood.satisfaction > 0 and mood.displeasure == 0
                 and len(mood.sentence.folded.split()) <= SHORT_PRAISE_WORDS
                 and any(m.displeasure > 0 for m in near)):
