@@ -39,13 +39,14 @@ $(BIN)/python:
 	  && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+# the plugin packages under plugins/ too: the shipped rules enable some (rules/chain.yaml)
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(BIN)/pip install -q -e .
+	for p in plugins/*/; do [ -f "$$p/pyproject.toml" ] && $(BIN)/pip install -q -e "$$p"; done; true
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(BIN)/pip install -q -e '.[test]'
-	for p in plugins/*/; do [ -f "$$p/pyproject.toml" ] && $(BIN)/pip install -q -e "$$p"; done; true
 	touch $@
 
 # Installs what is missing, non-interactively, and starts no service meanwhile:
