@@ -17,6 +17,13 @@ from mailflow import cases
 from mailflow.store import Transaction
 from mailflow.store.schema import Schema
 
+#: why the ``acknowledge`` stage sends no acknowledgement, the automatic-mail signs apart
+#: (the rules' own): the values of ``mailflow_acks_suppressed_total``'s ``reason`` known
+#: at load (the sender-domain check's too, when it is on)
+SUPPRESSED = ("duplicate", "follow-up on an existing case", "no usable address",
+              "one of our own addresses", "limit per case", "limit per address per day",
+              "global circuit breaker", "an acknowledgement to this address bounced recently")
+
 
 def forget_acks(tx: Transaction, queue_id: str) -> None:
     """Forget the acknowledgement owed to (or withheld from) a message that was not

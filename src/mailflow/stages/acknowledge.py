@@ -81,6 +81,7 @@ from mailflow.stage import (
     CaseInfo,
     CaseStatus,
     Direction,
+    KnownLabels,
     MessageContext,
     Stage,
     StageEnv,
@@ -214,6 +215,12 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
         self.sent = env.metrics.counter("mailflow_acks_total", "Acknowledgements queued")
         self.suppressed = env.metrics.counter("mailflow_acks_suppressed_total",
                                               "Acknowledgements not sent, by reason", ["reason"])
+
+    def known_labels(self) -> Iterable[KnownLabels]:
+        checked = ("sender domain check",) if self.domains is not None else ()
+        return [KnownLabels.of("mailflow_acks_suppressed_total", reason=acks.SUPPRESSED + checked),
+                KnownLabels.of("mailflow_outbox_sent_total", kind=["ack"]),
+                KnownLabels.of("mailflow_outbox_failures_total", kind=["ack"])]
 
     # -- deciding ---------------------------------------------------------------
 

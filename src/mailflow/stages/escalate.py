@@ -68,6 +68,7 @@ from mailflow.stage import (
     CaseInfo,
     CaseStatus,
     Direction,
+    KnownLabels,
     MessageContext,
     ScopePart,
     Stage,
@@ -138,6 +139,14 @@ class EscalateStage(Stage[EscalateOptions]):
 
     def listeners(self) -> Iterable[tuple[type[CaseEvent], Listener]]:
         return [(CaseClosed, _closed)]
+
+    def known_labels(self) -> Iterable[KnownLabels]:
+        rules = [rule.name for rule in self.options.rules]
+        kinds = ["escalation", "escalation-reminder", "escalation-supervisor"]
+        return [KnownLabels.of("mailflow_escalations_total", rule=rules),
+                KnownLabels.of("mailflow_expert_answer_seconds", rule=rules),
+                *(KnownLabels.of(name, kind=kinds) for name in (
+                    "mailflow_outbox_sent_total", "mailflow_outbox_failures_total"))]
 
     async def process(self, ctx: MessageContext) -> None:
         if ctx.direction is Direction.REPLY:

@@ -63,10 +63,11 @@ from mailflow.config import ConfigError, Model, Problem, TimeZoneName
 from mailflow.hookspecs import hookimpl
 from mailflow.presence import Members, is_present, present_members, take_turn
 from mailflow.rules import Section
-from mailflow.services import TEAMS, Services
+from mailflow.services import AGENTS, ROUTES, TEAMS, Services
 from mailflow.stage import (
     CaseStatus,
     Direction,
+    KnownLabels,
     MessageContext,
     ScopePart,
     Stage,
@@ -293,6 +294,20 @@ class RouteStage(Stage[RouteOptions]):
     def provide(self, services: Services) -> None:
         services.provide(TEAMS, {name: team.addresses
                                  for name, team in self.options.teams.items()}, self.name)
+        services.provide(ROUTES, self.route_names(), self.name)
+        services.provide(AGENTS, sorted(set(self._scope.agent_labels.values())), self.name)
+
+    def route_names(self) -> list[str]:
+        """Every route a case may be given: the teams, a person rule's name, and
+        ``account-manager`` when there are account managers."""
+        names = dict.fromkeys(self.options.teams)
+        names.update(dict.fromkeys(r.name for r in self.options.rules if r.team is None))
+        if self.managers:
+            names["account-manager"] = None
+        return list(names)
+
+    def known_labels(self) -> Iterable[KnownLabels]:
+        return [KnownLabels.of("mailflow_routed_total", route=self.route_names())]
 
     def agent_names(self) -> set[str]:
         """Every name ``mailflow agents set`` may be given (as presence is looked up)."""
