@@ -16,10 +16,10 @@ import pytest
 from ruamel.yaml import YAML
 
 from mailflow import cases
+from mailflow.acks import not_to_write
 from mailflow.automatic import SHIPPED
 from mailflow.business_hours import BusinessCalendar, CalendarOptions, PromiseOptions
 from mailflow.message import Envelope, Message, parse_message
-from mailflow.stages.acknowledge import not_to_write
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
 PARIS = ZoneInfo("Europe/Paris")

@@ -103,7 +103,8 @@ def test_the_framework_metrics_are_declared_by_name() -> None:
 
 def test_the_shipped_rules_declare_every_route_priority_reason_and_kind(tmp_path: Path) -> None:
     factory, _ = daemon_factory()
-    runtime = runtime_of(tmp_path, factory)
+    with_answers = FULL_CHAIN.replace("acknowledge,", "acknowledge, answers,")
+    runtime = runtime_of(tmp_path, factory, with_answers)
     Upkeep(SimpleNamespace(store=None, metrics=factory))  # type: ignore[arg-type]  # its gauge
     declared = list(declared_labels(runtime, no_host))
     assert factory.declare(declared) == []
@@ -211,14 +212,21 @@ def test_the_verdicts_declared_are_those_the_pipeline_counts(tmp_path: Path) -> 
 
 def test_the_acknowledgement_reasons_declared_are_those_the_stage_gives() -> None:
     given: set[str] = set()
-    for node in ast.walk(parsed("stages/acknowledge.py")):
+    for node in [*ast.walk(parsed("stages/acknowledge.py")), *ast.walk(parsed("acks.py"))]:
         if isinstance(node, ast.FunctionDef) and node.name in (
-                "_static_reason", "_limit_reason", "not_to_write"):
-            given |= {r.value.value for r in ast.walk(node) if isinstance(r, ast.Return)
-                      and isinstance(r.value, ast.Constant) and isinstance(r.value.value, str)}
+                "_static_reason", "_limit_reason", "not_to_write", "limit_reason"):
+            given |= {text for r in ast.walk(node) if isinstance(r, ast.Return | ast.Assign)
+                      for text in [reason_text(r.value)] if text}
     labels = {reason.split(" (")[0].split(":")[0] for reason in given}  # as _suppress makes
     labels.discard("no case")  # a chain without `number` before it: a mistake, not a reason
     assert len(labels) >= 7 and labels <= set(SUPPRESSED), labels - set(SUPPRESSED)
+
+
+def reason_text(node: ast.expr | None) -> str:
+    """A reason's text as written: a string, or an f-string's leading words."""
+    if isinstance(node, ast.JoinedStr) and node.values:
+        node = node.values[0]
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else ""
 
 
 def test_the_reply_outcomes_declared_are_those_the_stage_counts(tmp_path: Path) -> None:

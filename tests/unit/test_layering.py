@@ -27,7 +27,7 @@ PACKAGE = SRC / "mailflow"
 CUSTOMER_SERVICE = ("mailflow.stages", "mailflow.cases", "mailflow.acks", "mailflow.deadlines",
                     "mailflow.escalation", "mailflow.stats", "mailflow.report",
                     "mailflow.sla_timers", "mailflow.agents", "mailflow.presence",
-                    "mailflow.answers")
+                    "mailflow.answers", "mailflow.account_managers")
 #: what may use anything: the commands and tools (replay shows the report's page), and
 #: the test helpers of plugin authors
 ANYTHING = ("mailflow.cli", "mailflow.testing", "mailflow.replay")

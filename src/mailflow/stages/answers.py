@@ -42,13 +42,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, get_args
 
 from mailflow import cases
 from mailflow.answers import letters, records
 from mailflow.answers.fields import Later, form_fields
 from mailflow.answers.options import AnswersOptions
-from mailflow.answers.reply import agent_text
+from mailflow.answers.reply import How, agent_text
 from mailflow.answers.review import review
 from mailflow.answers.suggest import Suggester, Suggestions
 from mailflow.config import Problem
@@ -60,6 +60,7 @@ from mailflow.stage import (
     CaseInfo,
     CaseStatus,
     Direction,
+    KnownLabels,
     MessageContext,
     ScopePart,
     Stage,
@@ -104,6 +105,15 @@ class AnswersStage(Stage[AnswersOptions]):
 
     def scope(self) -> ScopePart:
         return ScopePart(reply_addresses=frozenset({self.base}))
+
+    def known_labels(self) -> Iterable[KnownLabels]:
+        hows = [how.replace(" ", "_") for how in get_args(How)]
+        return [KnownLabels.of("mailflow_answer_suggestions_total",
+                               outcome=["automatic", "no_language", "none", "suggested"]),
+                KnownLabels.of("mailflow_answers_sent_total", how=hows),
+                KnownLabels.of("mailflow_outbox_sent_total", kind=["answer", "answer-companion"]),
+                KnownLabels.of("mailflow_outbox_failures_total",
+                               kind=["answer", "answer-companion"])]
 
     def warnings(self) -> Iterable[Problem]:
         return review(self.suggester.library, languages=self.options.languages,
