@@ -73,7 +73,9 @@ $(VENV)/.test-installed: $(VENV)/.installed pyproject.toml $(wildcard plugins/*/
 #   either; stopped if systemd runs). The tests start /usr/bin/prometheus themselves, on
 #   a free loopback port, and never query the system's;
 # - --no-remove: rather fail than replace the machine's MTA (exim4 conflicts with postfix);
-#   then install postfix yourself (test_postfix.py needs it).
+#   then install postfix yourself (test_postfix.py needs it);
+# - the postfix user joins the sasl group, as deploy/postfix/README.md has an administrator
+#   do: the private Postfix's chrooted submission smtpd reads agents' sasldb through it.
 POLICY_RC := /usr/sbin/policy-rc.d
 
 debs:
@@ -96,7 +98,11 @@ debs:
 	    update-rc.d prometheus disable >/dev/null 2>&1 || true; \
 	    if [ -d /run/systemd/system ]; then systemctl stop prometheus.service || true; fi;; \
 	  esac; \
-	fi
+	fi; \
+	if getent group sasl >/dev/null && id postfix >/dev/null 2>&1 \
+	    && ! id -nG postfix | grep -qw sasl; then \
+	  echo "adding the postfix user to the sasl group (deploy/postfix/README.md)"; \
+	  adduser --quiet postfix sasl; fi
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python bench/throughput.py
