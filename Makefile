@@ -18,6 +18,15 @@ PY_TESTSUITE := $(shell $(PYTHON) -c "import os, sys, sysconfig; \
   else 'libpython%d.%d-testsuite' % sys.version_info[:2])" 2>/dev/null)
 TEST_DEBS ?= dnsmasq-base openssl postfix sasl2-bin postgresql prometheus chromium $(PY_TESTSUITE)
 
+# The report's chart library: plotly.js's partial bundle of bar, scatter and pie charts
+# (the report draws bars only), a quarter of the full plotly.min.js the plotly wheel
+# ships. Taken from the npm registry (no Node.js needed: scripts/fetch_npm_file.py),
+# checked against its digest, and installed in the package (git ignores it); without it
+# the report falls back on the full bundle.
+PLOTLY_BASIC_VERSION := 4.1.1
+PLOTLY_BASIC_SHA256 := 99784e3abfb07b142a15e521a439e6d9addceadb3f79553fd24c72774f0649ba
+PLOTLY_BASIC_JS     := src/mailflow/report/static/plotly-basic.min.js
+
 .PHONY: run test debs clean bench bench-debs bench-store bench-profile
 
 # /metrics, /healthz and /report on loopback (the ready line says where)
@@ -27,7 +36,7 @@ run: $(VENV)/.installed
 	$(BIN)/mailflow serve --metrics $(RUN_METRICS)
 
 test: $(VENV)/.test-installed debs
-	$(BIN)/ruff check src tests plugins bench
+	$(BIN)/ruff check src tests plugins bench scripts
 	$(BIN)/mypy
 	$(BIN)/pytest -n 4 --dist loadfile
 
@@ -39,13 +48,18 @@ $(BIN)/python:
 	  && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+# the plugin packages under plugins/ too: the shipped rules enable some (rules/chain.yaml)
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml) $(PLOTLY_BASIC_JS)
 	$(BIN)/pip install -q -e .
+	for p in plugins/*/; do [ -f "$$p/pyproject.toml" ] && $(BIN)/pip install -q -e "$$p"; done; true
 	touch $@
+
+$(PLOTLY_BASIC_JS):
+	$(PYTHON) scripts/fetch_npm_file.py plotly.js-basic-dist-min $(PLOTLY_BASIC_VERSION) \
+	  plotly-basic.min.js $(PLOTLY_BASIC_SHA256) $@
 
 $(VENV)/.test-installed: $(VENV)/.installed pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(BIN)/pip install -q -e '.[test]'
-	for p in plugins/*/; do [ -f "$$p/pyproject.toml" ] && $(BIN)/pip install -q -e "$$p"; done; true
 	touch $@
 
 # Installs what is missing, non-interactively, and starts no service meanwhile:
@@ -59,7 +73,9 @@ $(VENV)/.test-installed: $(VENV)/.installed pyproject.toml $(wildcard plugins/*/
 #   either; stopped if systemd runs). The tests start /usr/bin/prometheus themselves, on
 #   a free loopback port, and never query the system's;
 # - --no-remove: rather fail than replace the machine's MTA (exim4 conflicts with postfix);
-#   then install postfix yourself (test_postfix.py needs it).
+#   then install postfix yourself (test_postfix.py needs it);
+# - the postfix user joins the sasl group, as deploy/postfix/README.md has an administrator
+#   do: the private Postfix's chrooted submission smtpd reads agents' sasldb through it.
 POLICY_RC := /usr/sbin/policy-rc.d
 
 debs:
@@ -82,7 +98,11 @@ debs:
 	    update-rc.d prometheus disable >/dev/null 2>&1 || true; \
 	    if [ -d /run/systemd/system ]; then systemctl stop prometheus.service || true; fi;; \
 	  esac; \
-	fi
+	fi; \
+	if getent group sasl >/dev/null && id postfix >/dev/null 2>&1 \
+	    && ! id -nG postfix | grep -qw sasl; then \
+	  echo "adding the postfix user to the sasl group (deploy/postfix/README.md)"; \
+	  adduser --quiet postfix sasl; fi
 
 # mailflow against its peers (bench/peers.py): the sink, a bare relay, Haraka (installed
 # from npm under bench/.haraka), mailflow on SQLite (1 worker, 1 per core) and PostgreSQL;
@@ -110,4 +130,4 @@ bench-profile: $(VENV)/.test-installed bench-debs
 	$(BIN)/python bench/profiling.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache $(PLOTLY_BASIC_JS)

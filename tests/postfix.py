@@ -1,20 +1,28 @@
-"""A real, private Postfix in front of the daemon, for one test module.
+"""A real, private Postfix in front of the daemon, configured with the guide's files.
 
-It runs the very lines of deploy/postfix/ (main.cf.snippet, master.cf.snippet,
-mailflow_header_checks), with the example config's ports replaced by free
-loopback ones, so the tests prove what an administrator installs:
+It runs deploy/postfix/ as an administrator installs it on a fresh Debian (main.cf,
+master.cf, transport, mailflow_header_checks, sasl/smtpd.conf: whole files, Debian's
+chrooted services included), with only the changes :meth:`PostfixInstance.changes` and
+:meth:`PostfixInstance.additions` list: ports, the private instance's paths, the
+company server's address, where "the internet" is, and quicker retries. Everything
+else is the shipped text, so the tests prove what an administrator installs:
 
-    test client ─▶ public smtpd ─▶ queue ─▶ "mailflow" transport ─▶ mailflow
-    mailflow (next hop) ─▶ reinjection smtpd ─▶ queue ─▶ relayhost = the test's sink
+    client ─▶ smtpd "smtp" (port 25) ─▶ queue ─▶ "mailflow" transport ─▶ mailflow
+    agent (STARTTLS, AUTH) ─▶ smtpd "submission" (port 587, chrooted, sasldb)
+          ─▶ queue ─▶ "mailflow-submission" transport ─▶ mailflow's submission listener
+    mailflow (next hop) ─▶ reinjection smtpd ─▶ queue
+          ─▶ the company's domains: transport ─▶ relay:[company server]  (a sink)
+          ─▶ anywhere else: the internet                                (another sink)
 
-Config, queue and maillog live under the folder given (a pytest tmp dir);
-only ``data_directory`` (the master's lock file) goes to a temporary folder of
+Config, queue (the chroot) and maillog live under the folder given (a pytest tmp
+dir); only ``data_directory`` (the master's lock file) goes to a temporary folder of
 its own, removed at :meth:`PostfixInstance.stop`: the master opens it as the
-``postfix`` user, who cannot traverse pytest's 0700 folders. Nothing in
-/etc/postfix or /var/spool/postfix is read or changed, and /etc/postfix/main.cf
-need not even exist (a "No configuration" install). It needs root (Postfix
-starts only as root) and the ``postfix`` user and ``postdrop`` group the
-Debian package creates: :func:`unavailable` says why not (the test then fails).
+``postfix`` user, who cannot traverse pytest's 0700 folders. Nothing in /etc/postfix
+or /var/spool/postfix is read or changed, and /etc/postfix/main.cf need not even exist
+(a "No configuration" install). It needs root (Postfix starts only as root), the
+``postfix`` user and ``postdrop`` group the Debian package creates, and ``postfix``
+in the ``sasl`` group, as the guide says: :func:`unavailable` says what is missing
+(the test then fails; ``make test`` installs it all).
 
 Running as root also spares the ``alternate_config_directories`` dance: the
 set-gid ``postqueue`` checks a non-default ``-c`` directory against the
@@ -27,26 +35,42 @@ import grp
 import json
 import os
 import pwd
+import re
 import shutil
+import smtplib
+import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import make_msgid
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-from ruamel.yaml import YAML
-
-from conftest import REPO, free_port, wait_for_port
+from conftest import REPO, Daemon, Received, free_port, is_ack, parse_email, wait_for_port
 from mailflow.config import load_settings
+from mailflow.config.loading import parse_host_port
+from mailflow.testing.nexthop import Sink
 
 DEPLOY = REPO / "deploy" / "postfix"
 EXAMPLE_CONFIG = REPO / "deploy" / "mailflow.yaml"
 SBIN = Path("/usr/sbin")
-#: the hostname this Postfix greets with: never the sink's or mailflow's, or its smtp
-#: client would see "mail for ... loops back to myself"
-HOSTNAME = "postfix.test"
+#: the guide's files, as they go under /etc/postfix
+FILES = ("main.cf", "master.cf", "transport", "mailflow_header_checks", "sasl/smtpd.conf")
+#: where the test's own lines begin in the installed main.cf
+ADDITIONS_MARK = "\n# --- the test's private instance ---\n"
+#: Debian's own master.cf, as the package installs it in /etc/postfix
+DEBIAN_MASTER_CF = Path("/usr/share/postfix/master.cf.dist")
+#: main.cf's name for this machine: the Received lines Postfix writes say it
+HOSTNAME = "mx.example.com"
+#: the company's domain (main.cf's relay_domains), and the realm of agents' logins
+#: (``saslpasswd2 -u``)
+REALM = "example.com"
+WAIT = 20.0  # seconds a message may take through Postfix, mailflow and Postfix again
 
 
 def unavailable() -> str | None:
@@ -58,8 +82,15 @@ def unavailable() -> str | None:
     try:
         pwd.getpwnam("postfix")
         grp.getgrnam("postdrop")
+        sasl = grp.getgrnam("sasl")
     except KeyError:
-        return "the postfix user or the postdrop group is missing"
+        return "the postfix user, or the postdrop or sasl group, is missing"
+    if "postfix" not in sasl.gr_mem:
+        return ("the postfix user is not in the sasl group, as deploy/postfix/README.md"
+                " asks (adduser postfix sasl; make test does it)")
+    for tool in ("saslpasswd2", "openssl"):
+        if shutil.which(tool) is None:
+            return f"{tool} is missing (make test installs sasl2-bin and openssl)"
     if version_info() < (3, 4):
         return f"Postfix {version()} is older than 3.4 (maillog_file, postqueue -j)"
     return None
@@ -88,177 +119,180 @@ class Queued:
     reasons: tuple[str, ...]  # delay_reason per recipient, once it was tried
 
 
-#: the services of a stock master.cf this instance needs, none chrooted (a chroot would
-#: need copies of /etc files inside the queue folder)
-BASE_MASTER_CF = """\
-# service type  private unpriv  chroot  wakeup  maxproc command + args
-127.0.0.1:{public} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
-
-#: what a real server's main.cf would hold anyway, pointed at the test's folder and
-#: ports; the deploy snippet is appended to it
-BASE_MAIN_CF = """\
-compatibility_level = {compatibility}
-queue_directory = {queue}
-data_directory = {data}
-maillog_file = {maillog}
-maillog_file_prefixes = {root}
-myhostname = {hostname}
-myorigin = $myhostname
-mydestination =
-local_recipient_maps =
-alias_maps =
-alias_database =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-relay_domains = {relay_domains}
-# the company mail server: the test's sink, for every recipient
-relayhost = [127.0.0.1]:{relay_port}
-smtp_dns_support_level = disabled
-smtp_host_lookup = native
-smtp_tls_security_level = none
-smtpd_tls_security_level = none
-smtputf8_enable = yes
-biff = no
-# a deferred message is tried again within seconds, not minutes
-queue_run_delay = 1s
-minimal_backoff_time = 1s
-maximal_backoff_time = 2s
-"""
+def write_settled(path: Path, text: str) -> None:
+    """Write a Postfix file dated a minute ago: Postfix waits, up to two seconds, for a
+    configuration file written within the last second to settle (it might be half
+    written), and every start and reload would pay it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    past = time.time() - 60
+    os.utime(path, (past, past))
 
 
-def _local_domains() -> list[str]:
-    """The shipped rules' local domains: Postfix relays exactly those from anyone."""
-    data = YAML(typ="safe").load((REPO / "rules" / "domains.yaml").read_text(encoding="utf-8"))
-    return [str(domain) for domain in data["local_domains"]]
+@dataclass(frozen=True)
+class Change:
+    """One difference between a shipped file and the private instance's copy: the one
+    occurrence of ``shipped`` in ``file`` becomes ``test``."""
+
+    file: str
+    shipped: str
+    test: str
+    why: str
 
 
 class PostfixInstance:
-    """``postfix -c ROOT/etc start``: a whole Postfix under ``root``, on free ports.
+    """``postfix -c ROOT/etc start``: the guide's whole Postfix under ``root``, on free
+    loopback ports.
 
-    ``relay_port``: where everything leaving Postfix goes (the sink).
-    ``filter_port``: mailflow's, for ``content_filter``; may be set until :meth:`start`.
+    ``company_port``: the company mail server (the transport file's destination).
+    ``internet_port``: where mail for any other domain goes (there is no internet here).
+    ``filter_port``: mailflow's listener (``content_filter``); may be set until
+    :meth:`start`. ``submission_filter_port``: mailflow's submission listener (the
+    ``mailflow-submission`` transport); by default a port nothing listens on.
+    ``logins``: agents' addresses and passwords for the sasldb.
     """
 
-    def __init__(self, root: Path, relay_port: int, filter_port: int | None = None) -> None:
+    def __init__(self, root: Path, company_port: int, internet_port: int,
+                 filter_port: int | None = None, submission_filter_port: int | None = None,
+                 logins: dict[str, str] | None = None) -> None:
         self.root = root
         self.config_dir = root / "etc"
         self.queue_dir = root / "spool"
         self.data_dir: Path | None = None  # made by start(), outside pytest's 0700 folders
         self.maillog = root / "maillog"
-        self.relay_port = relay_port
+        self.tls_dir = root / "tls"
+        self.company_port = company_port
+        self.internet_port = internet_port
         self.filter_port = filter_port
+        self.submission_filter_port = submission_filter_port or free_port()
         self.public_port = free_port()
+        self.submission_port = free_port()
         self.reinject_port = free_port()
-        #: with :meth:`enable_submission`: Postfix's submission smtpd, and mailflow's
-        #: second listener it feeds
-        self.submission_port: int | None = None
-        self.mailflow_submission_port: int | None = None
-        self._logins: dict[str, str] = {}
+        self.logins = logins or {}
+        #: main.cf's alternative: everything to the company server (:meth:`use_relayhost`)
+        self.relayhost = False
         self.running = False
 
     # -- configuration ------------------------------------------------------
 
-    def _deploy_text(self, name: str) -> str:
-        """A deploy/postfix file with the example config's ports and paths made ours."""
+    def changes(self) -> list[Change]:
+        """Every change made to the shipped files, and why: the only ones."""
         settings = load_settings(EXAMPLE_CONFIG)
         host, port = settings.listen_address
         hop = settings.next_hop
-        assert hop is not None and self.filter_port is not None
-        text = (DEPLOY / name).read_text(encoding="utf-8")
-        text = text.replace(f"[{host}]:{port}", f"[127.0.0.1]:{self.filter_port}")
-        text = text.replace(f"{hop.host}:{hop.port}", f"127.0.0.1:{self.reinject_port}")
-        return text.replace("/etc/postfix/", f"{self.config_dir}/")
+        assert hop is not None and settings.submission_listen is not None
+        sub_host, sub_port = parse_host_port(settings.submission_listen)
+        assert self.filter_port is not None
+        etc = f"{self.config_dir}/"
+        return [
+            # ports: free loopback ones instead of 25, 587 and mailflow.yaml's
+            Change("master.cf", "\nsmtp      inet  n       -       y       -       -       smtpd\n",
+                   f"\n127.0.0.1:{self.public_port} inet  n       -       y       -       -"
+                   "       smtpd\n", "port 25: a free loopback port"),
+            Change("master.cf", "\nsubmission inet n       -       y       -       -       smtpd\n",
+                   f"\n127.0.0.1:{self.submission_port} inet n       -       y       -       -"
+                   "       smtpd\n", "port 587: a free loopback port"),
+            Change("master.cf", f"\n{hop.host}:{hop.port} inet ",
+                   f"\n127.0.0.1:{self.reinject_port} inet ",
+                   "the reinjection smtpd (mailflow.yaml's next_hop): a free port"),
+            Change("master.cf", f"content_filter=mailflow-submission:[{sub_host}]:{sub_port}\n",
+                   f"content_filter=mailflow-submission:[127.0.0.1]:"
+                   f"{self.submission_filter_port}\n",
+                   "mailflow's submission listener (submission_listen): the test daemon's"),
+            Change("main.cf", f"content_filter = mailflow:[{host}]:{port}\n",
+                   f"content_filter = mailflow:[127.0.0.1]:{self.filter_port}\n",
+                   "mailflow's listener (listen): the test daemon's"),
+            # the company server's address
+            Change("transport", "relay:[mail.example.com]:25",
+                   f"relay:[127.0.0.1]:{self.company_port}", "the company mail server: a sink"),
+            *([Change("main.cf", "#relayhost = [mail.example.com]:25",
+                      f"relayhost = [127.0.0.1]:{self.company_port}",
+                      "the alternative, uncommented as the guide says; the company server")]
+              if self.relayhost else []),
+            # the private instance's paths
+            Change("main.cf", "regexp:/etc/postfix/mailflow_header_checks",
+                   f"regexp:{etc}mailflow_header_checks", "this instance's config directory"),
+            Change("main.cf", "hash:/etc/postfix/transport", f"hash:{etc}transport",
+                   "(the same)"),
+            Change("main.cf", "/etc/ssl/certs/ssl-cert-snakeoil.pem",
+                   str(self.tls_dir / "cert.pem"), "a certificate made for the test"),
+            Change("main.cf", "/etc/ssl/private/ssl-cert-snakeoil.key",
+                   str(self.tls_dir / "key.pem"), "its key"),
+            Change("main.cf", "maillog_file = /var/log/postfix.log",
+                   f"maillog_file = {self.maillog}", "this instance's log"),
+        ]
 
-    def enable_submission(self, mailflow_submission_port: int,
-                          logins: dict[str, str]) -> None:
-        """Part 3 of master.cf.snippet uncommented (before :meth:`start`): agents log in
-        with SASL (Cyrus, a sasldb of ``logins``: address -> password) on a submission
-        smtpd of its own, whose mail goes to mailflow's second listener. No TLS here: the
-        snippet's ``smtpd_tls_security_level=encrypt`` is made ``none``, the one change."""
-        if shutil.which("saslpasswd2") is None:
-            raise RuntimeError("saslpasswd2 is missing (make test installs sasl2-bin)")
-        self.submission_port = free_port()
-        self.mailflow_submission_port = mailflow_submission_port
-        self._logins = logins
-
-    def _write_sasl(self) -> None:
-        """smtpd.conf, and the sasldb where the ``postfix`` user (smtpd after it dropped
-        privileges) can read it: the data directory's parent, not pytest's 0700 tmp."""
+    def additions(self) -> list[tuple[str, str]]:
+        """main.cf lines appended to the shipped file (the last value of a parameter
+        wins): (line, why). The shipped main.cf leaves these at Postfix's defaults."""
         assert self.data_dir is not None
-        sasl_dir = self.data_dir.parent / "sasl"
-        sasl_dir.mkdir(exist_ok=True)
-        db = sasl_dir / "sasldb2"
-        for login, password in self._logins.items():
-            user, _, realm = login.partition("@")
-            subprocess.run(["saslpasswd2", "-p", "-c", "-f", str(db), "-u", realm, user],
-                           input=password, text=True, check=True, timeout=10)
-        # Debian's Postfix reads $config_directory/sasl/smtpd.conf (its README.Debian),
-        # before smtpd drops its privileges; the sasldb is opened after
-        (self.config_dir / "sasl").mkdir(exist_ok=True)
-        (self.config_dir / "sasl" / "smtpd.conf").write_text(
-            f"pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\n"
-            f"sasldb_path: {db}\n", encoding="utf-8")
-        postfix = pwd.getpwnam("postfix")
-        for path in (sasl_dir, db):
-            os.chown(path, postfix.pw_uid, postfix.pw_gid)
+        return [
+            (f"queue_directory = {self.queue_dir}",
+             "this instance's queue, and so its chroot (Debian: /var/spool/postfix)"),
+            (f"data_directory = {self.data_dir}", "this instance's (Debian: /var/lib/postfix)"),
+            (f"maillog_file_prefixes = {self.root}", "its log is not under /var"),
+            *([] if self.relayhost else [
+                (f"default_transport = smtp:[127.0.0.1]:{self.internet_port}",
+                 "the internet (DNS, MX) is a sink: there is no other network here")]),
+            ("queue_run_delay = 1s", "deferred mail is retried within seconds"),
+            ("minimal_backoff_time = 1s", "(the same)"),
+            ("maximal_backoff_time = 2s", "(the same)"),
+        ]
 
-    def _submission_master_cf(self) -> str:
-        """The commented part 3 of the snippet, uncommented, on this instance's ports."""
-        text = self._deploy_text("master.cf.snippet")
-        lines = text.split("# 3.", 1)[1].splitlines()
-        service = [line[1:] for line in lines if line.startswith("#submission")
-                   or line.startswith("#mailflow-submission") or line.startswith("#    -o")]
-        out = "\n".join(service) + "\n"
-        out = out.replace("submission inet n       -       y",
-                          f"127.0.0.1:{self.submission_port} inet n - n")
-        out = out.replace("smtpd_tls_security_level=encrypt", "smtpd_tls_security_level=none")
-        out = out.replace("[127.0.0.1]:10027", f"[127.0.0.1]:{self.mailflow_submission_port}")
-        assert f"mailflow-submission:[127.0.0.1]:{self.mailflow_submission_port}" in out, out
-        return out
+    def installed(self, name: str) -> str:
+        """A guide file with :meth:`changes` applied (and, for main.cf, the additions)."""
+        text = (DEPLOY / name).read_text(encoding="utf-8")
+        for change in self.changes():
+            if change.file == name:
+                found = text.count(change.shipped)
+                assert found == 1, (
+                    f"{name}: {change.shipped!r} found {found} times, not once:"
+                    " the shipped file changed, update PostfixInstance.changes()")
+                text = text.replace(change.shipped, change.test)
+        if name == "main.cf":
+            text += ADDITIONS_MARK + "".join(f"{line}\n" for line, _ in self.additions())
+        return text
 
     def write_config(self) -> None:
-        """main.cf and master.cf: the base above, then the deploy snippets."""
-        self.config_dir.mkdir(parents=True, exist_ok=True)
-        assert self.data_dir is not None
-        main_cf = BASE_MAIN_CF.format(
-            queue=self.queue_dir, data=self.data_dir, maillog=self.maillog, root=self.root,
-            compatibility="3.6" if version_info() >= (3, 6) else "2",
-            hostname=HOSTNAME, relay_domains=" ".join(_local_domains()),
-            relay_port=self.relay_port)
-        main_cf += "\n" + self._deploy_text("main.cf.snippet")
-        master_cf = (BASE_MASTER_CF.format(public=self.public_port) + "\n"
-                     + self._deploy_text("master.cf.snippet"))
-        if self.submission_port is not None:
-            self._write_sasl()
-            master_cf += "\n" + self._submission_master_cf()
-        (self.config_dir / "main.cf").write_text(main_cf, encoding="utf-8")
-        (self.config_dir / "master.cf").write_text(master_cf, encoding="utf-8")
-        assert f"content_filter = mailflow:[127.0.0.1]:{self.filter_port}\n" in main_cf
-        assert f"\n127.0.0.1:{self.reinject_port} inet " in master_cf
-        shutil.copyfile(DEPLOY / "mailflow_header_checks",
-                        self.config_dir / "mailflow_header_checks")
+        """The guide's files into this instance's config directory, and their tables."""
+        for name in FILES:
+            write_settled(self.config_dir / name, self.installed(name))
+        self.run("postmap", f"hash:{self.config_dir / 'transport'}")
+
+    def _make_certificate(self) -> None:
+        """What replaces Debian's snakeoil certificate: self-signed, for mx.example.com
+        and 127.0.0.1 (the address the test's clients connect to)."""
+        self.tls_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+             "-keyout", str(self.tls_dir / "key.pem"), "-out", str(self.tls_dir / "cert.pem"),
+             "-subj", f"/CN={HOSTNAME}",
+             "-addext", f"subjectAltName=DNS:{HOSTNAME},IP:127.0.0.1"],
+            check=True, capture_output=True, timeout=30)
+
+    def _make_sasldb(self) -> None:
+        """The guide's steps for agents' logins: ``saslpasswd2 -c -u example.com LOGIN``
+        for each (into /etc/sasldb2 there, this instance's ``sasldb2`` here: the
+        machine's own is not the test's to change), then ``install -m 0640 -o root -g
+        sasl`` it into the chroot, ``etc/sasldb2`` of the queue directory, where the
+        chrooted submission smtpd reads it (``postfix`` is in ``sasl``: :func:`unavailable`).
+        """
+        source = self.root / "sasldb2"
+        for login, password in self.logins.items():
+            user, _, realm = login.partition("@")
+            assert realm == REALM, login
+            subprocess.run(["saslpasswd2", "-p", "-f", str(source), "-c", "-u", realm, user],
+                           input=password, text=True, check=True, timeout=10)
+        if self.logins:
+            (self.queue_dir / "etc").mkdir(parents=True, exist_ok=True)
+            subprocess.run(["install", "-m", "0640", "-o", "root", "-g", "sasl", str(source),
+                            str(self.queue_dir / "etc" / "sasldb2")], check=True, timeout=10)
+
+    @property
+    def tls_context(self) -> ssl.SSLContext:
+        """What an agent's mail client trusts: this instance's certificate."""
+        return ssl.create_default_context(cafile=str(self.tls_dir / "cert.pem"))
 
     # -- commands -------------------------------------------------------------
 
@@ -275,6 +309,23 @@ class PostfixInstance:
         return RuntimeError(f"{' '.join(done.args)} exited with {done.returncode}:\n"
                             f"{done.stdout}{done.stderr}{self.log_tail()}")
 
+    def check(self, timeout: float = 10) -> list[str]:
+        """``postfix check``, the guide's step before starting: what it printed and the
+        warnings it logged (postfix-script logs them to the maillog, through postlogd
+        while Postfix runs: a marker logged after them says when they are all in)."""
+        mark = len(self.log)
+        done = self.run("postfix", "check")
+        marker = f"check done {time.monotonic_ns()}"
+        self.run("postlog", "-t", "mailflow-test", marker)
+        deadline = time.monotonic() + timeout
+        while marker not in self.log[mark:]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the marker never reached the maillog{self.log_tail()}")
+            time.sleep(0.05)
+        logged = self.log[mark:].partition(marker)[0].splitlines()
+        return (done.stdout + done.stderr).splitlines() + [
+            line for line in logged if "warning" in line or "fatal" in line]
+
     def _master_running(self, daemons: str) -> bool:
         """``master -t`` fails while a master holds this instance's lock."""
         env = {**os.environ, "MAIL_CONFIG": str(self.config_dir)}
@@ -283,13 +334,15 @@ class PostfixInstance:
         return done.returncode != 0
 
     def start(self, timeout: float = 30) -> PostfixInstance:
-        """Configure, start, and wait until both smtpd ports answer. A port another
+        """Configure, start, and wait until the smtpd ports answer. A port another
         process took since :func:`free_port` is retried on fresh ones, twice (so read
-        ``public_port`` and ``reinject_port`` after this)."""
+        the ports after this)."""
         if self.data_dir is None:
             parent = Path(tempfile.mkdtemp(prefix="mailflow-postfix-"))
             parent.chmod(0o711)  # the postfix user passes through, post-install makes data/
             self.data_dir = parent / "data"
+            self._make_certificate()
+            self._make_sasldb()
         self.queue_dir.mkdir(parents=True, exist_ok=True)  # post-install makes the rest
         for attempt in range(3):
             self.write_config()
@@ -299,12 +352,12 @@ class PostfixInstance:
                 break
             if attempt == 2 or "Address already in use" not in self.log[mark:]:
                 raise self._failed(done)
-            self.public_port, self.reinject_port = free_port(), free_port()
+            self.public_port, self.submission_port, self.reinject_port = (
+                free_port(), free_port(), free_port())
         self.running = True
         try:
-            for port in (self.public_port, self.reinject_port, self.submission_port):
-                if port is not None:
-                    wait_for_port(port, timeout)
+            for port in (self.public_port, self.submission_port, self.reinject_port):
+                wait_for_port(port, timeout)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}{self.log_tail()}") from None
         return self
@@ -317,6 +370,13 @@ class PostfixInstance:
             self.filter_port = filter_port
             self.write_config()
             self.run("postfix", "reload")
+
+    def use_relayhost(self, on: bool) -> None:
+        """main.cf's alternative on (or off again): ``relayhost`` uncommented, so that
+        everything goes to the company server (``postfix reload``)."""
+        self.relayhost = on
+        self.write_config()
+        self.run("postfix", "reload")
 
     def stop(self, timeout: float = 15) -> None:
         """Stop the master and its children, waiting (bounded) for its lock to go."""
@@ -396,3 +456,140 @@ class PostfixInstance:
     def log_tail(self, size: int = 4000) -> str:
         """The end of the maillog, with its path, for an assertion message."""
         return f"\n--- {self.maillog} (end) ---\n{self.log[-size:]}"
+
+
+# ---------------------------------------------------------------------------
+# the whole path: Postfix, mailflow, the company server and the internet
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """A private Postfix and a daemon wired as in production, with two sinks: the
+    company mail server (mail for example.com) and the internet (any other domain)."""
+
+    postfix: PostfixInstance
+    daemon: Daemon
+    company: Sink
+    internet: Sink
+
+    def client(self, port: int, source: str = "127.0.0.1") -> smtplib.SMTP:
+        """An SMTP client of one of Postfix's smtpd ports, from ``source``."""
+        return smtplib.SMTP("127.0.0.1", port, timeout=WAIT, source_address=(source, 0))
+
+    def send(self, sender: str, data: bytes, *rcpts: str, source: str = "127.0.0.1") -> None:
+        """One message into Postfix's port 25, as the internet (or the office) sends it."""
+        with self.client(self.postfix.public_port, source) as smtp:
+            smtp.ehlo("mx.customer.test")
+            refused = smtp.sendmail(sender, list(rcpts), data)
+            assert not refused, refused
+
+    def submit(self, login: str, password: str, sender: str, data: bytes, *rcpts: str,
+               source: str = "127.0.0.1") -> None:
+        """One message through the submission port, as an agent's mail client sends it:
+        STARTTLS (the certificate checked), then AUTH."""
+        with self.client(self.postfix.submission_port, source) as smtp:
+            smtp.ehlo("laptop.home.test")
+            smtp.starttls(context=self.postfix.tls_context)
+            smtp.ehlo("laptop.home.test")
+            smtp.login(login, password)
+            refused = smtp.sendmail(sender, list(rcpts), data)
+            assert not refused, refused
+
+    def misrouted(self) -> list[tuple[str, list[str]]]:
+        """Mail at the wrong server: at the company's, for another domain (unless main.cf's
+        relayhost sends everything there); at the internet, for the company's domain."""
+        def local(rcpt: str) -> bool:
+            return rcpt.lower().endswith(f"@{REALM}")
+
+        wrong = [("internet", r.rcpt_tos) for r in self.internet.messages
+                 if any(local(rcpt) for rcpt in r.rcpt_tos)]
+        if not self.postfix.relayhost:
+            wrong += [("company", r.rcpt_tos) for r in self.company.messages
+                      if not all(local(rcpt) for rcpt in r.rcpt_tos)]
+        return wrong
+
+    def wait_for(self, what: str, at: Sink, match: Callable[[Received, EmailMessage], bool],
+                 timeout: float = WAIT) -> tuple[Received, EmailMessage]:
+        """The one message at sink ``at`` that ``match`` picks, polled for up to
+        ``timeout``; mail at the wrong server (:meth:`misrouted`) fails at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [(r, m) for r in at.messages for m in [parse_email(r.data)]
+                     if match(r, m)]
+            assert not self.misrouted(), f"delivered to the wrong server: {self.misrouted()}"
+            if found:
+                assert len(found) == 1, f"{what}: {len(found)} copies at the sink"
+                return found[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} at the sink within {timeout}s"
+                                     f"{self.postfix.log_tail()}\n--- daemon log (end) ---\n"
+                                     f"{self.daemon.log[-3000:]}")
+            time.sleep(0.05)
+
+    def relayed(self, message_id: str, at: Sink | None = None) -> tuple[Received, EmailMessage]:
+        """A message (not an ack) as the company mail server (or ``at``) got it."""
+        return self.wait_for(f"relayed copy of {message_id}", at or self.company,
+                             lambda r, m: m["Message-ID"] == message_id and not is_ack(r, m))
+
+    def ack_of(self, message_id: str, customer: str) -> tuple[Received, EmailMessage]:
+        """mailflow's acknowledgement of ``message_id``, sent out to ``customer``."""
+        return self.wait_for(f"acknowledgement of {message_id}", self.internet,
+                             lambda r, m: is_ack(r, m) and r.rcpt_tos == [customer]
+                             and m["In-Reply-To"] == message_id)
+
+    def start_mailflow(self) -> None:
+        """mailflow (again: same state), with Postfix's content_filter on its port."""
+        self.daemon.start()
+        self.postfix.retarget(self.daemon.port)  # only if the daemon had to take another port
+
+
+@contextmanager
+def running_stack(root: Path, rules: Path, config: dict[str, Any] | None = None,
+                  logins: dict[str, str] | None = None) -> Iterator[Stack]:
+    """Two sinks, the guide's Postfix and a daemon with ``config`` (its submission
+    listener on a port of its own), all started, all stopped at the end."""
+    problem = unavailable()
+    if problem is not None:  # never a skip: make test installs what this needs
+        raise RuntimeError(f"no private Postfix can run here: {problem}")
+    company, internet = Sink(), Sink()
+    submission = free_port()
+    # each needs the other's port: the daemon's next hop is set once Postfix has its own
+    daemon = Daemon(root / "mailflow", "smtp://127.0.0.1:1",
+                    {"submission_listen": f"127.0.0.1:{submission}", **(config or {})}, rules)
+    postfix = PostfixInstance(root / "postfix", company.port, internet.port,
+                              filter_port=daemon.port, submission_filter_port=submission,
+                              logins=logins)
+    try:
+        company.start()
+        internet.start()
+        postfix.start()
+        daemon.config["next_hop"] = f"smtp://127.0.0.1:{postfix.reinject_port}"
+        stack = Stack(postfix, daemon, company, internet)
+        stack.start_mailflow()
+        yield stack
+    finally:
+        daemon.stop()
+        postfix.stop()
+        company.stop()
+        internet.stop()
+
+
+def question(sender: str, subject: str, body: str, to: str = "sav@example.com",
+             headers: str = "") -> tuple[str, bytes]:
+    """(Message-ID, bytes) of a customer's plain question to a service mailbox."""
+    message_id = make_msgid(domain="customer.test")
+    data = (f"From: Client <{sender}>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+            f"Date: Mon, 23 Nov 2026 09:30:00 +0100\r\nMessage-ID: {message_id}\r\n{headers}"
+            f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n").encode()
+    return message_id, data
+
+
+def received_by(msg: EmailMessage) -> list[str]:
+    """The hosts of the Received headers, newest first: the path the message took."""
+    hosts = []
+    for value in msg.get_all("Received") or []:
+        by = re.search(r"\sby\s+(\S+)", str(value))  # Postfix folds before "by"
+        hosts.append(by.group(1) if by else "?")
+    return hosts

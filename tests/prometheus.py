@@ -9,6 +9,7 @@ The system's Prometheus, if any, is neither read nor queried: the server gets it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -16,11 +17,12 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import pytest
 from ruamel.yaml import YAML
 
 from conftest import free_port, wait_for_port
@@ -35,6 +37,21 @@ def unavailable() -> str | None:
         if not tool.exists():
             return f"{tool} is missing (make test installs Debian's prometheus)"
     return None
+
+
+@contextlib.contextmanager
+def scraping(daemon_metrics_port: int, rule_files: Sequence[Path] = ()
+             ) -> Iterator[PrometheusServer]:
+    """A private Prometheus scraping a daemon's /metrics on loopback, started, and stopped
+    afterwards; where none can run, a failure (``make test`` installs it), never a skip."""
+    problem = unavailable()
+    if problem is not None:
+        pytest.fail(problem)
+    server = PrometheusServer([f"127.0.0.1:{daemon_metrics_port}"], rule_files=rule_files)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

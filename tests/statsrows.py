@@ -16,6 +16,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from mailflow.plugins import builtin_schemas
+from mailflow.report.data import Report, build_report
 from mailflow.stats.store import Count, Measure, Response, ResponseKind
 from mailflow.store import Transaction, open_store
 from mailflow.store.schema import Schema
@@ -80,6 +81,31 @@ PARIS = ZoneInfo("Europe/Paris")
 #: Friday 27 November 2026, 15:00 in Paris: the report's "now"
 UNTIL = datetime(2026, 11, 27, 15, 0, tzinfo=PARIS).timestamp()
 WEEK = 7 * 86400.0
+
+
+def week_store(folder: Path, filled: bool = True) -> Path:
+    """A SQLite store in ``folder/mailflow.sqlite3`` (a state folder, as the CLI reads
+    it) holding the week of :func:`fill`, or no statistics when not ``filled``."""
+    path = folder / "mailflow.sqlite3"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = Rows()
+    if filled:
+        fill(rows)
+    rows.write(path)
+    return path
+
+
+def report_of(db: Path, per_agent: bool = True, zone: ZoneInfo | None = PARIS) -> Report:
+    """The report of the week to :data:`UNTIL` read back from the SQLite store ``db``."""
+    async def read() -> Report:
+        store = open_store(f"sqlite:///{db}", readonly=True)
+        await store.open([])
+        try:
+            return await store.run_read(partial(build_report, since=UNTIL - WEEK,
+                                                until=UNTIL, zone=zone, per_agent=per_agent))
+        finally:
+            await store.close()
+    return asyncio.run(read())
 
 
 def at(day: int, hour: int = 10) -> float:

@@ -11,11 +11,38 @@ being dropped; the ceiling, far above a real burst, is the brake against backsca
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from mailflow import cases
+from mailflow.stage import Automatic, AutomaticDetector
 from mailflow.store import Transaction
 from mailflow.store.schema import Schema
+
+#: why the ``acknowledge`` stage sends no acknowledgement, the automatic-mail signs apart
+#: (the rules' own): the values of ``mailflow_acks_suppressed_total``'s ``reason`` known
+#: at load (the sender-domain check's too, when it is on)
+SUPPRESSED = ("duplicate", "follow-up on an existing case", "no usable address",
+              "one of our own addresses", "limit per case", "limit per address per day",
+              "global ceiling", "an acknowledgement to this address bounced recently")
+
+
+def not_to_write(automatic: Automatic | None, recipient: str, own: Collection[str],
+                 local_domains: Collection[str], detector: AutomaticDetector) -> str | None:
+    """Why no acknowledgement may go to ``recipient`` about a message whose automatic
+    verdict is ``automatic``: a robot wrote it, or the address is a robot's (a web form's
+    customer: Reply-To, a form field) or one of ours. None: write."""
+    if automatic is not None:
+        return automatic.why
+    if not recipient or "@" not in recipient:
+        return "no usable address"
+    lowered = recipient.lower()
+    robot = detector.address(lowered)
+    if robot is not None:
+        return robot.why
+    if lowered in own or lowered.rpartition("@")[2] in local_domains:
+        return "one of our own addresses"
+    return None
 
 
 def forget_acks(tx: Transaction, queue_id: str) -> None:

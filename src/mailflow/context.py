@@ -199,6 +199,8 @@ class MessageContext(Effects):
     #: for a reply: the rules' name of that agent ("other": one they do not name), for
     #: statistics, which never label a series with an address
     agent_label: str = "other"
+    #: for a reply: the team of the agent who wrote it (the rules' name)
+    team: str | None = None
     mailbox: str = ""  # for inbound mail: the service mailbox it was written to
     case: CaseInfo | None = None
     #: the priority and the signals that make it: change it with ``add_signal`` only

@@ -28,6 +28,7 @@ from mailflow import sdnotify
 from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.config import ConfigError, Settings
 from mailflow.host import DaemonHost, Host, Housekeeping, Route
+from mailflow.known_labels import declared_labels
 from mailflow.listening import tls_context
 from mailflow.metrics import (
     MetricFactory,
@@ -69,6 +70,7 @@ class Application:
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.metric_factory = MetricFactory(self.registry)
+        self.metric_factory.adopt(vars(self.metrics).values())
         self.clock: Clock = clock
         self.runtime: Runtime = load_runtime(settings, self.metric_factory, clock)
         if worker == 0:
@@ -197,6 +199,7 @@ class Application:
             await self._plugin_hook(runtime, "mailflow_startup", name)
         self.runtime = runtime
         self.housekeeping = self._housekeeping(runtime) if self.worker == 0 else []
+        self._start_series(runtime)  # the routes, rules, stages the reload brought
         for name in removed:
             await self._plugin_hook(old, "mailflow_shutdown", name)
         self.scheduler.wake()  # timers of a kind the reload brought a handler for
@@ -234,6 +237,7 @@ class Application:
                            options=self.runtime.plugin_options.get(name))
         if self.worker == 0:  # gauges and purges once per daemon, not per worker
             self.housekeeping = self._housekeeping(self.runtime)
+        self._start_series(self.runtime)
         loop = asyncio.get_running_loop()
         context = tls_context(self.settings)
         servers = [await loop.create_server(
@@ -250,6 +254,14 @@ class Application:
         if interval:
             self._tasks.append(loop.create_task(self._watchdog(interval), name="watchdog"))
         return servers
+
+    def _start_series(self, runtime: Runtime) -> None:
+        """Every series whose labels ``runtime`` makes known, at 0 until it counts
+        (:mod:`mailflow.known_labels`)."""
+        known = declared_labels(runtime, lambda name: self.host.for_plugin(
+            name, rules=lambda: runtime.rules))
+        for problem in self.metric_factory.declare(known):
+            log.warning("known_labels_problem", problem=problem)
 
     def _handler_view(self, kind: str) -> tuple[Host, Any]:
         """The host and rules section of the plugin that handles timers of ``kind``."""

@@ -32,6 +32,7 @@ at all keep the older behaviour: all mail for a local domain is inbound.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -47,6 +48,39 @@ _AUTHENTICATED = re.compile(r"\(Authenticated sender:\s*([^)\s]+)\s*\)", re.IGNO
 _TOKEN_SUFFIX = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)\.([a-z0-9]{16,64})", re.IGNORECASE)
 #: (case number, token) named by a reply address
 Token = tuple[str, str]
+
+
+def new_token() -> str:
+    """96 random bits, lower-case hex: survives MTAs that fold the local part's case."""
+    return secrets.token_hex(12)
+
+
+def reply_address(base: str, case: str, token: str) -> str:
+    """``experts@example.com`` → ``experts+CASE.token@example.com``."""
+    local, _, domain = base.rpartition("@")
+    return f"{local}+{case}.{token}@{domain}"
+
+
+def reply_base(local_part: str, domain: str | None, local_domains: Iterable[str]) -> str:
+    """``experts@example.com``: the base of a stage's reply addresses, on ``domain`` or the
+    first of the local domains."""
+    domain = domain or next(iter(local_domains), "")
+    if not domain:
+        raise ValueError("reply_domain is needed when there are no local_domains")
+    return f"{local_part}@{domain.lower()}"
+
+
+def check_local_part(value: str) -> str:
+    """A reply address's local part (before ``+<case>.<token>``), lower case."""
+    if not value or any(c in value for c in "+@ \t"):
+        raise ValueError(f"'{value}' is not a local part (no '+', '@' or spaces)")
+    return value.lower()
+
+
+def tokens_to(message: Message, bases: Collection[str]) -> list[Token]:
+    """The (case, token) pairs the envelope recipients name on ``bases``, in order."""
+    found = (token_address(r, bases) for r in message.envelope.rcpt_to)
+    return list(dict.fromkeys(t for t in found if t is not None))
 
 
 def token_address(address: str, bases: Collection[str]) -> Token | None:
@@ -196,10 +230,7 @@ def _reply_author(message: Message, scope: Scope) -> tuple[str, str] | None:
 def reply_tokens(message: Message, scope: Scope) -> list[Token]:
     """The (case, token) pairs the envelope recipients name through a reply address: the
     ones the caller asks the store about before :func:`decide`."""
-    if not scope.reply_addresses:
-        return []
-    found = (token_address(r, scope.reply_addresses) for r in message.envelope.rcpt_to)
-    return list(dict.fromkeys(t for t in found if t is not None))
+    return tokens_to(message, scope.reply_addresses) if scope.reply_addresses else []
 
 
 def decide(message: Message, scope: Scope, source: Source,

@@ -47,8 +47,9 @@ class MessageFacts:
         message = self.message
         if message.subject.strip() or message.text.strip():
             return False
-        kinds = message.part_types or (message.content_type,)
-        return all(kind.startswith(("text/", "multipart/")) for kind in kinds)
+        # a part that gave no text is an attachment, unless it is an empty, unnamed text
+        return all(kind.startswith("text/") and not name
+                   for kind, name in message.attachments)
 
     @cached_property
     def language(self) -> LanguageGuess:

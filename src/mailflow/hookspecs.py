@@ -6,7 +6,7 @@ functions or coroutines: mailflow awaits whatever they return (see
 ``mailflow.plugins.call_hook``); none uses ``firstresult``, so an ``async``
 implementation can never "win" by accident. Registration hooks
 (``mailflow_stages``, ``mailflow_rules_section``, ``mailflow_schemas``,
-``mailflow_timer_handlers``)
+``mailflow_timer_handlers``, ``mailflow_known_labels``)
 run at load time and must be plain functions.
 
 Each hook is documented in ``docs/plugin_hooks.md``; a test fails when one is
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mailflow.config import Model
     from mailflow.context import TimerHandler
     from mailflow.host import Command, Host, Housekeeping, Purge, ReportSection, Route
+    from mailflow.metrics import KnownLabels
     from mailflow.session import SessionInfo
     from mailflow.stage import Stage
     from mailflow.store.base import Transaction
@@ -108,6 +109,17 @@ def mailflow_http_routes(host: Host) -> Iterable[Route]:  # type: ignore[empty-b
     one, beside ``/metrics`` and ``/healthz``): ``Route(path, wsgi_app)``, a path
     ending with ``/`` taking every path under it. Asked once at start; a plain
     function. A route that reads the store opens it read-only."""
+
+
+@hookspec
+def mailflow_known_labels(host: Host, options: Any) -> Iterable[KnownLabels]:  # type: ignore[empty-body]
+    """The label values this plugin's metrics outside a stage (an SMTP hook's, a timer
+    handler's, a housekeeping job's) are known to take before their first event:
+    ``KnownLabels.of(metric, label=values, ...)`` each, from ``options`` (its rules
+    section) or ``host.rules``. Their series are exported at 0 from the start, so a
+    dashboard shows 0, not "No data". Asked at start and at each reload (after
+    ``mailflow_startup``); a plain function. A stage declares its own through
+    ``Stage.known_labels()``."""
 
 
 # ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ reload) and the worker number of this process.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import structlog
@@ -90,6 +90,9 @@ class Purge:
     table: str
     where: str
     phase: str = "records"
+    #: the schema owners the table belongs to (set by the framework from the plugin's
+    #: ``mailflow_schemas``): a store without them is not purged of it
+    owners: frozenset[str] = field(default=frozenset(), compare=False)
 
 
 @dataclass(frozen=True)

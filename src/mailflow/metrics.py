@@ -7,14 +7,17 @@ otherwise; it is served by prometheus_client's own WSGI app on a thread.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+from prometheus_client.metrics import MetricWrapperBase
 
 if TYPE_CHECKING:
     from mailflow.host import Route
@@ -101,16 +104,37 @@ class Metrics:
                           ["mode"], registry=r, multiprocess_mode="livemax")
 
 
+@dataclass(frozen=True)
+class KnownLabels:
+    """Values a metric's labels are known to take before their first event (the rules'
+    routes, a stage's reasons): each of their series is exported at 0 from the start, so
+    a dashboard shows 0 rather than "No data". Several declarations of one metric add
+    up, label by label; the series started are every combination of the known values."""
+
+    metric: str
+    values: Mapping[str, tuple[str, ...]]
+
+    @classmethod
+    def of(cls, metric: str, **values: Iterable[str]) -> KnownLabels:
+        """``KnownLabels.of("mailflow_routed_total", route=["sav", "sales"])``."""
+        return cls(metric, {label: tuple(dict.fromkeys(str(v) for v in given))
+                            for label, given in values.items()})
+
+
 class MetricFactory:
     """Hands stages their metrics on the daemon's registry, once per name.
 
     Stages are rebuilt on every reload; asking again for a metric returns
-    the one already registered instead of failing as a duplicate.
+    the one already registered instead of failing as a duplicate. It also keeps the
+    label values declared known (:class:`KnownLabels`) and starts their series at 0,
+    on the metrics made already and on those made later.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self._made: dict[str, Any] = {}
+        #: metric -> label -> its known values (insertion-ordered)
+        self._known: dict[str, dict[str, dict[str, None]]] = {}
 
     def _get(self, kind: type[Any], name: str, documentation: str,
              labels: Sequence[str], **kwargs: Any) -> Any:
@@ -120,7 +144,44 @@ class MetricFactory:
         if metric is None:
             metric = kind(name, documentation, list(labels), registry=self.registry, **kwargs)
             self._made[name] = metric
+            self._start(name)  # a mistake is reported by the next ``declare``
         return metric
+
+    def adopt(self, metrics: Iterable[object]) -> None:
+        """Make the framework's own metrics (:class:`Metrics`) known by name, so that
+        declarations may name them too (an outbox kind a stage writes)."""
+        for metric in metrics:
+            if isinstance(metric, MetricWrapperBase):
+                (family,) = metric.describe()
+                name = family.name + ("_total" if family.type == "counter" else "")
+                self._made.setdefault(name, metric)
+
+    def declare(self, known: Iterable[KnownLabels]) -> list[str]:
+        """Add ``known`` to the label values known, and start at 0 every series of them
+        on the metrics made; the mistakes (a label a metric does not have), one line each.
+        A metric not made yet gets its series when it is."""
+        for item in known:
+            labels = self._known.setdefault(item.metric, {})
+            for label, values in item.values.items():
+                labels.setdefault(label, {}).update(dict.fromkeys(values))
+        return [problem for name in self._known if name in self._made
+                for problem in [self._start(name)] if problem]
+
+    def known(self, name: str) -> dict[str, tuple[str, ...]]:
+        """label -> the values declared known for metric ``name``."""
+        return {label: tuple(values) for label, values in self._known.get(name, {}).items()}
+
+    def _start(self, name: str) -> str | None:
+        labels = self._known.get(name)
+        if not labels:
+            return None
+        names = list(labels)
+        try:
+            for values in itertools.product(*(labels[label] for label in names)):
+                self._made[name].labels(**dict(zip(names, values, strict=True)))
+        except ValueError as exc:  # labels the metric has not (or not all of them)
+            return f"{name}: known values of {', '.join(names)}: {exc}"
+        return None
 
     def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
         return self._get(Counter, name, documentation, labels)  # type: ignore[no-any-return]

@@ -38,7 +38,16 @@ from mailflow.host import Command, Host, Housekeeping, Purge, ReportSection, Rou
 from mailflow.language import LanguageGuess
 from mailflow.message import Envelope, Message
 from mailflow.message.writer import AUTOMATIC, TO_ANSWER, Letter, MailWriter, Written, answering
-from mailflow.services import REPLY_TOKENS, TEAMS, TRIAGE_SCALE, ServiceKey, Services
+from mailflow.metrics import KnownLabels
+from mailflow.services import (
+    AGENTS,
+    REPLY_TOKENS,
+    ROUTES,
+    TEAMS,
+    TRIAGE_SCALE,
+    ServiceKey,
+    Services,
+)
 from mailflow.session import SessionInfo, SmtpReply
 from mailflow.stage import (
     ALL_DIRECTIONS,
@@ -55,9 +64,11 @@ from mailflow.triage import Scale, Signal, Triage
 from mailflow.values import CaseStatus, Direction, OutgoingMail, Priority, Timer, Verdict
 
 __all__ = [
+    "AGENTS",
     "ALL_DIRECTIONS",
     "AUTOMATIC",
     "REPLY_TOKENS",
+    "ROUTES",
     "SERVICE_DIRECTIONS",
     "TEAMS",
     "TO_ANSWER",
@@ -78,6 +89,7 @@ __all__ = [
     "Envelope",
     "Host",
     "Housekeeping",
+    "KnownLabels",
     "LanguageGuess",
     "Letter",
     "Listener",

@@ -2,9 +2,9 @@
 
 Three sources, one mechanism (``pm.register``): the built-in stage modules
 (``DEFAULT_PLUGINS``), installed packages of entry-point group
-``mailflow.plugins`` *named in the configuration* (installing a package must
-not silently change how mail is handled), and single ``.py`` files in the
-``plugin_dirs`` a sysadmin drops them into.
+``mailflow.plugins`` *named in the configuration or the rules* (``plugins:``;
+installing a package must not silently change how mail is handled), and single
+``.py`` files in the ``plugin_dirs`` a sysadmin drops them into.
 """
 
 from __future__ import annotations
@@ -14,16 +14,19 @@ import importlib.util
 import inspect
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 
 from mailflow import hookspecs
 from mailflow.config import ConfigError, Model, Problem, Settings
 from mailflow.context import TimerHandler
+from mailflow.rules import RuleSet, load_rules
 from mailflow.stage import Stage
+from mailflow.store import Transaction
 from mailflow.store.migrations import CORE
 from mailflow.store.schema import Schema, check_schemas
 
@@ -38,6 +41,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "mailflow.stages.sla",
     "mailflow.stages.escalate",
     "mailflow.stages.acknowledge",
+    "mailflow.stages.answers",
     "mailflow.stages.replies",
     "mailflow.stages.headers",
     "mailflow.stages.statistics",
@@ -53,15 +57,19 @@ def _builtin_manager() -> pluggy.PluginManager:
     return pm
 
 
-def get_plugin_manager(settings: Settings,
-                       extra: Sequence[tuple[str, object]] = ()) -> pluggy.PluginManager:
-    """Build a plugin manager for ``settings``: built-ins, named entry points, plugin dirs;
-    and ``extra`` (name, plugin) pairs registered as they are (a plugin's own tests)."""
+def get_plugin_manager(settings: Settings, extra: Sequence[tuple[str, object]] = (),
+                       rules: RuleSet | None = None) -> pluggy.PluginManager:
+    """Build a plugin manager for ``settings``: built-ins, the entry points the settings
+    and the rules (``rules``, else read from ``settings.rules``) name, plugin dirs; and
+    ``extra`` (name, plugin) pairs registered as they are (a plugin's own tests)."""
     pm = _builtin_manager()
     for name, plugin in extra:
         pm.register(plugin, name=name)
     problems: list[Problem] = []
-    _load_entry_points(pm, settings.plugins, settings.source, problems)
+    wanted = {name: Problem(settings.source, 0, 0, "") for name in settings.plugins}
+    for name, where in rules_plugins(settings, rules):
+        wanted.setdefault(name, where)
+    _load_entry_points(pm, wanted, problems)
     for directory in settings.plugin_dirs:
         _load_plugin_dir(pm, Path(directory), settings.source, problems)
     if problems:
@@ -73,20 +81,36 @@ def get_plugin_manager(settings: Settings,
     return pm
 
 
-def _load_entry_points(pm: pluggy.PluginManager, wanted: Sequence[str], source: str,
+def rules_plugins(settings: Settings, rules: RuleSet | None = None,
+                  ) -> list[tuple[str, Problem]]:
+    """The plugins the rules folder enables (``plugins:``), each with where it is named;
+    none when the rules do not load (what loads them says why)."""
+    if rules is None:
+        try:
+            rules = load_rules(settings.rules)
+        except ConfigError:
+            return []
+    section = rules.plugins_section
+    return [(name, section.problem("", (index,)) if section is not None
+             else Problem(str(rules.directory), 0, 0, ""))
+            for index, name in enumerate(rules.plugins)]
+
+
+def _load_entry_points(pm: pluggy.PluginManager, wanted: Mapping[str, Problem],
                        problems: list[Problem]) -> None:
+    """Register the entry points ``wanted`` names; each problem said where it was named."""
     available = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    for name in wanted:
+    for name, where in wanted.items():
         ep = available.get(name)
         if ep is None:
             known = ", ".join(sorted(available)) or "none installed"
-            problems.append(Problem(source, 0, 0,
-                                    f"plugin '{name}' is not installed (installed: {known})"))
+            problems.append(replace(where,
+                message=f"plugin '{name}' is not installed (installed: {known})"))
             continue
         try:
             plugin = ep.load()
         except Exception as exc:  # a broken plugin must be reported, not crash the check
-            problems.append(Problem(source, 0, 0, f"plugin '{name}' failed to load: {exc!r}"))
+            problems.append(replace(where, message=f"plugin '{name}' failed to load: {exc!r}"))
             continue
         pm.register(plugin, name=f"entrypoint:{name}")
 
@@ -169,6 +193,18 @@ def results(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> Iterator[tupl
         yield impl.plugin_name, impl.function(**{n: kwargs[n] for n in impl.argnames})
 
 
+def results_in_store(pm: pluggy.PluginManager, hook: str, tx: Transaction,
+                     **kwargs: Any) -> Iterator[tuple[str, Any]]:
+    """:func:`results` of a hook that reads the store in ``tx``, from the plugins whose
+    tables this store has (a plugin enabled since the daemon last migrated it says
+    nothing yet, rather than fail the command)."""
+    present = stored_owners(tx)
+    given = {"tx": tx, **kwargs}
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        if schema_owners(pm, impl.plugin_name) <= present:
+            yield impl.plugin_name, impl.function(**{n: given[n] for n in impl.argnames})
+
+
 def collect_for_host(pm: pluggy.PluginManager, hook: str,
                      host_for: Callable[[str], object]) -> list[Any]:
     """Every item each plugin's ``hook`` gives, the plugin's own host view passed in
@@ -237,6 +273,21 @@ def collect_schemas(pm: pluggy.PluginManager) -> list[Schema]:
     if problems:
         raise ConfigError(problems)
     return schemas
+
+
+def schema_owners(pm: pluggy.PluginManager, plugin: str) -> frozenset[str]:
+    """The owners of the schemas ``plugin`` declares (``mailflow_schemas``)."""
+    owners: set[str] = set()
+    for impl in pm.hook.mailflow_schemas.get_hookimpls():
+        if impl.plugin_name == plugin and not inspect.iscoroutinefunction(impl.function):
+            declared = cast("Iterable[object]", impl.function() or ())
+            owners.update(s.owner for s in declared if isinstance(s, Schema))
+    return frozenset(owners)
+
+
+def stored_owners(tx: Transaction) -> frozenset[str]:
+    """The owners whose tables the store holds (its ``schema_versions``)."""
+    return frozenset(str(owner) for owner, in tx.execute("SELECT owner FROM schema_versions"))
 
 
 def builtin_schemas() -> list[Schema]:

@@ -84,7 +84,8 @@ class Reception:
                              trusted=door.trusted, dry_run=dry_run, clock=self.clock,
                              direction=judged.direction, direction_reason=judged.reason,
                              author=judged.agent, agent_label=chain.scope.agent_label(
-                                 judged.agent), mailbox=judged.mailbox, facts=facts,
+                                 judged.agent), team=judged.team, mailbox=judged.mailbox,
+                             facts=facts,
                              scale=chain.scale, events=chain.events)
         await chain.process(ctx)
         return ctx

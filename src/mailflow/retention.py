@@ -12,13 +12,14 @@ is purged, so the report's figures outlive the mail they count.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import pluggy
 import structlog
 
 from mailflow.config import ConfigError, Problem
 from mailflow.host import Purge
-from mailflow.plugins import results
+from mailflow.plugins import results, schema_owners, stored_owners
 from mailflow.store import Transaction
 
 log = structlog.get_logger("mailflow.retention")
@@ -40,21 +41,26 @@ def collect_purges(pm: pluggy.PluginManager) -> list[Purge]:
     found: list[Purge] = list(CORE_PURGES)
     problems: list[Problem] = []
     for plugin, provided in results(pm, "mailflow_retention"):
+        owners = schema_owners(pm, plugin)
         for purge in provided or ():
             if not isinstance(purge, Purge) or purge.phase not in PHASES:
                 problems.append(Problem(plugin, 0, 0, f"mailflow_retention: {purge!r}"
                                         f" is not a Purge with a phase of {PHASES}"))
             elif purge not in found:
-                found.append(purge)
+                found.append(replace(purge, owners=owners))
     if problems:
         raise ConfigError(problems)
     return sorted(found, key=lambda p: PHASES.index(p.phase))
 
 
 def purge(tx: Transaction, purges: Sequence[Purge], cutoff: float) -> dict[str, int]:
-    """Delete what is older than ``cutoff``; rows deleted per table."""
+    """Delete what is older than ``cutoff``; rows deleted per table (a plugin's tables
+    only where the store has them: enabled since the store was last migrated)."""
     deleted: dict[str, int] = {}
+    present = stored_owners(tx)
     for item in purges:
+        if not item.owners <= present:
+            continue
         (before,), = tx.execute(f"SELECT count(*) FROM {item.table} WHERE {item.where}",
                                 {"cutoff": cutoff})
         if before:

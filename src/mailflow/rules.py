@@ -1,9 +1,10 @@
 """The rules folder: the YAML that teams edit, kept apart from the daemon's settings.
 
 Every ``*.yaml`` file in the folder is read; their top-level keys are merged.
-Core keys are ``local_domains``, ``own_addresses``, ``chain``, ``calendars`` (the
-business calendars every stage shares) and ``automatic`` (what marks automatic
-mail, for every stage alike); every other top-level key is the
+Core keys are ``local_domains``, ``own_addresses``, ``chain``, ``plugins`` (the
+installed plugin packages the rules need, enabled besides those the daemon's
+configuration names), ``calendars`` (the business calendars every stage shares) and
+``automatic`` (what marks automatic mail, for every stage alike); every other top-level key is the
 section of the stage (or plugin) of that name, validated later by the stage
 that owns it, so a typo is reported at ``file:line:column``.
 """
@@ -23,7 +24,7 @@ from mailflow.business_hours import CalendarOptions
 from mailflow.calendars import DEFAULT, Calendars, CalendarsSection
 from mailflow.config import ConfigError, Problem, load_yaml, position, validate
 
-CORE_KEYS = ("local_domains", "chain", "own_addresses", "calendars", "automatic")
+CORE_KEYS = ("local_domains", "chain", "own_addresses", "plugins", "calendars", "automatic")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class RuleSet:
     own_addresses: tuple[str, ...]
     chain: tuple[str, ...]
     chain_section: Section | None
+    #: installed plugins (entry-point names) the rules enable, and where they said so
+    plugins: tuple[str, ...] = ()
+    plugins_section: Section | None = None
     sections: Mapping[str, Section] = field(default_factory=dict)
     calendars: Calendars = field(default_factory=Calendars)
     automatic: AutomaticRules = field(default_factory=AutomaticRules)
@@ -117,6 +121,7 @@ def load_rules(directory: str | Path) -> RuleSet:
     calendars = _calendars(sections, problems)
     warnings: list[Problem] = []
     automatic = _automatic(sections, problems, warnings)
+    plugins = _string_list(sections.get("plugins"), problems, "plugin names")
     if problems:
         raise ConfigError(problems)
     return RuleSet(
@@ -125,6 +130,8 @@ def load_rules(directory: str | Path) -> RuleSet:
         own_addresses=own,
         chain=chain,
         chain_section=sections.get("chain"),
+        plugins=plugins,
+        plugins_section=sections.get("plugins"),
         sections={k: v for k, v in sections.items() if k not in CORE_KEYS},
         calendars=calendars,
         automatic=automatic,
@@ -159,7 +166,7 @@ def _automatic(sections: Mapping[str, Section], problems: list[Problem],
     merged = AutomaticRules(**{  # what either says, each field as written (else its default)
         field: list(dict.fromkeys(item for rules, _, _ in found if field in rules.model_fields_set
                                   for item in getattr(rules, field)))
-        for field in ("languages", "subjects", "senders", "headers")
+        for field in ("languages", "subjects", "senders", "headers", "signs")
         if any(field in rules.model_fields_set for rules, _, _ in found)})
     try:
         AutomaticDetector(merged)

@@ -76,7 +76,7 @@ def load_runtime(settings: Settings, metrics: MetricFactory | None = None,
     what the settings enable (a plugin's own tests).
     """
     rules = load_rules(settings.rules)
-    pm = get_plugin_manager(settings, plugins)
+    pm = get_plugin_manager(settings, plugins, rules)
     stages = collect_stages(pm)
     sections = collect_sections(pm)
     owners: dict[str, str] = {}

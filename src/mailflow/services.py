@@ -81,3 +81,9 @@ TRIAGE_SCALE: ServiceKey[Scale] = ServiceKey("triage-scale", "score thresholds o
 #: reply-address tokens confirmed by the store (``escalate``)
 REPLY_TOKENS: ServiceKey[ReplyTokens] = ServiceKey(
     "reply-tokens", "reply-address tokens the store confirms")
+#: every route a case may be given (``route``): the teams, a person rule's name,
+#: ``account-manager``; the values of the metrics' ``route`` label known at load
+ROUTES: ServiceKey[Collection[str]] = ServiceKey("routes", "every route a case may be given")
+#: the names the rules give the people who answer (``route``; anyone else is ``other``):
+#: the values of the per-agent metrics' ``agent`` label
+AGENTS: ServiceKey[Collection[str]] = ServiceKey("agents", "the rules' names of the agents")

@@ -35,6 +35,7 @@ from mailflow.context import (
 )
 from mailflow.direction import SERVICE_DIRECTIONS, ScopePart
 from mailflow.events import CaseEvent, Listener
+from mailflow.metrics import KnownLabels
 from mailflow.services import Services
 from mailflow.values import CaseStatus, Direction, OutgoingMail, Timer, Verdict
 
@@ -47,8 +48,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALL_DIRECTIONS", "SERVICE_DIRECTIONS", "Automatic", "AutomaticDetector", "CaseInfo",
-    "CaseStatus", "Decision", "Direction",
-    "FailurePolicy", "MessageContext", "OutgoingMail", "ScopePart", "Services", "Signal",
+    "CaseStatus", "Decision", "Direction", "FailurePolicy", "KnownLabels",
+    "MessageContext", "OutgoingMail", "ScopePart", "Services", "Signal",
     "Stage", "StageEnv", "StageOptions", "Stash", "StashKey", "Timer", "Triage", "Verdict",
     "WriteOp", "safe_header_value",
 ]
@@ -157,6 +158,14 @@ class Stage(Generic[OptionsT]):
     def listeners(self) -> Iterable[tuple[type[CaseEvent], Listener]]:
         """The case events this stage listens to, with their listener each
         (:mod:`mailflow.events`); run in chain order. None by default."""
+        return ()
+
+    def known_labels(self) -> Iterable[KnownLabels]:
+        """The label values of this stage's metrics that its options and the rules make
+        known (its routes, reasons, rules…): ``KnownLabels.of(metric, label=values…)``.
+        The framework starts each of their series at 0 when the chain is loaded and at
+        each reload (:mod:`mailflow.known_labels`), so a dashboard shows 0 rather than
+        "No data" before the first event. None by default."""
         return ()
 
     async def process(self, ctx: MessageContext) -> None:

@@ -505,7 +505,8 @@ def test_robots_lists_and_ourselves_are_never_acknowledged(flow: Flow) -> None:
         message_id = f"robot-{name}@robot.test"
         assert flow.case_of(message_id), name  # relayed, with a case
         assert flow.suppressed(message_id) == reason, name
-    assert flow.suppressed("robot-mdn@robot.test") == "delivery or read report (multipart/report)"
+    assert flow.suppressed("robot-mdn@robot.test") == (
+        "read receipt (multipart/report; report-type=disposition-notification)")
     acks = flow.acks()
     assert [a["In-Reply-To"] for _, a in acks] == ["<person@client.test>"]
 

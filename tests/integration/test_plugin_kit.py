@@ -16,40 +16,23 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO
+from throwaway import install, throwaway_env
 
 pytestmark = pytest.mark.slow
 
 PACKAGE = REPO / "tests" / "fixtures" / "mailflow-vip"
 
 
-def throwaway_env(tmp_path: Path) -> Path:
-    """A new venv that sees the packages mailflow is installed with (not the project's
-    tests, not its plugins' sources): its python."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    python = venv / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig;"
-                              " print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
-    installed = sysconfig.get_paths()["purelib"]  # mailflow's, and its dependencies'
-    (Path(purelib) / "mailflow-installed.pth").write_text(
-        f"import site; site.addsitedir({installed!r})\n", encoding="utf-8")
-    return python
-
-
 def test_a_third_party_plugin_passes_its_own_tests(tmp_path: Path) -> None:
     package = tmp_path / "elsewhere" / "mailflow-vip"
     shutil.copytree(PACKAGE, package, ignore=shutil.ignore_patterns("*.egg-info", "build"))
     python = throwaway_env(tmp_path)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps",
-                    "--no-build-isolation", "--no-index", str(package)],
-                   check=True, timeout=300)
+    install(python, package)
     found = subprocess.run([str(python), "-c", "from importlib.metadata import entry_points;"
                             " print(sorted(e.name for e in entry_points("
                             "group='mailflow.plugins')))"],

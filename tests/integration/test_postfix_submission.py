@@ -1,86 +1,49 @@
-"""Agents writing from anywhere: Postfix's submission service (SASL) feeding mailflow's
-second listener, configured with part 3 of deploy/postfix/master.cf.snippet.
+"""Agents writing from anywhere: Postfix's submission service (STARTTLS, then a SASL
+login checked against the sasldb in its chroot) feeding mailflow's second listener,
+configured with the guide's files (deploy/postfix/master.cf's "submission" entry,
+sasl/smtpd.conf, main.cf's TLS and SASL settings) and its steps for the sasldb.
 
-    customer ─▶ Postfix public smtpd ─▶ mailflow (content_filter) ─▶ reinjection ─▶ sink
-    agent (AUTH PLAIN) ─▶ Postfix submission smtpd ─▶ mailflow's submission listener
-                                                   ─▶ reinjection ─▶ sink
+    customer ─▶ Postfix port 25 ─▶ mailflow (content_filter) ─▶ reinjection ─▶ company
+    agent (STARTTLS, AUTH PLAIN) ─▶ Postfix submission (chrooted) ─▶ mailflow's
+        submission listener ─▶ reinjection ─▶ the internet (the customer)
 
 The daemon trusts 127.0.0.1 only (Postfix, as deploy/mailflow.yaml does), and the test's
 clients connect from 127.0.0.2, an address it does not trust, as an agent at home
 would: Postfix's XFORWARD names it. An agent's mail is then a reply only because it
 came through the submission listener, and the agent writing as the shared mailbox
 (``From: sav@``) is known by the login Postfix records in its Received header
-(``smtpd_sasl_authenticated_header``). The same message sent to the public port is
-no reply.
+(``smtpd_sasl_authenticated_header``). The same message sent to port 25 is no reply.
 """
 
 from __future__ import annotations
 
 import smtplib
 import sqlite3
-import time
 from collections.abc import Iterator
-from email.message import EmailMessage
 from email.utils import make_msgid
 
 import pytest
 
-from conftest import NULL_SENDERS, Daemon, Received, Sink, free_port, full_chain_rules, parse_email
-from postfix import PostfixInstance, unavailable
+from conftest import full_chain_rules
+from postfix import Stack, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 SERVICE = "sav@example.com"
 CUSTOMER = "nomade@customer.test"
+AGENT = "alice.moreau@example.com"
 PASSWORD = "s3cret-of-alice"
-SAV_TEAM = ("alice.moreau@example.com", "bruno.petit@example.com", "chloe.roger@example.com")
-WAIT = 20.0
-AWAY = ("127.0.0.2", 0)  # the clients' source address: loopback, but not trusted
-
-
-def client(port: int | None) -> smtplib.SMTP:
-    assert port is not None
-    return smtplib.SMTP("127.0.0.1", port, timeout=WAIT, source_address=AWAY)
+SAV_TEAM = (AGENT, "bruno.petit@example.com", "chloe.roger@example.com")
+AWAY = "127.0.0.2"  # the clients' source address: loopback, but not trusted
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory,
-          module_sink: Sink) -> Iterator[tuple[PostfixInstance, Daemon, Sink]]:
-    problem = unavailable()
-    if problem is not None:  # never a skip: make test installs what this needs
-        pytest.fail(f"no private Postfix can run here: {problem}")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("postfix-submission")
-    submission = free_port()
-    daemon = Daemon(root / "mailflow", "smtp://127.0.0.1:1",
-                    {"submission_listen": f"127.0.0.1:{submission}",
-                     "trusted_networks": ["127.0.0.1/32"]},
-                    full_chain_rules(root / "rules"))
-    postfix = PostfixInstance(root / "postfix", relay_port=module_sink.port,
-                              filter_port=daemon.port)
-    postfix.enable_submission(submission, {login: PASSWORD for login in SAV_TEAM})
-    try:
-        postfix.start()
-        daemon.config["next_hop"] = f"smtp://127.0.0.1:{postfix.reinject_port}"
-        daemon.start()
-        postfix.retarget(daemon.port)
-        yield postfix, daemon, module_sink
-    finally:
-        daemon.stop()
-        postfix.stop()
-
-
-def wait_for(sink: Sink, postfix: PostfixInstance, daemon: Daemon, message_id: str
-             ) -> tuple[Received, EmailMessage]:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        found = [(r, m) for r in sink.messages for m in [parse_email(r.data)]
-                 if m["Message-ID"] == message_id and r.mail_from not in NULL_SENDERS]
-        if found:
-            (one,) = found
-            return one
-        time.sleep(0.05)
-    raise AssertionError(f"{message_id} never reached the sink{postfix.log_tail()}\n"
-                         f"{daemon.log[-3000:]}")
+    with running_stack(root, full_chain_rules(root / "rules"),
+                       {"trusted_networks": ["127.0.0.1/32"]},
+                       logins={login: PASSWORD for login in SAV_TEAM}) as stack:
+        yield stack
 
 
 def reply_bytes(message_id: str, in_reply_to: str) -> bytes:
@@ -89,54 +52,66 @@ def reply_bytes(message_id: str, in_reply_to: str) -> bytes:
             "Voici votre facture corrigée.\r\n").encode()
 
 
-def roles(daemon: Daemon) -> list[tuple[str, str]]:
-    with sqlite3.connect(daemon.db) as db:
+def roles(stack: Stack) -> list[tuple[str, str]]:
+    with sqlite3.connect(stack.daemon.db) as db:
         return list(db.execute("SELECT role, sender FROM case_messages ORDER BY id"))
 
 
-def test_an_agent_logged_in_on_submission_answers_as_the_shared_mailbox(
-        stack: tuple[PostfixInstance, Daemon, Sink]) -> None:
-    postfix, daemon, sink = stack
+def test_an_agent_logged_in_on_submission_answers_as_the_shared_mailbox(stack: Stack) -> None:
     question = make_msgid(domain="customer.test")
-    with client(postfix.public_port) as smtp:
-        smtp.sendmail(CUSTOMER, [SERVICE], (
-            f"From: Nomade <{CUSTOMER}>\r\nTo: {SERVICE}\r\nSubject: Facture\r\n"
-            f"Message-ID: {question}\r\n\r\nMa facture est fausse.\r\n").encode())
-    relayed, msg = wait_for(sink, postfix, daemon, question)
+    stack.send(CUSTOMER, (f"From: Nomade <{CUSTOMER}>\r\nTo: {SERVICE}\r\nSubject: Facture\r\n"
+                          f"Message-ID: {question}\r\n\r\nMa facture est fausse.\r\n").encode(),
+               SERVICE, source=AWAY)
+    relayed, msg = stack.relayed(question)
     case = str(msg["X-Mailflow-Case"])
     assert relayed.rcpt_tos[0] in SAV_TEAM
-    # without a login, the submission service relays nothing
-    with client(postfix.submission_port) as smtp, pytest.raises(smtplib.SMTPRecipientsRefused):
-        smtp.sendmail(SERVICE, [CUSTOMER], reply_bytes("<x@example.com>", question))
+
     answer = make_msgid(domain="example.com")
-    with client(postfix.submission_port) as smtp:
-        smtp.ehlo("laptop.home.test")
-        smtp.login("alice.moreau@example.com", PASSWORD)
-        smtp.sendmail(SERVICE, [CUSTOMER], reply_bytes(answer, question))
-    got, reply = wait_for(sink, postfix, daemon, answer)
+    stack.submit(AGENT, PASSWORD, SERVICE, reply_bytes(answer, question), CUSTOMER,
+                 source=AWAY)
+    got, reply = stack.relayed(answer, at=stack.internet)
     assert got.rcpt_tos == [CUSTOMER]
-    assert any("Authenticated sender: alice.moreau@example.com" in str(value)
-               for value in reply.get_all("Received") or [])
+    received = [str(value) for value in reply.get_all("Received") or []]
+    assert any(f"Authenticated sender: {AGENT}" in value for value in received), received
+    assert any("with ESMTPSA id" in value for value in received), received  # TLS, AUTH
     assert not [n for n in reply if n.lower().startswith("x-mailflow-")]
-    postfix.wait_empty()
+    stack.postfix.wait_empty()
     # the agent behind the shared mailbox, known by the login: the case's first response
-    assert ("agent", "alice.moreau@example.com") in roles(daemon)
-    with sqlite3.connect(daemon.db) as db:
+    assert ("agent", AGENT) in roles(stack)
+    with sqlite3.connect(stack.daemon.db) as db:
         ((number,),) = db.execute("SELECT case_number FROM case_messages WHERE role = 'agent'")
     assert number == case
 
 
-def test_the_same_reply_through_the_public_port_is_no_reply(
-        stack: tuple[PostfixInstance, Daemon, Sink]) -> None:
+def test_the_submission_port_relays_nothing_without_tls_and_a_login(stack: Stack) -> None:
+    """No AUTH before STARTTLS (smtpd_tls_auth_only), no mail in clear
+    (smtpd_tls_security_level=encrypt), no relay without a login, a wrong password
+    refused."""
+    reply = reply_bytes(make_msgid(domain="example.com"), "<x@customer.test>")
+    with stack.client(stack.postfix.submission_port, AWAY) as smtp:
+        smtp.ehlo("laptop.home.test")
+        assert not smtp.has_extn("auth")
+        with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+            smtp.sendmail(SERVICE, [CUSTOMER], reply)
+        assert refused.value.smtp_code == 530  # Must issue a STARTTLS command first
+    with stack.client(stack.postfix.submission_port, AWAY) as smtp:
+        smtp.starttls(context=stack.postfix.tls_context)
+        smtp.ehlo("laptop.home.test")
+        assert smtp.has_extn("auth")
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            smtp.sendmail(SERVICE, [CUSTOMER], reply)
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            smtp.login(AGENT, "not-the-password")
+    stack.postfix.wait_empty()
+
+
+def test_the_same_reply_through_port_25_is_no_reply(stack: Stack) -> None:
     """From an untrusted network an agent's address proves nothing: no agent recorded."""
-    postfix, daemon, sink = stack
-    before = [r for r in roles(daemon) if r[0] == "agent"]
+    before = [r for r in roles(stack) if r[0] == "agent"]
     forged = make_msgid(domain="evil.test")
-    with client(postfix.public_port) as smtp:
-        smtp.sendmail("alice.moreau@example.com", [SERVICE],
-                        reply_bytes(forged, "<nothing@customer.test>").replace(
-                            f"To: {CUSTOMER}".encode(), f"To: {SERVICE}".encode()))
-    _, msg = wait_for(sink, postfix, daemon, forged)
+    stack.send(AGENT, reply_bytes(forged, "<nothing@customer.test>").replace(
+        f"To: {CUSTOMER}".encode(), f"To: {SERVICE}".encode()), SERVICE, source=AWAY)
+    _, msg = stack.relayed(forged)
     assert msg["X-Mailflow-Case"]  # inbound: a case like any customer's
-    postfix.wait_empty()
-    assert [r for r in roles(daemon) if r[0] == "agent"] == before
+    stack.postfix.wait_empty()
+    assert [r for r in roles(stack) if r[0] == "agent"] == before

@@ -299,7 +299,7 @@ def test_migrate_manual_refuses_an_older_schema_until_mailflow_migrate(
     assert behind.returncode == 1 and "core           behind (0 < 4)" in behind.stdout
     done = run_cli("migrate", "--config", str(d.config_path))
     assert done.returncode == 0, done.stderr
-    assert "core           migrated 0 -> 3" in done.stdout
+    assert "core           migrated 0 -> 4" in done.stdout
     assert run_cli("migrate", "--check", "--config", str(d.config_path)).returncode == 0
     d.start()
     assert d.send(question(1)[1], mail_from="client1@customer.test")[0] == 250

@@ -9,13 +9,16 @@ file with SQL of its own), that no customer address or subject is on it,
 that the page asked nothing of any server but the listener, and saves a
 screenshot (its path is printed; ``MAILFLOW_SCREENSHOT_DIR`` keeps a copy).
 The file ``mailflow report --html`` writes is opened from the disk too: drawn,
-the same figures, no request beyond ``file:`` and ``data:``.
+the same figures, no request beyond ``file:`` and ``data:``. Every chart has one y
+axis, from 0 (whole ticks for counts), and the page of an empty period draws each
+chart from 0 to 1 with a word that there is nothing to show.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -29,6 +32,8 @@ from chromium import Chromium
 from clirunner import run_cli
 from conftest import NULL_SENDERS, Daemon, Sink, full_chain_rules, parse_email, report
 from mailflow.report.data import BUCKET_LIMITS, percentile
+from mailflow.report.page import render
+from statsrows import report_of, week_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -41,19 +46,28 @@ CUSTOMERS = (("claire.dupont@client.test", "sav@example.com", "Colis jamais arri
              # "mise en demeure": the legal team, and the lawyer asked (an escalation)
              ("paul.martin@client.test", "sav@example.com",
               "Mise en demeure, commande 88124"))
-CHARTS = ("volumes", "routes", "first-response", "success", "breaches", "agents",
-          "escalations")
+CHARTS = ("volumes", "routes", "first-response", "success", "breaches", "agent-answers",
+          "agent-response", "escalations")
+#: the charts of a measure that is not a count (a share, hours): the others have whole ticks
+MEASURED = ("success", "agent-response")
 
 #: per chart: its plotly SVG, its size and the marks (bars) it drew
-CHART_STATE_JS = """
+CHART_STATE_JS = r"""
 Array.from(document.querySelectorAll('[data-chart]')).map(function (el) {
   var svg = el.querySelector('svg.main-svg');
   var box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
   var bars = Array.from(el.querySelectorAll('.trace.bars .point path'));
   var tall = bars.filter(function (p) { return p.getBoundingClientRect().height > 0; });
+  var layout = el._fullLayout || {};
+  var axes = Object.keys(layout).filter(function (k) { return /^yaxis\d+$/.test(k); });
   return {id: el.id, chart: el.dataset.chart, drawn: el.dataset.drawn === 'true',
           svg: !!svg, width: box.width, height: box.height, bars: bars.length,
-          tall: tall.length};
+          tall: tall.length, y: layout.yaxis ? layout.yaxis.range : null,
+          ticks: layout.yaxis ? Array.from(el.querySelectorAll('.ytick text')).map(
+            function (t) { return t.textContent; }) : [],
+          more_axes: axes.length,
+          note: Array.from(el.querySelectorAll('.annotation-text')).map(
+            function (t) { return t.textContent; })};
 })
 """
 FIGURES_JS = """
@@ -228,12 +242,21 @@ def test_the_report_page_in_chromium(daemon_factory: Any, sink: Sink,
         offline_charts = browser.evaluate(CHART_STATE_JS)
         offline_page = browser.evaluate(FIGURES_JS)
         offline_events = list(browser.events)
+        empty = week_store(tmp_path / "empty", filled=False)
+        (tmp_path / "empty.html").write_text(render(report_of(empty), inline_js=True),
+                                             encoding="utf-8")
+        browser.navigate((tmp_path / "empty.html").as_uri())
+        browser.wait_until("document.body && document.body.dataset.chartsDrawn === 'true'")
+        empty_charts = browser.evaluate(CHART_STATE_JS)
 
     assert [c["chart"] for c in charts] == list(CHARTS)
     for chart in charts:
         assert chart["drawn"] and chart["svg"], chart
         assert chart["width"] > 300 and chart["height"] > 200, chart
         assert chart["bars"] > 0 and chart["tall"] > 0, chart
+        assert chart["y"][0] == 0 and chart["more_axes"] == 0, chart  # one axis, from 0
+        if chart["chart"] not in MEASURED:  # counts: whole ticks
+            assert all(re.fullmatch(r"[0-9,]+", t) for t in chart["ticks"]), chart
     check_figures(d.db, page, per_agent=True)
 
     for sender, _, subject in CUSTOMERS:
@@ -256,6 +279,14 @@ def test_the_report_page_in_chromium(daemon_factory: Any, sink: Sink,
                     if e["method"] == "Network.requestWillBeSent"]
     assert offline_urls and all(u.startswith(("file:", "data:")) for u in offline_urls), \
         offline_urls
+
+    # a period with nothing in it: axes from 0 to 1, whole ticks, and a word saying so
+    assert [c["chart"] for c in empty_charts] == list(CHARTS)
+    for chart in empty_charts:
+        assert chart["drawn"] and chart["tall"] == 0, chart
+        assert chart["y"] == ([0, 100] if chart["chart"] == "success" else [0, 1]), chart
+        assert chart["note"] == ["nothing in this period"] or chart["chart"] == "volumes"
+        assert chart["chart"] in MEASURED or chart["ticks"] == ["0", "1"], chart
 
     assert shot.stat().st_size > 50_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     keep = os.environ.get("MAILFLOW_SCREENSHOT_DIR")

@@ -249,7 +249,7 @@ def test_out_of_office_robot_loop_stops_within_the_limits(
     assert all(n <= 1 for n in acks_per_case(daemon).values())
     log = daemon.log
     reason = {"fresh": "limit per address per day",
-              "subject-marker": "automatic-reply subject (absence du bureau)"}.get(
+              "subject-marker": "out-of-office (subject: absence du bureau)"}.get(
         mode, "follow-up on an existing case")
     assert reason in log, log[-3000:]
     assert "Traceback" not in log, log[-3000:]

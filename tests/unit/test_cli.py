@@ -121,8 +121,8 @@ def test_check_accepts_the_shipped_rules(tmp_path: Path,
     out = capsys.readouterr().out
     assert "configuration OK: " in out
     assert f"rules OK: {RULES}" in out
-    assert "chain: number, deduplicate, prioritise, route, sla, " in out
-    assert "acknowledge, replies" in out
+    assert "chain: number, deduplicate, prioritise, sentiment, route, sla, " in out
+    assert "acknowledge, answers, replies" in out
     assert ("service mailboxes: contact@example.com, devis@example.com, facturation@example.com,"
             " juridique@example.com, sav@example.com, support@example.com") in out
     agents = re.search(r"^agents: (\d+) known", out, re.MULTILINE)

@@ -7,13 +7,15 @@
 - every metric the framework and the built-in stages create is listed in
   docs/configuration.md;
 - the systemd unit keeps what operations rely on, and the example
-  configuration validates and agrees with the unit and the Postfix snippets.
+  configuration validates and agrees with the unit and the Postfix files.
 """
 
 from __future__ import annotations
 
 import ast
 import inspect
+import ipaddress
+import itertools
 import re
 import typing
 from collections.abc import Iterator
@@ -24,9 +26,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
+from ruamel.yaml import YAML
 
 from mailflow import hookspecs
 from mailflow.config import Settings, load_settings
+from mailflow.config.loading import parse_host_port
 from mailflow.daemon import SHUTDOWN_GRACE
 from mailflow.metrics import Metrics
 
@@ -283,14 +287,99 @@ def test_example_config_validates_and_matches_the_unit() -> None:
     assert settings.metrics_address[0] in ("127.0.0.1", "::1")
 
 
-def test_example_config_matches_the_postfix_snippets() -> None:
+def main_cf() -> dict[str, str]:
+    """deploy/postfix/main.cf's parameters, as Postfix reads them: comments skipped, a
+    line starting with whitespace continues the one before, the last value wins."""
+    values: dict[str, str] = {}
+    key = ""
+    for line in (POSTFIX / "main.cf").read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0].isspace():
+            assert key, f"a continuation line with nothing to continue: {line!r}"
+            values[key] += " " + line.strip()
+            continue
+        key, sep, value = (part.strip() for part in line.partition("="))
+        assert sep, f"not a 'name = value' line in main.cf: {line!r}"
+        values[key] = value
+    return values
+
+
+def master_cf() -> dict[tuple[str, str], list[str]]:
+    """deploy/postfix/master.cf's services: (name, type) -> the fields and -o options."""
+    entries: dict[tuple[str, str], list[str]] = {}
+    current: list[str] | None = None
+    for line in (POSTFIX / "master.cf").read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0].isspace():
+            assert current is not None, line
+            current.extend(line.split())
+            continue
+        fields = line.split()
+        assert (fields[0], fields[1]) not in entries, f"two {fields[:2]} entries in master.cf"
+        current = entries[fields[0], fields[1]] = fields[2:]
+    return entries
+
+
+def options(entry: list[str]) -> dict[str, str]:
+    """A master.cf entry's ``-o name=value`` options."""
+    found = {}
+    for flag, option in itertools.pairwise(entry):
+        if flag == "-o":
+            name, _, value = option.partition("=")
+            found[name] = value
+    return found
+
+
+def test_example_config_matches_the_postfix_files() -> None:
+    """mailflow.yaml and deploy/postfix/ name the same ports, domains and networks."""
     settings = load_settings(EXAMPLE_CONFIG)
+    main, master = main_cf(), master_cf()
     host, port = settings.listen_address
-    main_cf = (POSTFIX / "main.cf.snippet").read_text(encoding="utf-8")
-    assert re.search(rf"^content_filter = mailflow:\[{re.escape(host)}\]:{port}$", main_cf,
-                     re.MULTILINE)
+    assert main["content_filter"] == f"mailflow:[{host}]:{port}"
     hop = settings.next_hop
-    assert hop is not None
-    master_cf = (POSTFIX / "master.cf.snippet").read_text(encoding="utf-8")
-    assert re.search(rf"^{re.escape(hop.host)}:{hop.port}\s+inet\s", master_cf, re.MULTILINE)
-    assert re.search(r"^mailflow\s+unix\s", master_cf, re.MULTILINE)
+    assert hop is not None and hop.kind == "smtp"
+    reinject = master[f"{hop.host}:{hop.port}", "inet"]
+    assert options(reinject)["content_filter"] == ""  # not filtered twice
+    assert settings.submission_listen is not None
+    sub_host, sub_port = parse_host_port(settings.submission_listen)
+    submission = master["submission", "inet"]
+    assert options(submission)["content_filter"] == (
+        f"mailflow-submission:[{sub_host}]:{sub_port}")
+    for transport in ("mailflow", "mailflow-submission"):
+        assert master[transport, "unix"][5] == "smtp", transport
+        # maxproc: messages in mailflow at once, within its sessions
+        assert int(master[transport, "unix"][4]) < settings.smtp.max_sessions
+    # every pooled connection of mailflow's relay holds one reinjection smtpd
+    assert int(reinject[4]) >= settings.relay.pool_size * settings.workers
+    # the company's domains: the rules' local domains, each with a route in "transport"
+    rules = YAML(typ="safe").load((REPO / "rules" / "domains.yaml").read_text(encoding="utf-8"))
+    domains = main["relay_domains"].replace(",", " ").split()
+    assert sorted(domains) == sorted(rules["local_domains"])
+    routes = [line.split()[0] for line in (POSTFIX / "transport").read_text(
+        encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
+    assert sorted(routes) == sorted(domains)
+    # who may relay through Postfix is trusted by mailflow (XFORWARD names them)
+    trusted = settings.networks
+    for net in main["mynetworks"].replace(",", " ").split():
+        network = ipaddress.ip_network(net.strip("[]").replace("]/", "/"), strict=False)
+        assert any(network.version == t.version and network.subnet_of(t)  # type: ignore[arg-type]
+                   for t in trusted), f"{network} in mynetworks, not in trusted_networks"
+    assert int(main["message_size_limit"]) <= settings.smtp.max_message_size
+
+
+def test_postfix_files_name_only_what_is_shipped() -> None:
+    """The tables main.cf names are files of deploy/postfix/ (installed under
+    /etc/postfix), and the guide names every file there."""
+    main = main_cf()
+    for key in ("header_checks", "transport_maps"):
+        table = main[key].partition(":")[2]
+        assert table.startswith("/etc/postfix/"), (key, table)
+        assert (POSTFIX / table.removeprefix("/etc/postfix/")).is_file(), (key, table)
+    assert main["smtpd_sasl_type"] == "cyrus"
+    assert (POSTFIX / "sasl" / f"{main['smtpd_sasl_path']}.conf").is_file()
+    guide = (POSTFIX / "README.md").read_text(encoding="utf-8")
+    for path in POSTFIX.rglob("*"):
+        if path.is_file() and path.name != "README.md":
+            assert f"`{path.relative_to(POSTFIX)}`" in guide, f"README.md never names {path}"

@@ -26,7 +26,8 @@ PACKAGE = SRC / "mailflow"
 #: the customer-service parts: the built-in stages and what only they use
 CUSTOMER_SERVICE = ("mailflow.stages", "mailflow.cases", "mailflow.acks", "mailflow.deadlines",
                     "mailflow.escalation", "mailflow.stats", "mailflow.report",
-                    "mailflow.sla_timers", "mailflow.agents", "mailflow.presence")
+                    "mailflow.sla_timers", "mailflow.agents", "mailflow.presence",
+                    "mailflow.answers", "mailflow.account_managers")
 #: what may use anything: the commands and tools (replay shows the report's page), and
 #: the test helpers of plugin authors
 ANYTHING = ("mailflow.cli", "mailflow.testing", "mailflow.replay")

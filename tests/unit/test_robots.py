@@ -30,28 +30,28 @@ PERSON = "From: Claire Martin <claire@client.test>\r\nTo: sav@example.com\r\n"
      "auto-reply marker (X-Apple-Action: VACATION)"),
     # Lotus Domino, known by its subject only
     ("From: John.Smith@b.test\r\nSubject: AUTO: Smith, John is out of the office. "
-     "(returning 05/01/2010)\r\n", "automatic-reply subject (AUTO:)"),
+     "(returning 05/01/2010)\r\n", "out-of-office (subject: AUTO:)"),
     # Exchange out-of-office replies in the shipped languages, subject only
     ("From: a@b.test\r\nSubject: Automatic reply: your order\r\n",
-     "automatic-reply subject (automatic reply)"),
+     "out-of-office (subject: automatic reply)"),
     ("From: a@b.test\r\nSubject: Réponse automatique : votre commande\r\n",
-     "automatic-reply subject (reponse automatique)"),
+     "out-of-office (subject: reponse automatique)"),
     ("From: a@b.test\r\nSubject: Abwesenheitsnotiz: Ihre Bestellung\r\n",
-     "automatic-reply subject (abwesenheitsnotiz)"),
+     "out-of-office (subject: abwesenheitsnotiz)"),
     ("From: a@b.test\r\nSubject: Respuesta automática: su pedido\r\n",
-     "automatic-reply subject (respuesta automatica)"),
+     "out-of-office (subject: respuesta automatica)"),
     ("From: a@b.test\r\nSubject: Risposta automatica: ordine\r\n",
-     "automatic-reply subject (risposta automatica)"),
+     "out-of-office (subject: risposta automatica)"),
     ("From: a@b.test\r\nSubject: Automatisch antwoord: bestelling\r\n",
-     "automatic-reply subject (automatisch antwoord)"),
+     "out-of-office (subject: automatisch antwoord)"),
     ("From: a@b.test\r\nSubject: [Out of Office] back on Monday\r\n",
-     "automatic-reply subject (out of office)"),
+     "out-of-office (subject: out of office)"),
     ("From: a@b.test\r\nSubject: Jean Dupont is out of the office\r\n",
-     "automatic-reply subject (is out of the office)"),
+     "out-of-office (subject: is out of the office)"),
     ("From: a@b.test\r\nSubject: Arpus biroja atrasanas automatiska atbilde: x\r\n",
-     "automatic-reply subject (arpus biroja)"),
+     "out-of-office (subject: arpus biroja)"),
     ("From: a@b.test\r\nSubject: Undeliverable: your order\r\n",
-     "automatic-reply subject (undeliverable)"),
+     "delivery report (subject: undeliverable)"),
     # a challenge-response robot: its vendor header
     ("From: exampleuser@bluebottle.test\r\nSubject: RE: BLAH\r\nX-Bluebottle-Request: <1>\r\n",
      "auto-reply marker (X-Bluebottle-Request)"),
@@ -69,10 +69,12 @@ PERSON = "From: Claire Martin <claire@client.test>\r\nTo: sav@example.com\r\n"
     ("From: staff@hotmail.com\r\nSubject: x\r\nContent-Type: message/rfc822\r\n",
      "robot sender (staff@hotmail.com)"),
     ("From: a@b.test\r\nSubject: complaint about message from 192.0.2.1\r\n",
-     "automatic-reply subject (complaint about message from)"),
+     "feedback report (subject: complaint about message from)"),
     ("From: a@b.test\r\nSubject: x\r\nX-Failed-Recipients: c@d.test\r\n",
      "auto-reply marker (X-Failed-Recipients)"),
-    ("From: a@b.test\r\nSubject: x\r\nReturn-Path: <>\r\n", "null sender (Return-Path: <>)"),
+    # a Return-Path kept in the message is a hop before's envelope: with a second sign only
+    ("From: a@b.test\r\nSubject: Mail could not be delivered\r\nReturn-Path: <>\r\n",
+     "delivery report (subject “could not be delivered”; Return-Path: <>)"),
     # robots' addresses and names in the From, whatever the envelope says
     ("From: post_master@vtext.test\r\nSubject: Re:Test message\r\n",
      "robot sender (post_master)"),
@@ -96,19 +98,18 @@ def test_reports_by_content_type() -> None:
     bare = message("Content-Type: message/delivery-status\r\n",
                    "Reporting-MTA: dns; mx.b.test\r\n\r\nFinal-Recipient: rfc822; a@b.test\r\n"
                    "Action: failed\r\nStatus: 5.1.1\r\n")
-    assert why(bare) == "delivery or read report (message/delivery-status)"
+    assert why(bare) == "delivery report (message/delivery-status)"
     mixed = message('From: a@b.test\r\nContent-Type: multipart/mixed; boundary="B"\r\n',
                     "--B\r\nContent-Type: text/plain\r\n\r\nnot delivered\r\n"
                     "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
                     "Reporting-MTA: dns; mx.b.test\r\n--B--\r\n")
-    assert why(mixed) == ("delivery or read report (multipart/mixed with "
-                          "message/delivery-status)")
+    assert why(mixed) == "delivery report (multipart/mixed with message/delivery-status)"
     abuse = message('From: a@b.test\r\nContent-Type: multipart/report; '
                     'report-type=feedback-report; boundary="B"\r\n',
                     "--B\r\nContent-Type: text/plain\r\n\r\ncomplaint\r\n"
                     "--B\r\nContent-Type: message/feedback-report\r\n\r\n"
                     "Feedback-Type: abuse\r\n--B--\r\n")
-    assert why(abuse) == "delivery or read report (multipart/report)"
+    assert why(abuse) == "feedback report (multipart/report; report-type=feedback-report)"
     forwarded = message(PERSON + 'Subject: what is this?\r\n'
                         'Content-Type: multipart/mixed; boundary="B"\r\n',
                         "--B\r\nContent-Type: text/plain\r\n\r\nI got this bounce\r\n"

@@ -217,3 +217,27 @@ def test_beside_the_new_section_the_old_key_adds_its_entries(tmp_path: Path) -> 
     assert rules.automatic.languages == ["fr", "en"]  # the old key named none
     assert rules.automatic.senders == ["robot-crm", "alertes"]
     assert len(rules.warnings) == 1
+
+
+def test_the_rules_own_signs(tmp_path: Path) -> None:
+    rules = load_rules(folder(tmp_path, {"automatic.yaml": (
+        "automatic:\n  signs:\n"
+        "    - name: crm notification\n      header: X-Crm-Event\n      value: '^created$'\n"
+        "    - name: invoice run\n      subject: '^Invoice \\d+ from '\n      weight: 0.5\n")}))
+    crm, invoices = rules.automatic.signs
+    assert (crm.name, crm.header, crm.value, crm.weight) == (
+        "crm notification", "X-Crm-Event", "^created$", 1.0)
+    assert (invoices.subject, invoices.weight) == (r"^Invoice \d+ from ", 0.5)
+
+
+@pytest.mark.parametrize(("sign", "where", "message"), [
+    ("    - subject: '(unclosed'\n", "4:16", "invalid regular expression '(unclosed'"),
+    ("    - body: x\n      weight: 2\n", "5:15", "less than or equal to 1"),
+    ("    - name: 'a: b'\n      sender: x\n", "4:13", "metric label"),
+])
+def test_a_broken_sign_is_refused_at_its_line(tmp_path: Path, sign: str, where: str,
+                                              message: str) -> None:
+    (found,) = problems(folder(tmp_path, {"automatic.yaml": (
+        "# signs\nautomatic:\n  signs:\n" + sign)}))
+    assert found.startswith(f"{tmp_path}/rules/automatic.yaml:{where}: "), found
+    assert message in found

@@ -1,12 +1,17 @@
 """Which mail is automatic: one detector, configured in one place, asked once per message.
 
 RFC 3834 and RFC 5230 say when a robot must not answer; real robots often
-ignore them, so the shipped signs (:mod:`mailflow.automatic.signs`) add what
-Zammad, OTOBO, Request Tracker and Sieve's vacation extension learnt: vendor
-headers, report content types, robots' addresses and names, out-of-office
-subjects per language. The rules' top-level ``automatic:`` section chooses the
-languages and adds its own signs (the old ``acknowledge.robots`` key still
-works, with a deprecation warning).
+ignore them, so the shipped signs add what mail servers, gateways, list managers,
+monitoring tools, ticketing systems and bulk mailers really write: report formats
+(:mod:`~mailflow.automatic.reports`), vendor and mailer headers
+(:mod:`~mailflow.automatic.headers`), robots' addresses and names
+(:mod:`~mailflow.automatic.senders`), subject markers per language
+(:mod:`~mailflow.automatic.markers`), and their wording
+(:mod:`~mailflow.automatic.phrases`), which counts only where the message's
+structure agrees (:mod:`~mailflow.automatic.signs` weighs them). The rules'
+top-level ``automatic:`` section chooses the languages and adds its own signs,
+with weights and names (:mod:`~mailflow.automatic.own`; the old
+``acknowledge.robots`` key still works, with a deprecation warning).
 
 The daemon's reception asks :meth:`AutomaticDetector.judge` once per message,
 before the direction is decided, and every stage reads the verdict from the
@@ -16,12 +21,14 @@ moves, an escalation never starts and the priority is lowered for the same mail.
 
 from __future__ import annotations
 
-from mailflow.automatic.rfc3834 import standard_headers
-from mailflow.automatic.signs import SUBJECT_MARKERS, AutomaticRules, Signs
+from mailflow.automatic.markers import SUBJECT_MARKERS
+from mailflow.automatic.own import AutomaticRules, OwnSign
+from mailflow.automatic.signs import Signs
 from mailflow.automatic.verdict import Automatic
 from mailflow.message import Message
 
-__all__ = ["SHIPPED", "SUBJECT_MARKERS", "Automatic", "AutomaticDetector", "AutomaticRules"]
+__all__ = ["SHIPPED", "SUBJECT_MARKERS", "Automatic", "AutomaticDetector", "AutomaticRules",
+           "OwnSign"]
 
 
 class AutomaticDetector:
@@ -33,17 +40,16 @@ class AutomaticDetector:
 
     def judge(self, message: Message) -> Automatic | None:
         """Is ``message`` automatic, and which sign says so? Its headers, content, From and
-        Subject first, whatever the envelope names; then the envelope sender."""
+        Subject first, whatever the envelope names; then the envelope sender; then the
+        weaker hints together."""
         if not message.envelope.mail_from:
             return Automatic("null sender", "null sender")
-        return self.by_content(message) or self.signs.sender(message.envelope.mail_from)
+        return self.signs.judge(message)
 
     def by_content(self, message: Message) -> Automatic | None:
-        """What the message itself says (headers, content type, From, Subject), whoever
-        the envelope names."""
-        signs = self.signs
-        return (standard_headers(message) or signs.headers(message) or signs.content(message)
-                or signs.author(message) or signs.subject(message.subject))
+        """What the message itself says (headers, content, From, Subject, wording),
+        whoever the envelope names."""
+        return self.signs.judge(message, envelope=False)
 
     def address(self, address: str) -> Automatic | None:
         """Is ``address`` a robot's (``noreply@``, ``mailer-daemon@``, a list's owner)?

@@ -23,3 +23,26 @@ class Automatic:
 
     def __str__(self) -> str:
         return self.why
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One thing seen that points to a robot, and how far it goes alone.
+
+    ``weight`` 1 decides alone; weaker evidence (a bounce's wording, a bulk mailer's
+    transport header) adds up with the rest, and a person's signs (a reply, a mail
+    client) count against it: what reaches 1 decides (see
+    :mod:`mailflow.automatic.signs`). ``kind`` is the sign's name.
+    """
+
+    kind: str
+    detail: str
+    weight: float = 1.0
+    #: wording only a machine writes (an MTA's block, a tool's subject format): it agrees
+    #: with the rest as the message's structure does
+    machine: bool = False
+
+    def verdict(self) -> Automatic:
+        # the vendors' headers were always told as "auto-reply marker (X-Loop)"
+        said = "auto-reply marker" if self.kind == "auto-reply header" else self.kind
+        return Automatic(self.kind, f"{said} ({self.detail})" if self.detail else said)

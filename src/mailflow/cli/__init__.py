@@ -1,4 +1,5 @@
-"""``mailflow serve | check | try | cases | agents | timers | report | migrate | plugins``.
+"""``mailflow serve | check | try | cases | agents | timers | report | migrate | plugins
+| answers``.
 
 Each command is one module of this package with a ``run(args) -> int``,
 imported only when it runs: ``serve`` must choose how metrics are stored
@@ -29,15 +30,15 @@ if TYPE_CHECKING:  # `serve` must import prometheus_client itself, after choosin
     from mailflow.host import Command
 
 DESCRIPTION = ("The mailflow daemon and its tools: serve, check, try, cases, agents,"
-               " timers, report, migrate, replay, plugins, version (and the enabled plugins'"
-               " commands). 'mailflow COMMAND --help' says more.")
+               " timers, report, migrate, replay, plugins, answers, version (and the enabled"
+               " plugins' commands). 'mailflow COMMAND --help' says more.")
 #: the module of each command, in this package
 COMMANDS = {"serve": "serve", "check": "check", "try": "try_message", "cases": "cases",
             "agents": "agents", "timers": "timers", "report": "report", "migrate": "migrate",
-            "plugins": "plugins_list", "replay": "replay"}
+            "plugins": "plugins_list", "replay": "replay", "answers": "answers"}
 #: commands whose output is the answer: their logs stay quiet unless asked
 QUIET = frozenset({"check", "try", "cases", "agents", "timers", "report", "migrate",
-                   "plugins", "replay"})
+                   "plugins", "replay", "answers"})
 #: the exit status of a process killed by SIGPIPE, as a shell reports it
 BROKEN_PIPE = 128 + 13
 
@@ -155,6 +156,9 @@ def build_parser(plugin_commands: dict[str, tuple[str, Command]] | None = None,
     migrate.add_argument("--check", action="store_true",
                          help="change nothing; exit 1 if the store is behind")
     _add_replay(sub)
+    from mailflow.cli.answers import add_parser as add_answers
+
+    add_common(add_answers(sub))
     plugins = sub.add_parser("plugins", help="the installed plugins: enabled or not, their"
                              " stages, sections, tables, timers, commands and routes")
     add_common(plugins)

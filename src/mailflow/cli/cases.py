@@ -26,7 +26,7 @@ from mailflow.clock import SYSTEM_CLOCK
 from mailflow.config import ConfigError, Settings
 from mailflow.context import Effects
 from mailflow.events import CaseClosed, CaseReopened, EventBus
-from mailflow.plugins import get_plugin_manager, results
+from mailflow.plugins import get_plugin_manager, results_in_store
 from mailflow.rules import load_rules
 from mailflow.store import Store, Transaction, open_store
 from mailflow.store.schema import Schema, schema_version
@@ -159,7 +159,7 @@ def _plugin_lines(settings: Settings) -> Callable[[Transaction, str], list[tuple
 
     def lines(tx: Transaction, number: str) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = []
-        for _, given in results(pm, "mailflow_case_lines", tx=tx, number=number):
+        for _, given in results_in_store(pm, "mailflow_case_lines", tx, number=number):
             found.extend((str(k), str(v)) for k, v in given or ())
         return found
 

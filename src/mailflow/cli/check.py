@@ -16,7 +16,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     runtime = load_runtime(settings)
     for warning in runtime.warnings:
-        print(f"{warning.file}:{warning.line}:{warning.column}: warning: {warning.message}")
+        message = warning.message.removeprefix("warning: ")
+        print(f"{warning.file}:{warning.line}:{warning.column}: warning: {message}")
     if not is_domain_name(settings.smtp.hostname):
         print(f"{settings.source}: warning: smtp.hostname "
               + HOSTNAME_ADVICE.format(settings.smtp.hostname))

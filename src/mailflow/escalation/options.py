@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from mailflow.conditions import Condition
 from mailflow.config import Model
+from mailflow.direction import check_local_part
 from mailflow.durations import DurationField, parse_duration
 from mailflow.presence import Members
 from mailflow.stage import StageOptions
@@ -76,9 +77,7 @@ class EscalateOptions(StageOptions):
     @field_validator("reply_local_part")
     @classmethod
     def _local(cls, value: str) -> str:
-        if not value or any(c in value for c in "+@ \t"):
-            raise ValueError(f"'{value}' is not a local part (no '+', '@' or spaces)")
-        return value.lower()
+        return check_local_part(value)
 
     def rule(self, name: str) -> EscalationRule | None:
         return next((r for r in self.rules if r.name == name), None)

@@ -8,7 +8,6 @@ past its ``expires_at``) makes the message ordinary inbound mail.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
@@ -17,26 +16,17 @@ import structlog
 
 from mailflow import direction
 from mailflow.context import StageStore
-from mailflow.direction import Token
+from mailflow.direction import Token, new_token, reply_address
 from mailflow.message import Message
 from mailflow.store import StoreUnavailable, Transaction
 from mailflow.store.schema import Schema
 
 log = structlog.get_logger("mailflow.escalation")
 
+__all__ = ["Escalation", "new_token", "reply_address"]
+
 #: an escalation waiting for the expert; answered; handed to the supervisor
 WAITING, ANSWERED, SUPERVISOR = "waiting", "answered", "supervisor"
-
-
-def new_token() -> str:
-    """96 random bits, lower-case hex: survives MTAs that fold the local part's case."""
-    return secrets.token_hex(12)
-
-
-def reply_address(base: str, case: str, token: str) -> str:
-    """``experts@example.com`` → ``experts+CASE.token@example.com``."""
-    local, _, domain = base.rpartition("@")
-    return f"{local}+{case}.{token}@{domain}"
 
 
 def forget_escalations(tx: Transaction, queue_id: str) -> None:
@@ -146,8 +136,7 @@ async def verified(message: Message, bases: Collection[str], store: StageStore,
     """The tokens of the reply addresses (on ``bases``) among the envelope recipients that
     the store confirms, for :func:`mailflow.direction.decide`; none when the store cannot
     say (the chain then meets the same outage and tempfails the message)."""
-    found = (direction.token_address(r, bases) for r in message.envelope.rcpt_to)
-    wanted = list(dict.fromkeys(t for t in found if t is not None))
+    wanted = direction.tokens_to(message, bases)
     if not wanted:
         return ()
     try:

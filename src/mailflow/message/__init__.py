@@ -69,7 +69,7 @@ def _parse(raw: bytes, envelope: Envelope, max_parts: int, max_depth: int) -> Me
         elif lname == "message-id" and not message_id:
             message_id = strip_angles(unfolded_text(h.raw))
 
-    text, content_type, part_types = body_text(
+    text, content_type, part_types, attachments = body_text(
         mime_fields, raw[body_start:], defects, max(max_parts, 1), max(max_depth, 0)
     )
     return Message(
@@ -83,4 +83,5 @@ def _parse(raw: bytes, envelope: Envelope, max_parts: int, max_depth: int) -> Me
         defects=defects,
         header_bytes_len=body_start,
         part_types=part_types,
+        attachments=attachments,
     )

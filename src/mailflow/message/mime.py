@@ -22,11 +22,17 @@ _KNOWN_CTES = frozenset(
 )
 
 
+#: at most so many attachments are described: enough for a report's one or two
+MAX_ATTACHMENTS = 20
+
+
 def body_text(
     mime_fields: list[bytes], body: bytes, defects: list[str], max_parts: int, max_depth: int
-) -> tuple[str, str, tuple[str, ...]]:
-    """The text of the body, the top-level content type, and the content types of a
-    top-level multipart's own parts (a bounce in ``multipart/mixed`` is known by them).
+) -> tuple[str, str, tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """The text of the body, the top-level content type, the content types of a
+    top-level multipart's own parts (a bounce in ``multipart/mixed`` is known by them),
+    and the (content type, file name) of the parts that are not read as text (a DMARC
+    report is known by its zip file's name).
 
     Only the MIME header fields go to the stdlib parser with the body: the
     other headers are already split, and need not be parsed twice.
@@ -39,12 +45,13 @@ def body_text(
     except Exception as exc:  # e.g. RecursionError on absurd nesting
         note(defects, f"message: MIME not parsable ({type(exc).__name__}), raw body used")
         text, _ = decode_8bit(body)
-        return normalise_newlines(text).strip(), _content_type_of(mime_fields), ()
-    texts = _walk(root, defects, max_parts, max_depth)
+        return normalise_newlines(text).strip(), _content_type_of(mime_fields), (), ()
+    attachments: list[tuple[str, str]] = []
+    texts = _walk(root, defects, max_parts, max_depth, attachments)
     parts: list[Any] = root.get_payload() if root.is_multipart() else []  # type: ignore[assignment]
     part_types = tuple(p.get_content_type() for p in parts[:max_parts]
                        if isinstance(p, _MimePart))
-    return "\n\n".join(texts), content_type, part_types
+    return "\n\n".join(texts), content_type, part_types, tuple(attachments)
 
 
 class _Part(_MimePart):
@@ -81,8 +88,10 @@ def _content_type_of(mime_fields: list[bytes]) -> str:
     return "text/plain"
 
 
-def _walk(root: _MimePart, defects: list[str], max_parts: int, max_depth: int) -> list[str]:
-    """Collect the text of the parts, depth first, within the part and depth budgets.
+def _walk(root: _MimePart, defects: list[str], max_parts: int, max_depth: int,
+          attachments: list[tuple[str, str]]) -> list[str]:
+    """Collect the text of the parts, depth first, within the part and depth budgets;
+    the parts that give no text go to ``attachments`` (type, file name).
 
     Iterative, so nesting can never exhaust the Python stack.
     """
@@ -102,8 +111,11 @@ def _walk(root: _MimePart, defects: list[str], max_parts: int, max_depth: int) -
                 text = _leaf_text(part, where, defects)
                 if text:
                     texts.append(text)
+                elif len(attachments) < MAX_ATTACHMENTS:
+                    attachments.append((part.get_content_type(), _file_name(part)))
             elif part.get_content_maintype() == "message":  # an attached message is not text
-                pass
+                if len(attachments) < MAX_ATTACHMENTS:
+                    attachments.append((part.get_content_type(), _file_name(part)))
             elif depth >= max_depth:
                 if not too_deep:
                     too_deep = True
@@ -143,6 +155,16 @@ def _encoded_payload(part: _MimePart) -> str:
     """
     payload = getattr(part, "_payload", None)
     return payload if isinstance(payload, str) else ""
+
+
+def _file_name(part: _MimePart) -> str:
+    """The part's file name (Content-Disposition's, else Content-Type's ``name``), '' if
+    none or unreadable."""
+    try:
+        name = part.get_filename() or part.get_param("name") or ""
+    except Exception:  # a hostile RFC 2231 parameter
+        return ""
+    return " ".join(str(name).split())[:200] if isinstance(name, str) else ""
 
 
 def _is_attachment(part: _MimePart) -> bool:

@@ -51,6 +51,9 @@ class Message:
     defects: list[str]  # human-readable notes of what was broken
     header_bytes_len: int  # offset in raw where the body starts, len(raw) if no body
     part_types: tuple[str, ...] = ()  # content types of a top-level multipart's parts
+    #: (content type, file name) of the parts not read as text: attachments, an attached
+    #: message, a report's machine-readable part (at most mime.MAX_ATTACHMENTS)
+    attachments: tuple[tuple[str, str], ...] = ()
 
     @cached_property
     def customer_text(self) -> CustomerText:

@@ -20,10 +20,11 @@ from __future__ import annotations
 import mailbox
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import default
 from email.utils import getaddresses, parsedate_to_datetime
+from functools import partial
 from pathlib import Path
 
 from mailflow.message import Envelope
@@ -34,33 +35,36 @@ _ANGLE = re.compile(r"<([^<>\s]*)>")
 
 @dataclass(frozen=True)
 class Archived:
-    """One message of an archive, as a replay receives it."""
+    """One message of an archive, as a replay receives it: its bytes are read again when
+    its turn comes (a year of mail is sorted by time without holding it all in memory)."""
 
     source: str  # where it was: the file, or the mbox and its position
-    raw: bytes
+    load: Callable[[], bytes] = field(repr=False)
     envelope: Envelope
     at: float  # when it arrived (Unix time)
     sent: bool = False  # from the Sent archive: an agent's reply
 
+    @property
+    def raw(self) -> bytes:
+        return self.load()
 
-def _paths(archive: Path) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of each message of an mbox, a Maildir or a folder of files."""
+
+def _paths(archive: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """(name, how to read its bytes) of each message of an mbox, a Maildir or a folder
+    of files."""
     if archive.is_file():
-        box = mailbox.mbox(archive, create=False)
-        try:
-            for key in box.iterkeys():
-                yield f"{archive.name}#{key}", box.get_bytes(key)
-        finally:
-            box.close()
+        box = mailbox.mbox(archive, create=False)  # kept open for the loads to come
+        for key in box.iterkeys():
+            yield f"{archive.name}#{key}", partial(box.get_bytes, key)
         return
     if (archive / "cur").is_dir() or (archive / "new").is_dir():
         maildir = mailbox.Maildir(archive, factory=None, create=False)
         for key in sorted(maildir.iterkeys()):
-            yield f"{archive.name}/{key}", maildir.get_bytes(key)
+            yield f"{archive.name}/{key}", partial(maildir.get_bytes, key)
         return
     for path in sorted(p for p in archive.rglob("*") if p.is_file()
                        and not p.name.startswith(".")):
-        yield str(path.relative_to(archive)), path.read_bytes()
+        yield str(path.relative_to(archive)), path.read_bytes
 
 
 def _time(received: Sequence[str], date: str) -> float | None:
@@ -110,10 +114,10 @@ def read(archives: Sequence[Path], is_local: Callable[[str], bool], *,
     found: list[Archived] = []
     for folder, is_sent in [*((a, False) for a in archives), *((a, True) for a in sent)]:
         last = 0.0
-        for name, raw in _paths(Path(folder)):
-            envelope, at = envelope_of(raw, is_local, sent=is_sent)
+        for name, load in _paths(Path(folder)):
+            envelope, at = envelope_of(load(), is_local, sent=is_sent)
             last = at if at is not None else last
-            found.append(Archived(name, raw, envelope, last, is_sent))
+            found.append(Archived(name, load, envelope, last, is_sent))
     return sorted(found, key=lambda item: item.at)
 
 

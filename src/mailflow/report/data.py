@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from mailflow.config import ConfigError, Settings
 from mailflow.host import ReportSection
-from mailflow.plugins import get_plugin_manager, results
+from mailflow.plugins import get_plugin_manager, results_in_store
 from mailflow.report.activity import mail_written, shadow_decisions
 from mailflow.stats.store import Measure, counts, open_cases, responses, volumes
 from mailflow.store import Transaction, open_store
@@ -250,9 +250,10 @@ def plugin_sections(settings: Settings) -> SectionsOf:
 
     def sections(tx: Transaction, since: float, until: float,
                  zone: ZoneInfo | None) -> tuple[ReportSection, ...]:
-        return tuple(section for _, given in results(pm, "mailflow_report_sections", tx=tx,
-                                                     since=since, until=until, zone=zone)
-                     for section in given or () if isinstance(section, ReportSection))
+        found = results_in_store(pm, "mailflow_report_sections", tx, since=since, until=until,
+                                 zone=zone)
+        return tuple(section for _, given in found for section in given or ()
+                     if isinstance(section, ReportSection))
 
     return sections
 

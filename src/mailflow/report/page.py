@@ -1,46 +1,73 @@
 """The report as one HTML page: tables of the exact figures, and plotly.js charts of them.
 
-Charts are drawn in the browser by plotly.js, the library the ``plotly``
-wheel bundles: no CDN is ever named. ``--html FILE`` inlines the library
-(the file works offline, mailed or opened from a disk); the metrics
-listener serves it at ``/report/plotly.min.js``. Jinja2 escapes every
-value (route, rule and agent names come from the rules), and the figures'
-JSON is HTML-safe. Every chart and figure carries a stable ``id`` or
-``data-figure`` attribute, with the raw number in ``data-value``.
+Charts are drawn in the browser by plotly.js: its partial bundle of bar, scatter and
+pie traces (the report draws bars only, a quarter of the full library's size), which
+``make`` installs beside this module (see :data:`BASIC_BUNDLE`), else the full bundle
+of the ``plotly`` wheel; no CDN is ever named. ``--html FILE`` inlines the library (the
+file works offline, mailed or opened from a disk); the metrics listener serves it at
+``/report/plotly.min.js``. Jinja2 escapes every value (route, rule and agent names come
+from the rules), and the figures' JSON is HTML-safe. Every chart and figure carries a
+stable ``id`` or ``data-figure`` attribute, with the raw number in ``data-value``. Each
+chart shows one measure, named on its one y axis, which starts at 0; counts have whole
+ticks, and a chart with nothing to show says so.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from datetime import datetime
+from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
+import structlog
 from markupsafe import Markup
 
 from mailflow.report.data import BUCKET_NAMES, DIRECTIONS, Report
 
+log = structlog.get_logger("mailflow.report")
+
 #: where the metrics listener serves plotly.js (relative to ``/report``)
 PLOTLY_PATH = "/report/plotly.min.js"
+#: plotly.js's partial bundle, in ``static/`` beside this module: installed by ``make``
+#: from the npm registry (``plotly.js-basic-dist-min``, its digest checked), not kept in
+#: the repository
+BASIC_BUNDLE = "plotly-basic.min.js"
+#: the trace types that bundle draws: the only ones the charts may use
+BASIC_TRACES = frozenset({"bar", "scatter", "pie"})
+_BUNDLE_VERSION = re.compile(r"plotly\.js \(basic - minified\) v(\S+)")
 #: colours of the directions, in the order of ``DIRECTIONS``
 COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#7f7f7f")
 NO_ROUTE = "(no route)"
 
 
 @functools.cache
+def _library() -> tuple[str, str]:
+    """(plotly.js, its version): the partial bundle ``make`` installs, else the plotly
+    wheel's full bundle (four times the size: a warning says so)."""
+    bundle = resources.files("mailflow.report") / "static" / BASIC_BUNDLE
+    if bundle.is_file():
+        text = bundle.read_text(encoding="utf-8")
+        found = _BUNDLE_VERSION.search(text[:500])
+        return text, f"{found.group(1) if found else 'unknown'}-basic"
+    from plotly.offline import get_plotlyjs, get_plotlyjs_version
+
+    log.warning("report_full_plotly", missing=str(bundle),
+                detail="the report's pages carry the full plotly.js; `make` installs the"
+                " partial bundle")
+    return str(get_plotlyjs()), str(get_plotlyjs_version())
+
+
 def plotly_js() -> str:
-    """plotly.min.js as the installed plotly wheel ships it."""
-    from plotly.offline import get_plotlyjs
-
-    return str(get_plotlyjs())
+    """The plotly.js the report's pages load (see :func:`_library`)."""
+    return _library()[0]
 
 
-@functools.cache
 def plotly_version() -> str:
-    import plotly
-
-    return str(plotly.__version__)
+    """Its version (``4.1.1-basic`` for the partial bundle): the library URL's ``?v=``."""
+    return _library()[1]
 
 
 def duration(seconds: float | None) -> str:
@@ -65,10 +92,34 @@ def route_name(route: str) -> str:
     return route or NO_ROUTE
 
 
-def _layout(title: str, **extra: Any) -> dict[str, Any]:
-    return {"title": {"text": title}, "margin": {"l": 60, "r": 60, "t": 50, "b": 60},
+def _layout(title: str, measure: str, **extra: Any) -> dict[str, Any]:
+    """A chart's layout: its title, and its one y axis named after its one ``measure``,
+    starting at 0 (an empty chart's axis too)."""
+    return {"title": {"text": title}, "margin": {"l": 60, "r": 30, "t": 50, "b": 60},
             "height": 340, "legend": {"orientation": "h"}, "xaxis": {"type": "category"},
-            **extra}
+            "yaxis": {"title": {"text": measure}, "rangemode": "nonnegative"}, **extra}
+
+
+def _counts(layout: dict[str, Any], traces: list[dict[str, Any]], stacked: bool) -> None:
+    """``layout`` with whole ticks on its y axis (a count has no half), and for a chart
+    with nothing to show an axis from 0 to 1 and a note that says so."""
+    top = max((sum(t["y"][i] for t in traces) if stacked else max(t["y"][i] for t in traces)
+               for i in range(len(traces[0]["y"]) if traces else 0)), default=0)
+    axis = layout["yaxis"]
+    axis["tickformat"] = ",d"
+    if top <= 10:
+        axis["dtick"] = 1  # plotly's own choice would be 0.5 or 0.2 for small counts
+    if not top:
+        _nothing(layout)
+
+
+def _nothing(layout: dict[str, Any]) -> None:
+    """A chart with nothing to show says so (and shows no category axis)."""
+    layout["yaxis"].setdefault("range", [0, 1])
+    layout["xaxis"] = {"visible": False}
+    layout["annotations"] = [{"text": "nothing in this period", "showarrow": False,
+                              "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5,
+                              "font": {"color": "#777"}}]
 
 
 def _bars(name: str, x: list[str], y: list[float], colour: str | None = None,
@@ -79,51 +130,59 @@ def _bars(name: str, x: list[str], y: list[float], colour: str | None = None,
     return trace
 
 
+def _chart(title: str, measure: str, traces: list[dict[str, Any]], *, stacked: bool = False,
+           count: bool = True, **extra: Any) -> dict[str, Any]:
+    """One chart of one measure (``count``: whole numbers) over a category axis."""
+    layout = _layout(title, measure, barmode="stack" if stacked else "group", **extra)
+    if count:
+        _counts(layout, traces, stacked)
+    elif not any(t["y"] for t in traces):
+        _nothing(layout)
+    return {"data": traces, "layout": layout}
+
+
 def figures(report: Report) -> dict[str, dict[str, Any]]:
     """The plotly figures (``data`` and ``layout``) of each chart, by chart id."""
     days = list(report.days)
     charts: dict[str, dict[str, Any]] = {}
-    charts["volumes"] = {"data": [
+    charts["volumes"] = _chart("Mail per day, by direction", "messages", [
         _bars(direction, days, [sum(c for (d, di, _), c in report.volumes.items()
                                     if d == day and di == direction) for day in days], colour)
-        for direction, colour in zip(DIRECTIONS, COLOURS, strict=True)],
-        "layout": _layout("Mail per day, by direction", barmode="stack")}
-    charts["routes"] = {"data": [
+        for direction, colour in zip(DIRECTIONS, COLOURS, strict=True)], stacked=True)
+    charts["routes"] = _chart("Inbound mail per day, by route", "messages", [
         _bars(route_name(route), days, [report.volumes.get((day, "inbound", route), 0)
                                         for day in days])
-        for route in report.route_names()],
-        "layout": _layout("Inbound mail per day, by route", barmode="stack")}
-    charts["first-response"] = {"data": [
+        for route in report.route_names()], stacked=True)
+    charts["first-response"] = _chart("Time to the first response", "cases", [
         _bars("first responses", list(BUCKET_NAMES), list(report.buckets), "#ff7f0e")],
-        "layout": _layout("Time to the first response", showlegend=False)}
+        showlegend=False)
     routes = [r for r in report.routes if r.success_rate is not None]
-    charts["success"] = {"data": [
+    success = _chart("Answered within the promised time", "% of first responses", [
         _bars("answered in time", [route_name(r.route) for r in routes],
               [round((r.success_rate or 0) * 100, 1) for r in routes], "#2ca02c")],
-        "layout": _layout("Answered within the promised time (%)", showlegend=False,
-                          yaxis={"range": [0, 100]})}
+        count=False, showlegend=False)
+    success["layout"]["yaxis"].update(range=[0, 100], ticksuffix=" %")
+    charts["success"] = success
     kinds = sorted({kind for (_, kind) in report.breaches})
     breach_routes = sorted({route for (route, _) in report.breaches}, key=lambda r: (r == "", r))
-    charts["breaches"] = {"data": [
+    charts["breaches"] = _chart("SLA breaches, by team", "breaches", [
         _bars(kind.replace("_", " "), [route_name(r) for r in breach_routes],
               [report.breaches.get((r, kind), 0) for r in breach_routes])
-        for kind in kinds], "layout": _layout("SLA breaches, by team", barmode="stack")}
+        for kind in kinds], stacked=True)
     if report.per_agent:
-        agents = list(report.agents)
-        charts["agents"] = {"data": [
-            _bars("answers", [a.agent for a in agents], [a.answers for a in agents], "#17becf",
-                  offsetgroup="answers"),
-            _bars("median response (h)", [a.agent for a in agents],
-                  [round((a.median or 0) / 3600, 2) for a in agents], "#bcbd22",
-                  yaxis="y2", offsetgroup="median")],
-            "layout": _layout("Agents: answers and median response time", barmode="group",
-                              yaxis2={"overlaying": "y", "side": "right", "title": "hours"})}
+        agents = [a.agent for a in report.agents]
+        charts["agent-answers"] = _chart("Answers per agent", "answers", [
+            _bars("answers", agents, [a.answers for a in report.agents], "#17becf")],
+            showlegend=False)
+        charts["agent-response"] = _chart("Median response time per agent", "hours", [
+            _bars("median response", agents,
+                  [round((a.median or 0) / 3600, 2) for a in report.agents], "#bcbd22")],
+            count=False, showlegend=False)
     rules = list(report.rules)
-    charts["escalations"] = {"data": [
+    charts["escalations"] = _chart("Escalations, by rule", "cases", [
         _bars(label, [r.rule for r in rules], [getattr(r, attr) for r in rules])
         for label, attr in (("escalations", "escalations"), ("reminders", "reminders"),
-                            ("to the supervisor", "supervisor"))],
-        "layout": _layout("Escalations, by rule", barmode="group")}
+                            ("to the supervisor", "supervisor"))])
     return charts
 
 

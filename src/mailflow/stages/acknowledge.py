@@ -56,7 +56,7 @@ Log events: ``ack_queued``, ``ack_suppressed``, ``ack_bounce_recorded``.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 from functools import partial
@@ -76,11 +76,10 @@ from mailflow.host import Purge
 from mailflow.message.writer import Letter, MailWriter, answering
 from mailflow.retention import of_closed_cases
 from mailflow.stage import (
-    Automatic,
-    AutomaticDetector,
     CaseInfo,
     CaseStatus,
     Direction,
+    KnownLabels,
     MessageContext,
     Stage,
     StageEnv,
@@ -147,24 +146,6 @@ class AcknowledgeOptions(StageOptions):
         return {k.lower(): v for k, v in value.items()}
 
 
-def not_to_write(automatic: Automatic | None, recipient: str, own: Collection[str],
-                 local_domains: Collection[str], detector: AutomaticDetector) -> str | None:
-    """Why no acknowledgement may go to ``recipient`` about a message whose automatic
-    verdict is ``automatic``: a robot wrote it, or the address is a robot's (a web form's
-    customer: Reply-To, a form field) or one of ours. None: write."""
-    if automatic is not None:
-        return automatic.why
-    if not recipient or "@" not in recipient:
-        return "no usable address"
-    lowered = recipient.lower()
-    robot = detector.address(lowered)
-    if robot is not None:
-        return robot.why
-    if lowered in own or lowered.rpartition("@")[2] in local_domains:
-        return "one of our own addresses"
-    return None
-
-
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -215,6 +196,12 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
         self.suppressed = env.metrics.counter("mailflow_acks_suppressed_total",
                                               "Acknowledgements not sent, by reason", ["reason"])
 
+    def known_labels(self) -> Iterable[KnownLabels]:
+        checked = ("sender domain check",) if self.domains is not None else ()
+        return [KnownLabels.of("mailflow_acks_suppressed_total", reason=acks.SUPPRESSED + checked),
+                KnownLabels.of("mailflow_outbox_sent_total", kind=["ack"]),
+                KnownLabels.of("mailflow_outbox_failures_total", kind=["ack"])]
+
     # -- deciding ---------------------------------------------------------------
 
     async def process(self, ctx: MessageContext) -> None:
@@ -248,7 +235,7 @@ class AcknowledgeStage(Stage[AcknowledgeOptions]):
             return "duplicate"
         if case.status.is_followup:
             return "follow-up on an existing case"
-        return not_to_write(ctx.automatic, customer, self.own, self.env.rules.local_domains,
+        return acks.not_to_write(ctx.automatic, customer, self.own, self.env.rules.local_domains,
                             self.env.automatic)
 
     def _limit_reason(self, tx: Transaction, *, customer: str, case: str,

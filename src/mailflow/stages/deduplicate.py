@@ -29,7 +29,16 @@ from typing import Any, Literal
 import structlog
 
 from mailflow.hookspecs import hookimpl
-from mailflow.stage import Direction, MessageContext, Stage, StageEnv, StageOptions, Verdict
+from mailflow.stage import (
+    CaseStatus,
+    Direction,
+    KnownLabels,
+    MessageContext,
+    Stage,
+    StageEnv,
+    StageOptions,
+    Verdict,
+)
 
 log = structlog.get_logger("mailflow.stages.deduplicate")
 
@@ -50,6 +59,10 @@ class DeduplicateStage(Stage[DeduplicateOptions]):
         self.counter = env.metrics.counter("mailflow_duplicates_total",
                                            "Copies and resends of messages already seen",
                                            ["kind", "action"])
+
+    def known_labels(self) -> Iterable[KnownLabels]:
+        return [KnownLabels.of("mailflow_duplicates_total", action=[self.action],
+                               kind=[s.value for s in CaseStatus if s.is_duplicate])]
 
     async def process(self, ctx: MessageContext) -> None:
         if ctx.case is None or not ctx.case.status.is_duplicate:

@@ -52,7 +52,7 @@ import structlog
 from mailflow import agents, cases
 from mailflow.conditions import CompiledCondition, lazy_keyword_hits, message_recipients
 from mailflow.context import Effects, StageStore, TimerHandler
-from mailflow.direction import token_address
+from mailflow.direction import reply_base, token_address, tokens_to
 from mailflow.escalation import mail, tokens
 from mailflow.escalation.options import EscalateOptions, EscalationRule
 from mailflow.escalation.timers import HANDLERS, SUPERVISOR, FollowUp, cancel, schedule_next
@@ -68,6 +68,7 @@ from mailflow.stage import (
     CaseInfo,
     CaseStatus,
     Direction,
+    KnownLabels,
     MessageContext,
     ScopePart,
     Stage,
@@ -111,10 +112,8 @@ class EscalateStage(Stage[EscalateOptions]):
             if rule.group is not None and rule.group not in options.groups:
                 raise ValueError(f"rule '{rule.name}' names unknown group '{rule.group}'"
                                  f" (groups: {', '.join(sorted(options.groups)) or 'none'})")
-        domain = options.reply_domain or next(iter(env.rules.local_domains), "")
-        if not domain:
-            raise ValueError("reply_domain is needed when there are no local_domains")
-        self.base = f"{options.reply_local_part}@{domain.lower()}"
+        self.base = reply_base(options.reply_local_part, options.reply_domain,
+                               env.rules.local_domains)
         self.host = env.settings.smtp.hostname
         self.rules = [CompiledCondition(r.when, str(i)) for i, r in enumerate(options.rules)]
         self.keywords = env.terms.matcher([parse_term(k, str(i))
@@ -140,6 +139,14 @@ class EscalateStage(Stage[EscalateOptions]):
 
     def listeners(self) -> Iterable[tuple[type[CaseEvent], Listener]]:
         return [(CaseClosed, _closed)]
+
+    def known_labels(self) -> Iterable[KnownLabels]:
+        rules = [rule.name for rule in self.options.rules]
+        kinds = ["escalation", "escalation-reminder", "escalation-supervisor"]
+        return [KnownLabels.of("mailflow_escalations_total", rule=rules),
+                KnownLabels.of("mailflow_expert_answer_seconds", rule=rules),
+                *(KnownLabels.of(name, kind=kinds) for name in (
+                    "mailflow_outbox_sent_total", "mailflow_outbox_failures_total"))]
 
     async def process(self, ctx: MessageContext) -> None:
         if ctx.direction is Direction.REPLY:
@@ -249,8 +256,7 @@ class EscalateStage(Stage[EscalateOptions]):
     # -- the expert's answer ----------------------------------------------------
 
     async def _answer(self, ctx: MessageContext) -> None:
-        found = [t for r in ctx.message.envelope.rcpt_to
-                 if (t := token_address(r, {self.base})) is not None]
+        found = tokens_to(ctx.message, {self.base})
         if not found:
             return  # an agent's reply: the replies stage's
         assert ctx.store is not None

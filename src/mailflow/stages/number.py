@@ -68,6 +68,7 @@ from mailflow.stage import (
     CaseInfo,
     CaseStatus,
     Direction,
+    KnownLabels,
     MessageContext,
     Stage,
     StageEnv,
@@ -216,6 +217,10 @@ class NumberStage(Stage[NumberOptions]):
 
     def listeners(self) -> Iterable[tuple[type[CaseEvent], Listener]]:
         return [(CaseSettled, _settled)]
+
+    def known_labels(self) -> Iterable[KnownLabels]:
+        return [KnownLabels.of("mailflow_cases_total", status=[
+            s.value for s in CaseStatus if s is not CaseStatus.REPLY])]
 
     def _record(self, ctx: MessageContext, digest: str) -> None:
         """Link the message to its case, and remember its text for resend detection."""

@@ -43,7 +43,15 @@ from pydantic import Field, field_validator, model_validator
 from mailflow.config import Model
 from mailflow.hookspecs import hookimpl
 from mailflow.services import TRIAGE_SCALE, Services
-from mailflow.stage import Direction, MessageContext, Signal, Stage, StageEnv, StageOptions
+from mailflow.stage import (
+    Direction,
+    KnownLabels,
+    MessageContext,
+    Signal,
+    Stage,
+    StageEnv,
+    StageOptions,
+)
 from mailflow.textmatch import compile_regexes, flat_parts, fold, parse_term
 from mailflow.triage import Scale
 from mailflow.values import PRIORITIES
@@ -108,6 +116,9 @@ class PrioritiseStage(Stage[PrioritiseOptions]):
 
     def provide(self, services: Services) -> None:
         services.provide(TRIAGE_SCALE, self.options.thresholds, self.name)
+
+    def known_labels(self) -> Iterable[KnownLabels]:
+        return [KnownLabels.of("mailflow_priority_total", level=LEVELS)]
 
     def signals(self, ctx: MessageContext) -> tuple[list[Signal], dict[str, float]]:
         """One signal per rule (at its best place: a term in the Subject counts

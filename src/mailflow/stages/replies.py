@@ -37,6 +37,7 @@ from mailflow.stage import (
     CaseInfo,
     CaseStatus,
     Direction,
+    KnownLabels,
     MessageContext,
     Stage,
     StageEnv,
@@ -60,6 +61,10 @@ class RepliesStage(Stage[RepliesOptions]):
         self.counter = env.metrics.counter("mailflow_replies_total",
                                            "Agents' replies by outcome (joined a case, or none)",
                                            ["outcome"])
+
+    def known_labels(self) -> Iterable[KnownLabels]:
+        return [KnownLabels.of("mailflow_replies_total",
+                               outcome=["joined", "no_case", "not_to_customer"])]
 
     async def process(self, ctx: MessageContext) -> None:
         assert ctx.store is not None

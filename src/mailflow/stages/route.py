@@ -48,9 +48,8 @@ Metrics: ``mailflow_routed_total{route}``.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import partial
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -58,15 +57,16 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, model_validator
 
 from mailflow import agents, cases
+from mailflow.account_managers import load_managers
 from mailflow.conditions import CompiledCondition, Condition, lazy_keyword_hits, message_recipients
 from mailflow.config import ConfigError, Model, Problem, TimeZoneName
 from mailflow.hookspecs import hookimpl
 from mailflow.presence import Members, is_present, present_members, take_turn
-from mailflow.rules import Section
-from mailflow.services import TEAMS, Services
+from mailflow.services import AGENTS, ROUTES, TEAMS, Services
 from mailflow.stage import (
     CaseStatus,
     Direction,
+    KnownLabels,
     MessageContext,
     ScopePart,
     Stage,
@@ -126,44 +126,6 @@ class _CompiledRule(CompiledCondition):
         self.rule = rule                         # share a name
 
 
-_Where = Callable[[str], Problem]  # a message -> the problem, at the right file:line:column
-
-
-def _load_managers(env: StageEnv, options: RouteOptions, section: Section | None,
-                   problems: list[Problem]) -> tuple[dict[str, str], dict[str, _Where]]:
-    """customer -> manager, and where each pair is written (YAML, or a CSV line)."""
-    def at(loc: tuple[str | int, ...]) -> _Where:
-        if section is None:
-            return lambda msg: Problem(str(env.rules.directory), 0, 0, msg)
-        return lambda msg: section.problem(msg, loc)
-
-    managers: dict[str, str] = {}
-    where: dict[str, _Where] = {}
-    for key, value in options.account_managers.items():
-        managers[key.lower()] = value.lower()
-        where[key.lower()] = at(("account_managers", key))
-    if options.account_managers_file:
-        path = env.rules.template_path(options.account_managers_file)
-        try:
-            # utf-8-sig: a spreadsheet's "CSV UTF-8" export starts with a byte-order mark
-            with open(path, encoding="utf-8-sig", newline="") as fh:
-                reader = csv.reader(fh)
-                for row in reader:
-                    line = reader.line_num
-                    if not row or not "".join(row).strip() or row[0].strip().startswith("#"):
-                        continue
-                    if len(row) < 2 or "@" not in row[0] or "@" not in row[1]:
-                        problems.append(Problem(str(path), line, 1, "expected "
-                                                "'customer-address-or-@domain,person-address'"))
-                        continue
-                    customer = row[0].strip().lower()
-                    managers[customer] = row[1].strip().lower()
-                    where[customer] = partial(Problem, str(path), line, 1)
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(at(("account_managers_file",))(f"cannot read {path}: {exc}"))
-    return managers, where
-
-
 class RouteStage(Stage[RouteOptions]):
     name = "route"
     description = "choose the team or person for each message; rewrite the recipients"
@@ -195,7 +157,7 @@ class RouteStage(Stage[RouteOptions]):
             problems.append(section.problem(msg, loc) if section is not None
                             else Problem(str(env.rules.directory), 0, 0, msg))
 
-        self.managers, manager_at = _load_managers(env, o, section, problems)
+        self.managers, manager_at = load_managers(env, o, section, problems)
         teams = ", ".join(sorted(o.teams))
         if o.default not in o.teams:
             problem(f"default team '{o.default}' is not among the teams ({teams})", "default")
@@ -293,6 +255,20 @@ class RouteStage(Stage[RouteOptions]):
     def provide(self, services: Services) -> None:
         services.provide(TEAMS, {name: team.addresses
                                  for name, team in self.options.teams.items()}, self.name)
+        services.provide(ROUTES, self.route_names(), self.name)
+        services.provide(AGENTS, sorted(set(self._scope.agent_labels.values())), self.name)
+
+    def route_names(self) -> list[str]:
+        """Every route a case may be given: the teams, a person rule's name, and
+        ``account-manager`` when there are account managers."""
+        names = dict.fromkeys(self.options.teams)
+        names.update(dict.fromkeys(r.name for r in self.options.rules if r.team is None))
+        if self.managers:
+            names["account-manager"] = None
+        return list(names)
+
+    def known_labels(self) -> Iterable[KnownLabels]:
+        return [KnownLabels.of("mailflow_routed_total", route=self.route_names())]
 
     def agent_names(self) -> set[str]:
         """Every name ``mailflow agents set`` may be given (as presence is looked up)."""

@@ -60,10 +60,12 @@ from mailflow.events import CaseAnswered, CaseClosed, CaseEvent, Listener
 from mailflow.hookspecs import hookimpl
 from mailflow.host import Purge
 from mailflow.retention import of_closed_cases
+from mailflow.services import ROUTES
 from mailflow.sla_timers import HANDLERS, Notice
 from mailflow.stage import (
     CaseStatus,
     Direction,
+    KnownLabels,
     MessageContext,
     Stage,
     StageEnv,
@@ -244,6 +246,13 @@ class SlaStage(Stage[SlaOptions]):
 
     def listeners(self) -> Iterable[tuple[type[CaseEvent], Listener]]:
         return [(CaseAnswered, self.answered), (CaseClosed, self.closed)]
+
+    def known_labels(self) -> Iterable[KnownLabels]:
+        routes = self.env.services.get(ROUTES) or [""]  # a case without a route: ""
+        return [*(KnownLabels.of(name, route=routes, priority=PRIORITIES) for name in (
+                    "mailflow_sla_warnings_total", "mailflow_sla_breaches_total")),
+                *(KnownLabels.of(name, kind=["sla-warning", "sla-breach"]) for name in (
+                    "mailflow_outbox_sent_total", "mailflow_outbox_failures_total"))]
 
     def answered(self, ctx: Effects, event: CaseAnswered) -> None:
         """The customer got an answer: every running deadline is met, its timers are off,

@@ -34,12 +34,13 @@ from mailflow.stage import (
     ALL_DIRECTIONS,
     CaseStatus,
     Direction,
+    KnownLabels,
     MessageContext,
     Stage,
     StageEnv,
     StageOptions,
 )
-from mailflow.stats.metrics import StatsMetrics
+from mailflow.stats.metrics import StatsMetrics, known_labels
 from mailflow.stats.responses import record_answer
 from mailflow.stats.store import SCHEMA, Count, day_of
 from mailflow.stats.upkeep import Upkeep
@@ -60,6 +61,9 @@ class StatisticsStage(Stage[StageOptions]):
 
     def listeners(self) -> Iterable[tuple[type[CaseEvent], Listener]]:
         return [(CaseAnswered, self.answered)]
+
+    def known_labels(self) -> Iterable[KnownLabels]:
+        return known_labels(self.env.services, self.per_agent)
 
     async def answered(self, ctx: Effects, event: CaseAnswered) -> None:
         await record_answer(ctx, event, self.metrics, self.zone, self.per_agent)

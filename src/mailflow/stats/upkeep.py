@@ -34,8 +34,8 @@ class Upkeep:
     async def refresh_gauges(self) -> None:
         rows = await self.store.run_read(open_cases)
         shown = {(label(route), label(priority), status) for route, priority, status, _ in rows}
-        for gone in self._shown - shown:
-            self.gauge.remove(*gone)
+        for gone in self._shown - shown:  # none left: 0, as the rules' known series start
+            self.gauge.labels(*gone).set(0)
         for route, priority, status, count in rows:
             self.gauge.labels(route=label(route), priority=label(priority),
                               status=status).set(count)

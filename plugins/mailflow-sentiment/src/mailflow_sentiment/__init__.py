@@ -1,0 +1,1 @@
+"""mailflow-sentiment: the customer's mood, found the same day."""
