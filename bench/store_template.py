@@ -25,6 +25,7 @@ import sqlite3
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -94,13 +95,14 @@ def day(seed: int, messages: int, is_local: object) -> list[object]:
     for mail in mailgen.Generator(seed, 10240).generate(messages):
         envelope, at = envelope_of(mail.data, is_local)  # type: ignore[arg-type]
         assert at is not None
-        items.append(Archived(mail.label.message_id, mail.data, envelope, at))
+        items.append(Archived(mail.label.message_id, partial(bytes, mail.data), envelope, at))
         label = mail.label
         if label.ack and rng.random() < ANSWERED:
             when = at + rng.randint(1200, 6 * 3600)
             raw = answer(label, when)
             reply_envelope, _ = envelope_of(raw, is_local, sent=True)  # type: ignore[arg-type]
-            items.append(Archived(f"sent-{label.index}", raw, reply_envelope, when, True))
+            items.append(Archived(f"sent-{label.index}", partial(bytes, raw), reply_envelope,
+                                  when, True))
     return sorted(items, key=lambda item: item.at)  # type: ignore[attr-defined,no-any-return]
 
 
