@@ -369,14 +369,47 @@ class PostfixInstance:
         if filter_port != self.filter_port:
             self.filter_port = filter_port
             self.write_config()
-            self.run("postfix", "reload")
+            self.reload()
 
     def use_relayhost(self, on: bool) -> None:
         """main.cf's alternative on (or off again): ``relayhost`` uncommented, so that
         everything goes to the company server (``postfix reload``)."""
         self.relayhost = on
         self.write_config()
+        self.reload()
+
+    def reload(self, timeout: float = 10) -> None:
+        """``postfix reload``, then wait for the queue manager it restarts: mail that
+        arrives while the old one still runs may be picked up by both, and stay in the
+        incoming queue ("skipped, still being delivered") until the next scan."""
+        before = self._queue_managers()
         self.run("postfix", "reload")
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self._queue_managers()
+            if len(now) == 1 and not now & before:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"qmgr not restarted after reload: {before} -> {now}"
+                                     f"{self.log_tail()}")
+            time.sleep(0.05)
+
+    def _queue_managers(self) -> set[int]:
+        """The pids of this instance's qmgr: the master's children of that name."""
+        try:
+            master = int((self.queue_dir / "pid" / "master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return set()
+        found = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()
+                name = stat.read_text().partition("(")[2].rpartition(")")[0]
+            except OSError:
+                continue
+            if int(fields[1]) == master and name == "qmgr":
+                found.add(int(stat.parent.name))
+        return found
 
     def stop(self, timeout: float = 15) -> None:
         """Stop the master and its children, waiting (bounded) for its lock to go."""

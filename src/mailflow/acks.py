@@ -13,11 +13,14 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mailflow import cases
-from mailflow.stage import Automatic, AutomaticDetector
 from mailflow.store import Transaction
 from mailflow.store.schema import Schema
+
+if TYPE_CHECKING:  # the daemon's metrics are set up before mailflow.stage is imported
+    from mailflow.stage import Automatic, AutomaticDetector
 
 #: why the ``acknowledge`` stage sends no acknowledgement, the automatic-mail signs apart
 #: (the rules' own): the values of ``mailflow_acks_suppressed_total``'s ``reason`` known

@@ -459,3 +459,13 @@ def test_timers_and_agents_take_options_anywhere() -> None:
     assert (timers.action, timers.id, timers.config) == ("cancel", 12, "c.yaml")
     agents = parse(["agents", "set", "--rules", "r", "bruno", "away"])
     assert (agents.name, agents.status, agents.rules) == ("bruno", "away", "r")
+
+
+def test_the_command_line_imports_no_metrics_before_serve_sets_them_up() -> None:
+    """prometheus_client picks its value store when imported: ``serve`` sets the workers'
+    shared one first, so nothing the command line imports may import it before."""
+    probe = ("import sys, mailflow.cli, mailflow.cli.serve; mailflow.cli.build_parser();"
+             " print('prometheus_client' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False", done.stderr

@@ -13,7 +13,6 @@ import json
 import sys
 
 from mailflow.answers.library import Answer
-from mailflow.answers.options import AnswersOptions
 from mailflow.answers.rank import Index
 from mailflow.answers.suggest import Suggester
 from mailflow.cli.options import CliError, settings_from
@@ -23,6 +22,9 @@ from mailflow.rules import load_rules
 
 
 def _suggester(args: argparse.Namespace) -> Suggester:
+    # imported here: the options import the metrics, which `serve` must set up first
+    from mailflow.answers.options import AnswersOptions
+
     rules = load_rules(settings_from(args).rules)
     section = rules.section("answers")
     options = (validate(AnswersOptions, section.data, section.file, section.tree,
