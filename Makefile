@@ -27,7 +27,7 @@ PLOTLY_BASIC_VERSION := 4.1.1
 PLOTLY_BASIC_SHA256 := 99784e3abfb07b142a15e521a439e6d9addceadb3f79553fd24c72774f0649ba
 PLOTLY_BASIC_JS     := src/mailflow/report/static/plotly-basic.min.js
 
-.PHONY: run test debs clean bench
+.PHONY: run test debs clean bench bench-debs bench-store bench-profile
 
 # /metrics, /healthz and /report on loopback (the ready line says where)
 RUN_METRICS ?= 127.0.0.1:9125
@@ -104,8 +104,30 @@ debs:
 	  echo "adding the postfix user to the sasl group (deploy/postfix/README.md)"; \
 	  adduser --quiet postfix sasl; fi
 
-bench: $(VENV)/.test-installed
-	$(BIN)/python bench/throughput.py
+# mailflow against its peers (bench/peers.py): the sink, a bare relay, Haraka (installed
+# from npm under bench/.haraka), mailflow on SQLite (1 worker, 1 per core) and PostgreSQL;
+# the table is printed and written under bench/results/. BENCH_ARGS=--quick for a smoke run.
+# (node and npm: Debian's nodejs and npm, unless they are there already, as NodeSource's
+# nodejs ships npm and conflicts with Debian's npm package)
+BENCH_DEBS ?= postfix postgresql
+BENCH_ARGS ?=
+
+bench: $(VENV)/.test-installed bench-debs
+	$(BIN)/python bench/peers.py $(BENCH_ARGS)
+
+bench-debs:
+	@$(MAKE) --no-print-directory debs TEST_DEBS="$(BENCH_DEBS)"
+	@command -v node >/dev/null && command -v npm >/dev/null \
+	  || $(MAKE) --no-print-directory debs TEST_DEBS="nodejs npm"
+
+# mailflow's cost per message with 1,000 and 1,000,000 cases in its store (bench/store_size.py)
+bench-store: $(VENV)/.test-installed bench-debs
+	$(BIN)/python bench/store_size.py $(BENCH_ARGS)
+
+# where a message's time goes, under py-spy (bench/profiling.py)
+bench-profile: $(VENV)/.test-installed bench-debs
+	$(BIN)/pip install -q py-spy
+	$(BIN)/python bench/profiling.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache $(PLOTLY_BASIC_JS)

@@ -13,8 +13,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -33,6 +34,31 @@ def find_tool(name: str) -> str:
     if found is None:
         raise SetupError(f"{name} not found: apt-get install postfix (see bench/README.md)")
     return found
+
+
+def spawn(cmd: Sequence[str], log: Path, stdout: Path | None = None,
+          cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in a session of its own (so its group can be killed), its stderr
+    (and its stdout, unless ``stdout`` names a file of its own) into ``log``; ``env``:
+    variables added to the environment."""
+    with log.open("wb") as err, (stdout or Path(os.devnull)).open("wb") as out:
+        return subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL,
+                                stdout=out if stdout else err, stderr=err, cwd=cwd,
+                                start_new_session=True,
+                                env={**os.environ, **env} if env else None)
+
+
+@contextlib.contextmanager
+def workdir(prefix: str, keep: bool) -> Iterator[Path]:
+    """A temporary folder for a run's files, removed at the end unless ``keep``."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"work folder kept: {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -89,13 +115,13 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float) -> tuple[int | Non
     return proc.returncode, True
 
 
-def tree_cpu_seconds(root: int) -> float | None:
-    """User+system CPU of ``root`` and its live descendants (incl. reaped children), Linux."""
+def process_table() -> dict[int, tuple[int, int]]:
+    """Every live process: pid -> (parent pid, user+system+reaped children's CPU ticks)."""
     table: dict[int, tuple[int, int]] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return None
+        return table
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -107,9 +133,13 @@ def tree_cpu_seconds(root: int) -> float | None:
         # fields[0] is field 3 (state): ppid=4, utime=14, stime=15, cutime=16, cstime=17
         ticks = sum(int(value) for value in fields[11:15])
         table[int(entry)] = (int(fields[1]), ticks)
-    if root not in table:
-        return None
-    wanted = {root}
+    return table
+
+
+def tree_pids(roots: Iterable[int], table: dict[int, tuple[int, int]] | None = None) -> set[int]:
+    """``roots`` and their live descendants (forked workers, cluster nodes, backends)."""
+    table = process_table() if table is None else table
+    wanted = {root for root in roots if root in table}
     changed = True
     while changed:
         changed = False
@@ -117,7 +147,15 @@ def tree_cpu_seconds(root: int) -> float | None:
             if ppid in wanted and pid not in wanted:
                 wanted.add(pid)
                 changed = True
-    return sum(table[pid][1] for pid in wanted) / os.sysconf("SC_CLK_TCK")
+    return wanted
+
+
+def tree_cpu_seconds(root: int) -> float | None:
+    """User+system CPU of ``root`` and its live descendants (incl. reaped children), Linux."""
+    table = process_table()
+    if root not in table:
+        return None
+    return sum(table[pid][1] for pid in tree_pids([root], table)) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(roots: Iterable[int]) -> float | None:

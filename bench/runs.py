@@ -34,6 +34,7 @@ from procs import (
     cpu_seconds,
     free_port,
     sink_messages,
+    spawn,
     split_evenly,
     stop_all,
     stop_process,
@@ -56,6 +57,21 @@ STORES = {
     "postgresql": ("mailflow pg x1", 1),
     "postgresql-3": ("mailflow pg x3", 3),
 }
+
+
+def raised_rules(folder: Path) -> Path:
+    """The shipped rules copied to ``folder``/rules, their acknowledgement limits raised
+    (NO_ACK_LIMITS; ruamel.yaml keeps the file as it was otherwise)."""
+    from ruamel.yaml import YAML
+
+    rules = folder / "rules"
+    shutil.copytree(REPO / "rules", rules)
+    path = rules / "acknowledge.yaml"
+    yaml = YAML()
+    data = yaml.load(path)
+    data["acknowledge"]["limits"].update(NO_ACK_LIMITS)
+    yaml.dump(data, path)
+    return rules
 
 
 @dataclass
@@ -117,18 +133,9 @@ class Bench:
                                        m.label.eight_bit, m.label.parent) for m in self.traffic]
 
     def mailflow_rules(self) -> Path:
-        """The shipped rules, copied into the work folder once, their acknowledgement
-        limits raised (NO_ACK_LIMITS; ruamel.yaml keeps the file as it was otherwise)."""
+        """The runs' copy of the rules (``raised_rules``), made once."""
         if self.rules is None:
-            from ruamel.yaml import YAML
-
-            self.rules = self.workdir / "rules"
-            shutil.copytree(REPO / "rules", self.rules)
-            path = self.rules / "acknowledge.yaml"
-            yaml = YAML()
-            data = yaml.load(path)
-            data["acknowledge"]["limits"].update(NO_ACK_LIMITS)
-            yaml.dump(data, path)
+            self.rules = raised_rules(self.workdir)
         return self.rules
 
     def source_command(self, port: int, messages: int, sessions: int) -> list[str]:
@@ -148,15 +155,7 @@ class Bench:
     def spawn(
         self, cmd: Sequence[str], log: Path, stdout: Path | None = None, cwd: Path | None = None
     ) -> subprocess.Popen[bytes]:
-        with log.open("wb") as err, (stdout or Path(os.devnull)).open("wb") as out:
-            proc = subprocess.Popen(
-                list(cmd),
-                stdin=subprocess.DEVNULL,
-                stdout=out if stdout else err,
-                stderr=err,
-                cwd=cwd or self.workdir,
-                start_new_session=True,
-            )
+        proc = spawn(cmd, log, stdout, cwd or self.workdir)
         self.procs.append(proc)
         return proc
 

@@ -20,7 +20,9 @@ from typing import Any
 from procs import sink_messages
 
 POLL = 0.02  # seconds between two looks
-COUNTS = "SELECT kind, state, count(*) FROM outbox GROUP BY kind, state"
+#: the rows queued since a mark (the id before the run: a key range, cheap in a big store)
+COUNTS = "SELECT kind, state, count(*) FROM outbox WHERE id > {since} GROUP BY kind, state"
+LAST_ID = "SELECT COALESCE(max(id), 0) FROM outbox"
 PENDING = ("ready", "held")  # to be sent (held: its message not relayed yet)
 
 
@@ -53,6 +55,7 @@ class Outbox:
     def __init__(self, store: str | Path) -> None:
         self.store = str(store)
         self.conn: Any = None
+        self.since = 0  # rows up to this id are not counted (a daemon that served before)
 
     def connect(self) -> Any:
         if self.conn is None:
@@ -64,8 +67,12 @@ class Outbox:
                 self.conn = sqlite3.connect(f"file:{self.store}?mode=ro", uri=True, timeout=5)
         return self.conn
 
+    def mark(self) -> None:
+        """Count only the rows queued from now on (all earlier ones are settled)."""
+        self.since = int(self.connect().execute(LAST_ID).fetchall()[0][0])
+
     def counts(self) -> OutboxCounts:
-        rows = self.connect().execute(COUNTS).fetchall()
+        rows = self.connect().execute(COUNTS.format(since=int(self.since))).fetchall()
         return OutboxCounts(Counter({(kind, state): int(n) for kind, state, n in rows}))
 
     def close(self) -> None:

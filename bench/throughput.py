@@ -37,14 +37,11 @@ reported an error (or timed out); 2 the sink received fewer messages than expect
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import shlex
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 # its sibling modules, also when it is not run as a script (python -m, runpy)
@@ -52,7 +49,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mailgen
-from procs import REPO, SetupError, find_tool, stop_process, tail_text
+from procs import REPO, SetupError, find_tool, stop_process, tail_text, workdir
 from runs import STORES, Bench, Result
 
 EXIT_SOURCE_ERROR = 1
@@ -243,24 +240,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def workdir(keep: bool) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="mailflow-bench-"))
-    try:
-        yield path
-    finally:
-        if keep:
-            print(f"work directory kept: {path}")
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     phases = args.only or ["direct", "bare", "mailflow"]
     results: list[Result] = []
-    with workdir(args.keep) as work:
+    with workdir("mailflow-bench-", args.keep) as work:
         try:
             bench = Bench(args, work, find_tool("smtp-source"), find_tool("smtp-sink"))
         except SetupError as exc:

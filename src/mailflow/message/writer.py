@@ -110,7 +110,7 @@ class MailWriter:
         utf8 = not all(a.isascii() for a, _ in pairs) or not all(
             v.isascii() for _, v in thread)
         message_id = f"{id_prefix or kind}.{secrets.token_hex(6)}@{self.hostname}"
-        mail = EmailMessage(policy=compose.policy(utf8=utf8))
+        mail = EmailMessage(policy=compose.writer_policy(utf8=utf8))
         mail["From"] = formataddr((letter.sender_name, letter.sender))
         mail["To"] = ", ".join(compose.address_field(name, address, utf8=utf8)
                                for address, name in pairs)
