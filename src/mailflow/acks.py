@@ -84,6 +84,9 @@ SCHEMA = Schema("acknowledge", (
         )""",
         "CREATE INDEX ack_withheld_case ON ack_withheld (case_number)",
     ),
+    (  # 3: the per-case limit counts a case's acknowledgements on every new case
+        "CREATE INDEX acks_case ON acks (case_number)",
+    ),
 ), forget=forget_acks)
 
 
