@@ -76,7 +76,7 @@ class PostgresTransaction(Transaction):
 
     def execute(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         values = params if isinstance(params, Mapping) else tuple(params)
-        cursor = self.conn.execute(to_pyformat(sql), values, prepare=False)
+        cursor = self.conn.execute(to_pyformat(sql), values)
         return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
 
 
