@@ -38,6 +38,9 @@ TRANSPARENT = ("mailflow/textmatch.py", "mailflow/templates.py", "mailflow/condi
 #: (path fragment, part), the first that matches a frame's file wins
 OWNERS = (
     ("mailflow/stages/", None),  # the stage's own name
+    ("mailflow/answers/", "stage answers"),  # ranking the library, for the answers stage
+    ("mailflow_sentiment/", "stage sentiment"),  # the plugin's stage and its scoring
+    ("vaderSentiment", "stage sentiment"),
     ("mailflow/store/", "store (SQL, commits, thread hops)"),
     ("sqlite3/", "store (SQL, commits, thread hops)"),
     ("psycopg", "store (SQL, commits, thread hops)"),
