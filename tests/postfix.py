@@ -171,6 +171,7 @@ class PostfixInstance:
         self.logins = logins or {}
         #: main.cf's alternative: everything to the company server (:meth:`use_relayhost`)
         self.relayhost = False
+        self.started_at = 0  # where the maillog of the last successful start begins
         self.running = False
 
     # -- configuration ------------------------------------------------------
@@ -349,6 +350,7 @@ class PostfixInstance:
             mark = len(self.log)
             done = self.run("postfix", "start", check=False, timeout=timeout)
             if done.returncode == 0:
+                self.started_at = mark  # the log of a start that took its ports over
                 break
             if attempt == 2 or "Address already in use" not in self.log[mark:]:
                 raise self._failed(done)
@@ -478,6 +480,12 @@ class PostfixInstance:
         self.run("postqueue", "-f")
 
     # -- debugging ------------------------------------------------------------
+
+    @property
+    def started_log(self) -> str:
+        """The maillog since the start that succeeded (a start retried on fresh ports
+        leaves its "Address already in use" before)."""
+        return self.log[self.started_at:]
 
     @property
     def log(self) -> str:

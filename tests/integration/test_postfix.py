@@ -107,8 +107,8 @@ def test_postfix_check_and_start_warn_of_nothing(running: Stack) -> None:
     postfix = running.postfix
     expected = f"{postfix.queue_dir}/etc/sasldb2 and /etc/sasldb2 differ"
     assert [line for line in postfix.check() if expected not in line] == []
-    assert "daemon started" in postfix.log
-    assert [line for line in postfix.log.splitlines()
+    assert "daemon started" in postfix.started_log
+    assert [line for line in postfix.started_log.splitlines()
             if ("warning:" in line or "fatal:" in line) and expected not in line] == [], (
         postfix.log_tail())
 
