@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, AnyStr
 import structlog
 from aiosmtpd.smtp import SMTP, Session, syntax
 
-from mailflow import smtp_init
 from mailflow.smtp_paths import parse_path
 from mailflow.smtp_sessions import LAST_WORD, SHUTTING_DOWN, SessionLimits
 
@@ -43,16 +42,18 @@ class MailflowSMTP(SMTP):
         smtp = settings.smtp
         # read by SMTP.__init__ to size its StreamReader: lines up to this length pass
         self.line_length_limit = smtp.max_line_length
-        options: dict[str, Any] = {
-            "data_size_limit": smtp.max_message_size, "enable_SMTPUTF8": smtp.smtputf8,
-            "decode_data": False, "hostname": smtp.hostname, "ident": "mailflow ESMTP",
-            "timeout": smtp.idle_timeout, "tls_context": tls_context,
-            "require_starttls": smtp.require_tls and tls_context is not None,
-            "auth_require_tls": True}
-        if smtp_init.MIRRORS:  # SMTP.__init__ less its introspection at every connection
-            smtp_init.init(self, handler, **options)
-        else:
-            super().__init__(handler, **options)
+        super().__init__(
+            handler,
+            data_size_limit=smtp.max_message_size,
+            enable_SMTPUTF8=smtp.smtputf8,
+            decode_data=False,
+            hostname=smtp.hostname,
+            ident="mailflow ESMTP",
+            timeout=smtp.idle_timeout,
+            tls_context=tls_context,
+            require_starttls=smtp.require_tls and tls_context is not None,
+            auth_require_tls=True,
+        )
         self._limits = limits
         self._admitted: str | None = None
         self._processing = False  # the client's DATA has ended: the message is ours
