@@ -22,6 +22,7 @@ from mailflow.automatic import SHIPPED, AutomaticDetector
 from mailflow.config import ConfigError, Problem, validate
 from mailflow.direction import SERVICE_DIRECTIONS, Scope
 from mailflow.events import NO_LISTENERS, CaseSettled, EventBus
+from mailflow.processing_slots import CHAIN_DEADLINE
 from mailflow.rules import RuleSet
 from mailflow.services import TRIAGE_SCALE, Services
 from mailflow.stage import (
@@ -89,7 +90,9 @@ class Chain:
     async def run(self, ctx: MessageContext) -> None:
         """Run every stage on ``ctx``; the outcome is in ``ctx.verdict`` and ``ctx.decisions``."""
         try:
-            async with asyncio.timeout(self.timeout):
+            deadline = CHAIN_DEADLINE.get()  # a wait for a processing slot took its part
+            async with (asyncio.timeout(self.timeout) if deadline is None
+                        else asyncio.timeout_at(deadline)):
                 for stage in self.stages:
                     if ctx.direction not in stage.directions:
                         continue

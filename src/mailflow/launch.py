@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 import uvloop
 
+from mailflow import heap
 from mailflow.clock import SYSTEM_CLOCK, Clock, daemon_clock
 from mailflow.config import Settings, load_settings
 from mailflow.config.settings import HOSTNAME_ADVICE, is_domain_name
@@ -108,6 +109,7 @@ def run(config: str | None, overrides: dict[str, Any], *,
                               purpose="submission")
                   if settings.submission_listen else None)
     metrics_address = settings.metrics_address
+    heap.settle()  # after loading, before forking: the workers share what is loaded
     children: list[int] = []
     worker = 0
     for index in range(1, settings.workers):

@@ -34,6 +34,7 @@ from mailflow.message import Envelope
 from mailflow.metrics import Metrics
 from mailflow.outbox import STALE_PENDING_SECONDS
 from mailflow.outcome_log import count_stages, log_outcome
+from mailflow.processing_slots import TOO_BUSY, ProcessingSlots
 from mailflow.reception import Door, Reception
 from mailflow.relay import DeliveryResult, NextHopClient
 from mailflow.store import Store, StoreUnavailable, Transaction
@@ -85,14 +86,20 @@ class Pipeline:
         self._chain_of = chain_of
         self._on_release = on_release
         self._deferred: set[asyncio.Task[None]] = set()  # releases waiting for the store
+        self.slots = ProcessingSlots(settings.smtp.max_processing, settings.chain_timeout)
 
     # -- the whole thing ----------------------------------------------------
 
     async def process(self, raw: bytes, envelope: Envelope, trusted: bool, *,
                       submission: bool = False, shadow_refusals: Sequence[str] = ()) -> Outcome:
-        outcome, _ = await self.handle(raw, envelope, Door(trusted, submission),
-                                       shadow_refusals)
-        return outcome
+        started = time.perf_counter()
+        async with self.slots.slot() as turn:
+            if turn:  # else it waited all of chain_timeout: its client sends it again later
+                door = Door(trusted, submission)
+                return (await self.handle(raw, envelope, door, shadow_refusals))[0]
+        log_outcome(self.metrics, wire.new_queue_id(self.clock), envelope, None, "tempfail",
+                    TOO_BUSY, started)
+        return Outcome(TOO_BUSY, "tempfail")
 
     async def handle(self, raw: bytes, envelope: Envelope, door: Door,
                      shadow_refusals: Sequence[str] = (),
@@ -129,8 +136,7 @@ class Pipeline:
 
     async def _settle(self, ctx: MessageContext) -> Outcome:
         """Carry out the chain's verdict: refuse, keep without relaying, or deliver."""
-        verdict = ctx.verdict
-        if verdict in (Verdict.REJECT, Verdict.TEMPFAIL):
+        if (verdict := ctx.verdict) in (Verdict.REJECT, Verdict.TEMPFAIL):
             return Outcome(ctx.reply or DEFAULT_REPLIES[verdict], verdict.value)
         if verdict in (Verdict.DISCARD, Verdict.QUARANTINE):
             return await self._keep(ctx, verdict)
@@ -195,8 +201,7 @@ class Pipeline:
         return Outcome(f"250 2.0.0 Ok: queued as {ctx.queue_id}", "deliver")
 
     def _write_beside(self, queue_id: str, ops: WriteOps) -> None:
-        """What the chain wrote about passed mail (its counts): committed without holding
-        up the reply, since the mail itself is the next hop's already."""
+        """The chain's writes about passed mail (counts), not holding up the reply."""
         async def write() -> None:
             try:
                 await self.store.write(ops)

@@ -17,6 +17,7 @@ from conftest import REPO
 
 sys.path.append(str(REPO / "bench"))  # last: a bench module shadows no other
 cells = importlib.import_module("cells")
+instructions = importlib.import_module("instructions")
 memory = importlib.import_module("memory")
 peers = importlib.import_module("peers")
 peers_report = importlib.import_module("peers_report")
@@ -128,3 +129,17 @@ def test_the_seeded_store_holds_whole_days_of_real_cases(tmp_path: Path) -> None
         assert value >= int(sequence)
     assert one("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert one("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_the_instruction_count_feeds_distinct_mail_through_the_replay_engine(
+        tmp_path: Path) -> None:
+    """The child that cachegrind watches (here without it): its messages go the whole
+    way, each a new case on the shipped rules."""
+    assert instructions.main(["--child", "4", "--work", str(tmp_path)]) == 0
+    with sqlite3.connect(tmp_path / "replay" / "replay.sqlite3") as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 4
+        assert conn.execute("SELECT count(*) FROM cases").fetchone()[0] >= 3
+    conn.close()
+    report = "==41== \n==41== I   refs:      7,150,123,456\n"
+    assert instructions.refs_of(report) == 7_150_123_456
+    assert instructions.refs_of("valgrind: command not found") is None

@@ -232,6 +232,18 @@ async def test_write_is_all_or_nothing(store: Store) -> None:
     assert await rows(store, "SELECT count(*) FROM messages") == [(2,)]
 
 
+async def test_a_write_reads_what_it_wrote_before(store: Store) -> None:
+    """PostgreSQL sends a write's statements without waiting for each answer: a read in
+    the same transaction still sees every statement before it."""
+    def write_then_read(tx: Transaction) -> list[tuple[object, ...]]:
+        pending(tx, "B")
+        pending(tx, "A")
+        tx.execute("UPDATE messages SET verdict = 'read' WHERE queue_id = 'A'")
+        return tx.execute("SELECT queue_id, verdict FROM messages ORDER BY queue_id")
+
+    assert await store.run_write(write_then_read) == [("A", "read"), ("B", "deliver")]
+
+
 async def test_write_whose_caller_went_away_still_commits(store: Store) -> None:
     gate = Gate()
     orphan = await gate.close_on(store, lambda tx: pending(tx, "ORPHAN"))

@@ -107,6 +107,8 @@ class SmtpSettings(Model):
     idle_timeout: float = Field(300.0, gt=0)
     max_sessions: int = Field(1000, ge=1)
     max_sessions_per_client: int = Field(100, ge=1)
+    #: messages in the works at once (per process); the others wait after DATA
+    max_processing: int = Field(32, ge=1)
     max_recipients: int = Field(1000, ge=1)
     smtputf8: bool = True
     tls_cert: str | None = None
