@@ -4,7 +4,7 @@ Everything loaded before serving (rules, plugins, templates, lexicons, modules) 
 long as the process. Frozen (``gc.freeze``), the collector no longer walks it at each
 full collection, and pre-forked workers keep sharing its memory pages: a collection
 writes to every object it walks (its header), and a written page is copied into the
-worker that wrote it. Measured with two workers: about 40 MiB less PSS under load.
+worker that wrote it. Two idle workers: 137 MiB of PSS together, 163 without.
 """
 
 from __future__ import annotations

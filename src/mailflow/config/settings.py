@@ -108,7 +108,7 @@ class SmtpSettings(Model):
     max_sessions: int = Field(1000, ge=1)
     max_sessions_per_client: int = Field(100, ge=1)
     #: messages in the works at once (per process); the others wait after DATA
-    max_processing: int = Field(32, ge=1)
+    max_processing: int = Field(64, ge=1)
     max_recipients: int = Field(1000, ge=1)
     smtputf8: bool = True
     tls_cert: str | None = None
