@@ -109,7 +109,8 @@ def run(config: str | None, overrides: dict[str, Any], *,
                               purpose="submission")
                   if settings.submission_listen else None)
     metrics_address = settings.metrics_address
-    heap.settle()  # after loading, before forking: the workers share what is loaded
+    if settings.workers > 1:  # after loading, before forking: the workers share it
+        heap.settle()
     children: list[int] = []
     worker = 0
     for index in range(1, settings.workers):

@@ -20,7 +20,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from mailflow import heap
 from mailflow.clock import FakeClock
 from mailflow.config import Settings
 from mailflow.host import DaemonHost
@@ -81,7 +80,6 @@ class Replay:
             await call_one(self.runtime.pm, "mailflow_startup", name,
                            host=self.host.for_plugin(name),
                            options=self.runtime.plugin_options.get(name))
-        heap.settle()  # a long run of messages, as the daemon's
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
