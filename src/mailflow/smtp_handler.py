@@ -23,6 +23,7 @@ from mailflow.message import Envelope as MailEnvelope
 from mailflow.plugins import call_each
 from mailflow.relay import check_address
 from mailflow.session import SessionInfo, SmtpReply
+from mailflow.smtp import ListsItsHooks
 
 if TYPE_CHECKING:
     import pluggy
@@ -65,7 +66,7 @@ def envelope_from_session(mail_from: str | None, rcpt_to: Sequence[str],
                         mail_options=tuple(mail_options), peer=peer, helo=helo)
 
 
-class Handler:
+class Handler(ListsItsHooks):
     """aiosmtpd handler: plugin hooks at each stage, the pipeline after DATA."""
 
     def __init__(self, settings: Settings, pm_of: Callable[[], pluggy.PluginManager],
