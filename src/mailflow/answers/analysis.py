@@ -201,13 +201,3 @@ def stem_words(found: Iterable[str], language: str) -> list[str]:
     if not same:
         return stemmed
     return [same.get(s, s) for s in stemmed]
-
-
-def stem_map(text: str, language: str) -> dict[str, str]:
-    """stem -> the first word of ``text`` that gave it: which of the customer's words
-    matched, for ``mailflow try``."""
-    found = words(text, language)
-    shown: dict[str, str] = {}
-    for word, stem in zip(found, stem_words(found, language), strict=True):
-        shown.setdefault(stem, word)
-    return shown

@@ -21,12 +21,13 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 
-from mailflow.answers.analysis import stem_map, stems
+from mailflow.answers.analysis import stem_words, stems, words
 from mailflow.answers.library import Answer
 
 #: BM25's saturation of a term's frequency
@@ -84,6 +85,32 @@ class Ranking:
 NOTHING = Ranking("", (), 0.0)
 
 
+@dataclass(frozen=True)
+class Reading:
+    """A message as the ranking reads it (shared by callers: never changed)."""
+
+    #: its stems and how much each counts (repeated words a little more, the Subject's more)
+    weights: dict[str, float]
+    #: stem -> the first of its words that gave it: which words matched, for ``try``
+    shown: dict[str, str]
+
+
+@lru_cache(maxsize=8)
+def read_message(subject: str, text: str, language: str) -> Reading:
+    """The message's words folded and stemmed once, for its ranking and its explanation
+    (remembered for the few messages in the works)."""
+    said, wrote = words(subject, language), words(text, language)
+    stemmed = stem_words(said + wrote, language)
+    counts = Counter(stemmed[len(said):])
+    weights = {t: 1.0 + math.log(c) for t, c in counts.items()}
+    for term in set(stemmed[:len(said)]):
+        weights[term] = weights.get(term, 1.0) + SUBJECT_BOOST
+    shown: dict[str, str] = {}
+    for word, stem in zip(said + wrote, stemmed, strict=True):
+        shown.setdefault(stem, word)
+    return Reading(weights, shown)
+
+
 class Index:
     """The validated answers of one language, with their terms' contributions."""
 
@@ -117,6 +144,7 @@ class Index:
             t: (np.array(d, dtype=np.intp), np.array(w, dtype=np.float64))
             for t, (d, w) in postings.items()}
         self.terms = [frozenset(tf) for tf in blended]
+        self.position = {a.key: i for i, a in enumerate(self.answers)}
 
     def __len__(self) -> int:
         return len(self.answers)
@@ -124,11 +152,7 @@ class Index:
     def query(self, subject: str, text: str) -> dict[str, float]:
         """The message's stems and how much each counts (repeated words a little more,
         the Subject's more)."""
-        counts = Counter(stems(text, self.language))
-        weights = {t: 1.0 + math.log(c) for t, c in counts.items()}
-        for term in set(stems(subject, self.language)):
-            weights[term] = weights.get(term, 1.0) + SUBJECT_BOOST
-        return weights
+        return read_message(subject, text, self.language).weights
 
     def scores(self, query: dict[str, float]) -> npt.NDArray[np.float64]:
         docs: list[npt.NDArray[np.intp]] = []
@@ -160,11 +184,10 @@ class Index:
     def explain(self, ranking: Ranking, subject: str, text: str) -> Ranking:
         """The same ranking, each match with the customer's words it shares (for ``try``
         and the case's record)."""
-        shown = stem_map(f"{subject}\n{text}", self.language)
-        position = {a.key: i for i, a in enumerate(self.answers)}
+        shown = read_message(subject, text, self.language).shown
         matches = tuple(Match(m.answer, m.score, tuple(
-            word for stem, word in shown.items() if stem in self.terms[position[m.answer.key]]))
-            for m in ranking.matches)
+            word for stem, word in shown.items()
+            if stem in self.terms[self.position[m.answer.key]])) for m in ranking.matches)
         return Ranking(ranking.language, matches, ranking.confidence)
 
     def covered(self, query: dict[str, float], index: int) -> float:
