@@ -10,6 +10,7 @@ a 250, when anything inside goes wrong.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -267,3 +268,7 @@ class Handler(ListsItsHooks):
             return "421 4.7.0 TLS handshake failed"  # aiosmtpd closes without sending it
         log.error("smtp_session_error", error=repr(error), exc_info=error)
         return "451 4.3.0 Internal error, try again later"
+
+
+# aiosmtpd reads the EHLO hook's signature for every session (old or new form): read once
+Handler.handle_EHLO.__signature__ = inspect.signature(Handler.handle_EHLO)  # type: ignore[attr-defined]

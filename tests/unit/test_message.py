@@ -7,14 +7,19 @@ so most tests here feed it broken bytes and check it degrades gracefully.
 from __future__ import annotations
 
 import base64
+import functools
 import random
 import time
+from email.parser import BytesParser
+from email.policy import compat32
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailflow.message import Envelope, Header, Message, parse_message
+from mailflow.message import mime as mime_walk
 
 ENV = Envelope(mail_from="client@example.net", rcpt_to=("sav@example.com",))
 
@@ -384,6 +389,27 @@ MIME_TOKENS = [
 def test_never_raises_on_mime_like_bytes(tokens: list[bytes]) -> None:
     raw = b"".join(tokens)
     check_invariants(parse_message(raw, ENV), raw)
+
+
+def parsed_both_ways(raw: bytes) -> tuple[Message, Message]:
+    """``raw`` parsed as shipped, and with the stdlib parser reading every body (the
+    one-payload shortcut of mime.parse_tree off)."""
+    def full(fields: list[bytes], body: bytes, depth: int) -> Any:
+        head = b"\r\n".join(fields) + b"\r\n\r\n" if fields else b"\r\n"
+        parser = BytesParser(functools.partial(mime_walk._Part, limit=depth), policy=compat32)
+        return parser.parsebytes(head + body)
+
+    shipped = parse_message(raw, ENV)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mime_walk, "parse_tree", full)
+        return shipped, parse_message(raw, ENV)
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(MIME_TOKENS), max_size=120))
+def test_a_single_payload_parses_as_the_stdlib_parses_it(tokens: list[bytes]) -> None:
+    shipped, full = parsed_both_ways(b"".join(tokens))
+    assert shipped == full
 
 
 def mutate(raw: bytes, seed: int, count: int) -> bytes:

@@ -137,3 +137,4 @@ def test_the_protocol_lists_what_aiosmtpd_would_list() -> None:
         n[7:] for n in object.__dir__(handler) if n.startswith("handle_")}
     assert {"DATA", "MAIL", "RCPT"} <= set(server._handle_hooks)
     assert {"LOGIN", "PLAIN"} <= set(server._auth_methods)
+    assert server._ehlo_hook_ver == "new"  # the EHLO hook's signature, read once

@@ -37,10 +37,8 @@ def body_text(
     Only the MIME header fields go to the stdlib parser with the body: the
     other headers are already split, and need not be parsed twice.
     """
-    head = b"\r\n".join(mime_fields) + b"\r\n\r\n" if mime_fields else b"\r\n"
-    parser = BytesParser(functools.partial(_Part, limit=max_depth), policy=compat32)
     try:
-        root = parser.parsebytes(head + body)
+        root = parse_tree(mime_fields, body, max_depth)
         content_type = root.get_content_type()
     except Exception as exc:  # e.g. RecursionError on absurd nesting
         note(defects, f"message: MIME not parsable ({type(exc).__name__}), raw body used")
@@ -52,6 +50,19 @@ def body_text(
     part_types = tuple(p.get_content_type() for p in parts[:max_parts]
                        if isinstance(p, _MimePart))
     return "\n\n".join(texts), content_type, part_types, tuple(attachments)
+
+
+def parse_tree(mime_fields: list[bytes], body: bytes, max_depth: int) -> _MimePart:
+    """The stdlib parser's tree of the body. A body that is not multipart nor a message
+    is one payload: only its header fields are parsed, not its lines one by one (the
+    stdlib's line reader costs a fifth of a millisecond on a 10 KB message)."""
+    head = b"\r\n".join(mime_fields) + b"\r\n\r\n" if mime_fields else b"\r\n"
+    parser = BytesParser(functools.partial(_Part, limit=max_depth), policy=compat32)
+    root = parser.parsebytes(head)
+    if root.get_content_maintype() in ("multipart", "message") or root.get_payload():
+        return parser.parsebytes(head + body)
+    root.set_payload(body.decode("ascii", "surrogateescape"))
+    return root
 
 
 class _Part(_MimePart):
