@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from email import message_from_bytes
+from email.message import EmailMessage
 from email.policy import default
 
-from mailflow.message import Envelope, parse_message
-from mailflow.message.writer import AUTOMATIC, TO_ANSWER, Letter, MailWriter, answering
+import pytest
+
+from mailflow.message import Envelope, compose, parse_message
+from mailflow.message.writer import (
+    AUTOMATIC,
+    TO_ANSWER,
+    Letter,
+    MailWriter,
+    answering,
+    set_text,
+)
 
 LONG_ID = "SL2P216MB1234567890ABCDEF1234567890ABCDEF.fr-1.prod.outlook.example@outlook.example"
 WRITER = MailWriter("mx.example.com")
@@ -66,3 +76,17 @@ def test_a_non_ascii_address_makes_the_header_utf8() -> None:
                                   replying=True), kind="ack", profile=AUTOMATIC,
                            now=1795420800.0)
     assert "To: josé@exemple.test".encode() in written.mail.data
+
+
+@pytest.mark.parametrize("text", [
+    "", "Hello,\nyour case is CTC-1.\n", "no final newline", "crlf\r\nlines\r\n",
+    "Bonjour,\n\nNous avons bien reçu votre message « commande » du 3 décembre.\n",
+    "Здравствуйте! Ваше обращение принято.\n" * 3, "a" * 78 + "\n", "é" * 39 + "\n",
+    "long " * 40 + "\n", "é" * 60 + "\n", "trailing space \n\tand tab\n=equals\n.dot\nFrom me\n",
+])
+@pytest.mark.parametrize("utf8", [False, True])
+def test_the_body_is_what_set_content_writes(text: str, utf8: bool) -> None:
+    shipped, stdlib = (EmailMessage(policy=compose.writer_policy(utf8=utf8)) for _ in "ab")
+    set_text(shipped, text)
+    stdlib.set_content(text)
+    assert shipped.as_bytes() == stdlib.as_bytes()
