@@ -35,6 +35,11 @@ WORDS: dict[str, frozenset[str]] = {
                      "groeten", "alstublieft", "wij", "graag", "van", "ook", "maar"}),
 }
 _WORD = re.compile(r"[a-zà-ÿßœæ]+")
+#: each listed word's languages (a few words are in two lists: "es", "mit")
+_LANGUAGES_OF: dict[str, tuple[str, ...]] = {}
+for _lang, _vocabulary in WORDS.items():
+    for _word in _vocabulary:
+        _LANGUAGES_OF[_word] = (*_LANGUAGES_OF.get(_word, ()), _lang)
 
 
 @dataclass(frozen=True)
@@ -52,10 +57,9 @@ def guess_language(text: str) -> LanguageGuess:
     """The language of ``text``: the one with the most of its words, if at least two and
     clearly ahead of the next."""
     counts: dict[str, Counter[str]] = {lang: Counter() for lang in WORDS}
-    for word in _WORD.findall(text[:SCANNED_CHARS].lower()):
-        for lang, vocabulary in WORDS.items():
-            if word in vocabulary:
-                counts[lang][word] += 1
+    for word, times in Counter(_WORD.findall(text[:SCANNED_CHARS].lower())).items():
+        for lang in _LANGUAGES_OF.get(word, ()):
+            counts[lang][word] += times
     ranked = sorted(counts, key=lambda lang: sum(counts[lang].values()), reverse=True)
     best, second = ranked[0], ranked[1]
     top, next_ = sum(counts[best].values()), sum(counts[second].values())
