@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 
@@ -102,6 +103,22 @@ def snapshot_store(db: Path, target: Path) -> Path:
         src.close()
         dst.close()
     return target
+
+
+@pytest.fixture(autouse=True)
+def _structlog_as_found(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A test that runs mailflow's logs.configure() in-process (the CLI's) leaves structlog
+    as it found it: its level does not filter the next test's logs, and no module's
+    logger is cached on first use, out of reach of ``structlog.testing.capture_logs``."""
+    saved = structlog.get_config()
+    configure = structlog.configure
+
+    def uncached(**settings: Any) -> None:
+        configure(**{**settings, "cache_logger_on_first_use": False})
+
+    monkeypatch.setattr(structlog, "configure", uncached)
+    yield
+    configure(**saved)
 
 
 @pytest.fixture(scope="module")

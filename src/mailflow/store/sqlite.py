@@ -15,7 +15,6 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -67,6 +66,7 @@ def _connect(path: str, readonly: bool = False, busy_timeout: float = 5.0,
 
 
 _Job = tuple[Callable[[Transaction], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+_ReadJob = tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 
 class SqliteStore(SqlStore):
@@ -89,7 +89,7 @@ class SqliteStore(SqlStore):
         self.durable = durable
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
-        self._reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mailflow-read")
+        self._readers = _Readers(READERS)
         self._local = threading.local()
 
     # -- lifecycle ----------------------------------------------------------
@@ -137,7 +137,7 @@ class SqliteStore(SqlStore):
             self._jobs.put(None)
             await asyncio.to_thread(self._writer.join, 10)
             self._writer = None
-        self._reader.shutdown(wait=True)
+        await asyncio.to_thread(self._readers.stop, 10)
 
     # -- writes: grouped commits -------------------------------------------
 
@@ -222,7 +222,54 @@ class SqliteStore(SqlStore):
                 raise _unavailable(exc) from exc
             finally:
                 conn.execute("ROLLBACK")
-        return await asyncio.get_running_loop().run_in_executor(self._reader, job)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._readers.put((job, future, loop))
+        return await future
+
+
+#: reader threads, each with its connection: a slow read (a report) leaves one free
+READERS = 2
+
+
+class _Readers:
+    """The threads running reads, taking them from one queue: an executor's futures and
+    wrapping cost a third of a read's round trip, and every message makes a few.
+    Started on the first read (so a daemon that forks workers starts them in each)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._jobs: queue.SimpleQueue[_ReadJob | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def put(self, job: _ReadJob) -> None:
+        if len(self._threads) < self.count:
+            with self._lock:
+                while len(self._threads) < self.count:
+                    thread = threading.Thread(target=self._run, daemon=True,
+                                              name=f"mailflow-read_{len(self._threads)}")
+                    thread.start()
+                    self._threads.append(thread)
+        self._jobs.put(job)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, future, loop = job
+            try:
+                outcome = (True, fn())
+            except BaseException as exc:  # handed to the waiter, raised there
+                outcome = (False, exc)
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+                loop.call_soon_threadsafe(_settle, future, *outcome)
+
+    def stop(self, timeout: float) -> None:
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for _ in threads:
+            self._jobs.put(None)
+        for thread in threads:
+            thread.join(timeout)
 
 
 def _unavailable(exc: BaseException) -> BaseException:
