@@ -58,6 +58,7 @@ from pydantic import Field, model_validator
 
 from mailflow import agents, cases
 from mailflow.account_managers import load_managers
+from mailflow.cases import CaseRow
 from mailflow.conditions import CompiledCondition, Condition, lazy_keyword_hits, message_recipients
 from mailflow.config import ConfigError, Model, Problem, TimeZoneName
 from mailflow.hookspecs import hookimpl
@@ -73,6 +74,7 @@ from mailflow.stage import (
     StageEnv,
     StageOptions,
 )
+from mailflow.store import Transaction
 from mailflow.store.schema import Schema
 from mailflow.textmatch import parse_term
 
@@ -290,8 +292,15 @@ class RouteStage(Stage[RouteOptions]):
             ctx.note(route=None, because="no service mailbox among the recipients")
             return
         now = dt.datetime.fromtimestamp(ctx.received_at, self.zone)
-        away = await ctx.store.run_read(agents.away_agents)
-        route, person, why = await self._case_route(ctx, away, now)
+        away: set[str] | None = None  # read with what needs it, once: a round trip each
+        route: str | None = None
+        person: str | None = None
+        why = ""
+        if ctx.case is not None and ctx.case.status is not CaseStatus.NEW:
+            row, known_away = await ctx.store.run_read(partial(_case_and_away,
+                                                               number=ctx.case.number))
+            away = known_away
+            route, person, why = self._case_route(row, known_away, now)
         if route is None:
             route, person, why = self._rule_route(ctx)
         team = self.options.teams.get(route)
@@ -307,13 +316,9 @@ class RouteStage(Stage[RouteOptions]):
         self.counter.labels(route=route).inc()
         ctx.note(route=route, assignee=person, because=why, recipients=targets)
 
-    async def _case_route(self, ctx: MessageContext, away: set[str], now: dt.datetime,
-                          ) -> tuple[str | None, str | None, str]:
+    def _case_route(self, row: CaseRow | None, away: set[str], now: dt.datetime,
+                    ) -> tuple[str | None, str | None, str]:
         """A follow-up (or copy) stays with its case: the assignee if present, else its team."""
-        if ctx.case is None or ctx.case.status is CaseStatus.NEW:
-            return None, None, ""
-        assert ctx.store is not None
-        row = await ctx.store.run_read(partial(cases.get_case, number=ctx.case.number))
         if row is not None and row.assignee and is_present(row.assignee, self._members, away,
                                                            now):
             return row.route or self.options.default, row.assignee, "case assignee"
@@ -338,18 +343,30 @@ class RouteStage(Stage[RouteOptions]):
                 return rule.team or rule.name, rule.person, f"rule {rule.name}"
         return self.options.default, None, "default"
 
-    async def _choose(self, ctx: MessageContext, route: str, team: Team, away: set[str],
-                      now: dt.datetime) -> str | None:
-        present = present_members(team.members, away, now)
+    async def _choose(self, ctx: MessageContext, route: str, team: Team,
+                      away: set[str] | None, now: dt.datetime) -> str | None:
+        assert ctx.store is not None
+        loads: dict[str, int] = {}
+        if team.strategy == "least_loaded":  # who is away and everyone's load: one read
+            gone, loads = await ctx.store.run_read(partial(
+                _away_and_loads, people=[m.address for m in team.members]))
+        else:
+            gone = away if away is not None else await ctx.store.run_read(agents.away_agents)
+        present = present_members(team.members, gone, now)
         if not present:
             ctx.note(nobody_present=True)
             return None
-        assert ctx.store is not None
         if team.strategy == "least_loaded":
-            loads = await ctx.store.run_read(partial(agents.open_cases_by_assignee,
-                                                     people=present))
             return min(present, key=lambda p: (loads.get(p, 0), present.index(p)))
         return await take_turn(ctx, f"turn:{route}", present)
+
+
+def _case_and_away(tx: Transaction, *, number: str) -> tuple[CaseRow | None, set[str]]:
+    return cases.get_case(tx, number=number), agents.away_agents(tx)
+
+
+def _away_and_loads(tx: Transaction, *, people: list[str]) -> tuple[set[str], dict[str, int]]:
+    return agents.away_agents(tx), agents.open_cases_by_assignee(tx, people=people)
 
 
 @hookimpl(trylast=True)

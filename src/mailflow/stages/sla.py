@@ -222,8 +222,10 @@ class SlaStage(Stage[SlaOptions]):
             ctx.note(deadline=None, because=f"automatic mail ({why}): no clock moves")
             return
         assert ctx.store is not None
-        started, answered, running = await ctx.store.run_read(partial(self._state,
-                                                                      number=case.number))
+        started = answered = running = False  # a new case's number was never used before
+        if case.status is not CaseStatus.NEW:
+            started, answered, running = await ctx.store.run_read(partial(self._state,
+                                                                          number=case.number))
         # the customer wrote: a pending auto-close is off
         ctx.cancel_timers(deadlines.AUTO_CLOSE, case.number)
         targets = self.options.targets(ctx.priority, case.route)
