@@ -347,12 +347,12 @@ class RouteStage(Stage[RouteOptions]):
                       away: set[str] | None, now: dt.datetime) -> str | None:
         assert ctx.store is not None
         loads: dict[str, int] = {}
-        if team.strategy == "least_loaded":  # who is away and everyone's load: one read
-            gone, loads = await ctx.store.run_read(partial(
-                _away_and_loads, people=[m.address for m in team.members]))
+        if team.strategy == "least_loaded":  # who is present and their loads: one read
+            present, loads = await ctx.store.run_read(partial(
+                _present_and_loads, members=team.members, away=away, now=now))
         else:
             gone = away if away is not None else await ctx.store.run_read(agents.away_agents)
-        present = present_members(team.members, gone, now)
+            present = present_members(team.members, gone, now)
         if not present:
             ctx.note(nobody_present=True)
             return None
@@ -365,8 +365,12 @@ def _case_and_away(tx: Transaction, *, number: str) -> tuple[CaseRow | None, set
     return cases.get_case(tx, number=number), agents.away_agents(tx)
 
 
-def _away_and_loads(tx: Transaction, *, people: list[str]) -> tuple[set[str], dict[str, int]]:
-    return agents.away_agents(tx), agents.open_cases_by_assignee(tx, people=people)
+def _present_and_loads(tx: Transaction, *, members: Members, away: set[str] | None,
+                       now: dt.datetime) -> tuple[list[str], dict[str, int]]:
+    """The members present, and their open cases (counted only for them: it reads
+    every open case of theirs)."""
+    present = present_members(members, agents.away_agents(tx) if away is None else away, now)
+    return present, agents.open_cases_by_assignee(tx, people=present) if present else {}
 
 
 @hookimpl(trylast=True)

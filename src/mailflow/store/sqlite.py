@@ -101,6 +101,10 @@ class SqliteStore(SqlStore):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = await asyncio.to_thread(_connect, self.path, False, self.busy_timeout,
                                            self.durable)
+            # the writer's page cache holds the upper levels of every index it inserts in:
+            # with a million cases (a 12 GB store) a message cost 14-17 % more than with a
+            # thousand at SQLite's 2 MiB, 7-8 % at 8 MiB (make bench-store)
+            conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         except (OSError, sqlite3.Error) as exc:  # read-only folder, locked file, bad path
             raise StoreUnavailable(f"cannot open the store {self.path}: {exc}") from exc
         try:
@@ -230,6 +234,8 @@ class SqliteStore(SqlStore):
 
 #: reader threads, each with its connection: a slow read (a report) leaves one free
 READERS = 2
+#: the write connection's page cache (SQLite's default is 2 MiB)
+WRITER_CACHE_KIB = 8192
 
 
 class _Readers:
