@@ -35,11 +35,18 @@ WORDS: dict[str, frozenset[str]] = {
                      "groeten", "alstublieft", "wij", "graag", "van", "ook", "maar"}),
 }
 _WORD = re.compile(r"[a-zà-ÿßœæ]+")
-#: each listed word's languages (a few words are in two lists: "es", "mit")
-_LANGUAGES_OF: dict[str, tuple[str, ...]] = {}
-for _lang, _vocabulary in WORDS.items():
-    for _word in _vocabulary:
-        _LANGUAGES_OF[_word] = (*_LANGUAGES_OF.get(_word, ()), _lang)
+
+
+def _languages_of_words() -> dict[str, tuple[str, ...]]:
+    """Each listed word's languages (a few words are in two lists: "es", "mit")."""
+    found: dict[str, tuple[str, ...]] = {}
+    for lang, vocabulary in WORDS.items():
+        for word in vocabulary:
+            found[word] = (*found.get(word, ()), lang)
+    return found
+
+
+_LANGUAGES_OF = _languages_of_words()
 
 
 @dataclass(frozen=True)
