@@ -240,7 +240,8 @@ WRITER_CACHE_KIB = 8192
 
 class _Readers:
     """The threads running reads, taking them from one queue: an executor's futures and
-    wrapping cost a third of a read's round trip, and every message makes a few.
+    their wrapping cost about a quarter of a read's round trip, and every message makes
+    a few.
     Started on the first read (so a daemon that forks workers starts them in each)."""
 
     def __init__(self, count: int) -> None:
