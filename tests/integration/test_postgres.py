@@ -203,6 +203,23 @@ def test_a_node_id_in_use_is_refused(daemon_factory: Any, tmp_path: Path, url: s
         twin.start()
 
 
+def test_a_restart_waits_for_its_crashed_predecessors_lock(daemon_factory: Any,
+                                                           tmp_path: Path, url: str) -> None:
+    """Restarted at once after a kill -9, a daemon may find its node's lock still held by
+    the session PostgreSQL has not yet seen gone: it waits for it, then serves."""
+    predecessor = psycopg.connect(url.partition("?")[0], autocommit=True)
+    predecessor.execute("SELECT pg_advisory_lock(hashtext('mailflow node mx1'))")
+    gone = threading.Timer(1.5, predecessor.close)
+    gone.start()
+    started = time.monotonic()
+    try:
+        daemon = daemon_on(daemon_factory, tmp_path, url, "mx1")
+    finally:
+        gone.join()
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    assert time.monotonic() - started >= 1.5  # it did wait for the lock
+
+
 def test_a_restart_recovers_its_own_rows_only(daemon_factory: Any, tmp_path: Path, url: str,
                                               sink: Sink) -> None:
     """mx2 has an ack leased (its next hop is slow to answer) when mx1 restarts: mx1's

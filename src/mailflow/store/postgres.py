@@ -53,6 +53,9 @@ NODE_TIMEOUT = 60.0
 POOL_SIZE = 8
 #: seconds after its last answer during which a pooled connection is handed out unchecked
 FRESH_FOR = 1.0
+#: seconds a node's lock is waited for: a daemon restarted at once after a crash (systemd,
+#: kill -9) finds its predecessor's session still held until PostgreSQL sees it gone
+NODE_LOCK_WAIT = 5.0
 
 
 def split_url(url: str) -> tuple[str, int, float]:
@@ -246,11 +249,16 @@ class PostgresStore(SqlStore):
 
     async def claim_node(self) -> None:
         """Hold this node's advisory lock for the life of the daemon: refused when
-        another live daemon holds it (the same ``node_id`` twice)."""
+        another live daemon holds it (the same ``node_id`` twice) for NODE_LOCK_WAIT."""
         def claim() -> None:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
-            (held,) = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
-                                   (f"mailflow node {self.node}",)).fetchone() or (False,)
+            deadline = time.monotonic() + NODE_LOCK_WAIT
+            while True:
+                (held,) = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
+                                       (f"mailflow node {self.node}",)).fetchone() or (False,)
+                if held or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.25)
             if not held:
                 conn.close()
                 raise StoreUnavailable(
