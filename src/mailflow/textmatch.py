@@ -10,6 +10,7 @@ the message context).
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -31,6 +32,7 @@ _SPELLED = {"œ": "oe", "Œ": "OE", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O"
 _MARKS = re.compile(r"[\u0300-\u036f]+")  # the accents NFKD splits off
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _OTHER = re.compile(r"[^\x00-\x7f\u0300-\u036f]")  # neither ASCII nor an accent
+_BEYOND_LATIN1 = re.compile(r"[^\x00-\xff]")
 
 
 def _non_ascii(char: str) -> str:
@@ -60,7 +62,13 @@ def fold(text: str) -> str:
     try:  # French, German, Spanish…: Latin-1 after the replacements above
         latin1 = text.encode("latin-1")
     except UnicodeEncodeError:
-        return _fold_unicode(text)
+        # a few marks beyond Latin-1 ("…", "€", a narrow no-break space) in Latin text
+        # fold alone, as in the whole; letters of another script take the general path
+        alone = {char: _fold_alone(char) for char in set(_BEYOND_LATIN1.findall(text))}
+        if not all(folded.isascii() for folded in alone.values()):
+            return _fold_unicode(text)
+        latin1 = functools.reduce(lambda t, pair: t.replace(*pair), alone.items(),
+                                  text).encode("latin-1")
     if len(latin1.translate(None, _LATIN1_SLOW)) != len(latin1):  # e.g. '½', 'µ'
         return _fold_unicode(text)
     return latin1.translate(_LATIN1_TABLE, _LATIN1_DELETE).decode("ascii")
@@ -80,6 +88,11 @@ def _fold_unicode(text: str) -> str:
     if kept:
         return _MARKS.sub("", text)
     return text.encode("ascii", "ignore").decode("ascii")  # only accents left: drop them
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold_alone(char: str) -> str:
+    return _fold_unicode(char)
 
 
 def _latin1_table() -> tuple[bytes, bytes, bytes]:

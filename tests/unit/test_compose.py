@@ -7,6 +7,8 @@ import email.policy
 from email.message import EmailMessage
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailflow.message import compose
 from mailflow.outbox import needs_smtputf8
@@ -149,3 +151,37 @@ def test_outbox_asks_smtputf8_for_utf8_headers_of_mail_we_wrote() -> None:
     assert not needs_smtputf8(row("ack", b"Subject: x\r\n\r\nbody \xc3\xa9"))
     assert not needs_smtputf8(row("relay", legacy))  # a customer's bytes, as they were
     assert needs_smtputf8(row("relay", legacy, "jöse@client.test"))
+
+
+def _header_bytes(policy: email.policy.EmailPolicy, subject: str) -> bytes:
+    msg = EmailMessage(policy=policy)
+    msg["Subject"] = subject
+    msg["Content-Type"] = 'text/plain; charset="utf-8"'
+    msg["Content-Transfer-Encoding"] = "8bit"
+    msg["MIME-Version"] = "1.0"
+    return msg.as_bytes()
+
+
+SUBJECTS = ["Re: [CTC-20261208-000123] Ma commande n'est toujours pas arrivee",
+            "Bonjour", "x" * 69, "y" * 70, "word " * 40, "Réception de votre demande",
+            "=?utf-8?q?caf=C3=A9?=", "a=?b", "tab\there", "Ünïcode and ASCII " * 8,
+            "(comment) <angle> \"quoted\" ; , : @ [x]", "=" * 80, ""]
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+@pytest.mark.parametrize("utf8", [False, True])
+def test_the_writer_writes_a_subject_as_the_email_package_does(subject: str,
+                                                               utf8: bool) -> None:
+    """A plain subject skips the parse; what is written is the same bytes."""
+    stdlib = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+    assert (_header_bytes(compose.writer_policy(utf8=utf8), subject)
+            == _header_bytes(stdlib, subject))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1,
+                        max_size=90), min_size=1, max_size=20).map(" ".join))
+def test_any_printable_ascii_subject_is_written_as_the_email_package_does(
+        subject: str) -> None:
+    assert (_header_bytes(compose.writer_policy(utf8=False), subject)
+            == _header_bytes(email.policy.SMTP, subject))

@@ -17,6 +17,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailflow import cases
 from mailflow.agents import set_agent
@@ -29,7 +31,7 @@ from mailflow.stage import CaseInfo, CaseStatus, MessageContext
 from mailflow.stages.prioritise import Thresholds
 from mailflow.store import Transaction
 from mailflow.store.sqlite import SqliteStore
-from mailflow.textmatch import TermMatcher, flat, fold, parse_term
+from mailflow.textmatch import TermMatcher, _fold_unicode, flat, fold, parse_term
 
 pytestmark = pytest.mark.timeout(20)  # each test, setup included
 
@@ -221,6 +223,20 @@ def test_fold_keeps_typographic_punctuation_as_a_separator() -> None:
     assert fold("«litige»") == " litige "
     assert fold("ur\u00adgent") == "urgent"  # soft hyphen: invisible, inside the word
     assert fold("Catégorie\u00a0: Facturation") == "categorie : facturation"
+
+
+#: Latin text with what mail puts beside it: marks beyond Latin-1 ("…", "€", narrow
+#: spaces), ligatures, combining accents, fractions, other scripts
+_MIXED = st.one_of(st.characters(max_codepoint=0x2FFF),
+                   st.sampled_from("éèàçœŒæß’‘–—…€\u202f\u00a0«»½µ\u0301ﬁᴬПОЖАРλά"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(_MIXED, max_size=40))
+def test_fold_s_fast_paths_give_what_the_general_one_gives(text: str) -> None:
+    """ASCII, Latin-1 and Latin-1 with a few other marks each take a shortcut; each
+    must give what NFKD and the general rules give."""
+    assert fold(text) == (text.lower() if text.isascii() else _fold_unicode(text))
 
 
 def matcher(*terms: str) -> TermMatcher:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from email.header import Header
-from email.headerregistry import BaseHeader, HeaderRegistry
+from email.headerregistry import BaseHeader, HeaderRegistry, UniqueUnstructuredHeader
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8, EmailPolicy, Policy
 from email.utils import quote
@@ -121,6 +121,35 @@ class RawHeader(BaseHeader):
         return fold(self.name, str(self), policy.max_line_length, policy.linesep)
 
 
+class PlainSubject(UniqueUnstructuredHeader, BaseHeader):  # type: ignore[misc]
+    """A subject of printable ASCII words that each fit on a line, written as the email
+    package writes it but without parsing it into a tree and folding the tree (with the
+    MIME fields written raw: an acknowledgement took 190 µs to write, 73 µs now); any
+    other goes the email package's way (encoded words, long words)."""
+
+    @classmethod
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
+        if _PLAIN_SUBJECT.fullmatch(value) and "=?" not in value:
+            kwds["parse_tree"] = None
+            kwds["decoded"] = value
+        else:
+            super().parse(value, kwds)
+
+    def fold(self, *, policy: Policy) -> str:
+        if self._parse_tree is not None:  # type: ignore[attr-defined]
+            return super().fold(policy=policy)
+        width, value = policy.max_line_length or MAX_LINE, str(self)
+        if len(self.name) + 2 + len(value) > width >= len(value) + 1:
+            # a value that fits on a line of its own goes there whole, as the email
+            # package writes it
+            return f"{self.name}:{policy.linesep} {value}{policy.linesep}"
+        return fold(self.name, value, width, policy.linesep)
+
+
+#: printable ASCII words of at most 69 characters ("Subject: " and one fit in 78)
+_PLAIN_SUBJECT = re.compile(r"[\x21-\x7e]{1,69}(?: [\x21-\x7e]{1,69})*")
+
+
 class _Registry(HeaderRegistry):
     """The email package's registry, each field's class made once: its own makes a new
     class for every field of every message (a third of the cost of writing one)."""
@@ -140,21 +169,26 @@ class _Registry(HeaderRegistry):
         return made
 
 
-def _registry(raw: Sequence[str] = RAW_FIELDS) -> HeaderRegistry:
+def _registry(raw: Sequence[str] = RAW_FIELDS, *, writer: bool = False) -> HeaderRegistry:
     registry = _Registry()
     for name in raw:
         registry.map_to_type(name, RawHeader)
+    if writer:
+        registry.map_to_type("Subject", PlainSubject)
     return registry
 
 
 _ASCII_POLICY = SMTP.clone(header_factory=_registry())
 _UTF8_POLICY = SMTPUTF8.clone(header_factory=_registry())
 #: the fields mailflow fills with values it made itself, ASCII and on one line (a
-#: formatted address, a date, a keyword): written as they are, with no parse
+#: formatted address, a date, a keyword, a MIME type and its parameters): written as
+#: they are, with no parse
 OWN_FIELDS = ("From", "Date", "Auto-Submitted", "X-Auto-Response-Suppress", "Precedence",
-              LOOP_HEADER)
-_WRITER_ASCII_POLICY = SMTP.clone(header_factory=_registry((*RAW_FIELDS, *OWN_FIELDS)))
-_WRITER_UTF8_POLICY = SMTPUTF8.clone(header_factory=_registry((*RAW_FIELDS, *OWN_FIELDS)))
+              LOOP_HEADER, "MIME-Version", "Content-Type", "Content-Transfer-Encoding")
+_WRITER_ASCII_POLICY = SMTP.clone(
+    header_factory=_registry((*RAW_FIELDS, *OWN_FIELDS), writer=True))
+_WRITER_UTF8_POLICY = SMTPUTF8.clone(
+    header_factory=_registry((*RAW_FIELDS, *OWN_FIELDS), writer=True))
 
 
 def policy(*, utf8: bool) -> EmailPolicy[EmailMessage]:
@@ -163,7 +197,8 @@ def policy(*, utf8: bool) -> EmailPolicy[EmailMessage]:
 
 
 def writer_policy(*, utf8: bool) -> EmailPolicy[EmailMessage]:
-    """:func:`policy` for the mail mailflow writes: :data:`OWN_FIELDS` raw too."""
+    """:func:`policy` for the mail mailflow writes: :data:`OWN_FIELDS` raw too, and a
+    plain subject (:class:`PlainSubject`)."""
     return _WRITER_UTF8_POLICY if utf8 else _WRITER_ASCII_POLICY
 
 
