@@ -147,3 +147,34 @@ def test_scoring_needs_no_network_and_no_corpus() -> None:
                          timeout=120)
     assert run.returncode == 0, run.stderr
     assert "offline ok" in run.stdout
+
+
+def _sentences_to_score() -> list[tuple[str, str]]:
+    """Every sentence of the evaluation set and of this file, and sentences made to test
+    the shortcut's edges: no lexicon word with and without "!", "?" or "..", an emoji, an
+    accented word, a word in capitals, punctuation glued to a word."""
+    from mailflow_sentiment.text import sentences
+    from sentiment_eval import messages
+
+    texts = [(m["language"], m["text"]) for m in messages()]
+    texts += [*NEGATIVE, *NOT_NEGATIVE, *POSITIVE]
+    made = [("fr", "Commande 48213 expédiée le 3 mars"), ("fr", "Commande 48213 expédiée ?"),
+            ("fr", "Et le colis, alors !!"), ("fr", "Et le colis.."), ("fr", "Le colis 🙂"),
+            ("fr", "Très DÉÇU."), ("fr", "déçu"), ("fr", "(super)"), ("fr", "l'horreur"),
+            ("en", "Order 48213 shipped on March 3rd"), ("en", "Order shipped??"),
+            ("en", "The parcel 😡 is here"), ("en", "GREAT."), ("en", "no"), ("en", ":)")]
+    return [(language, s.text) for language, text in texts for s in sentences(text)] + made
+
+
+def test_a_sentence_the_library_would_score_0_is_scored_0_without_it() -> None:
+    """``valence`` skips the library's pass for a sentence with no word of its lexicon:
+    on every sentence it gives exactly what the library gives."""
+    from mailflow_sentiment.lexicon import _no_lexicon_word, analyzer, valence
+
+    checked = _sentences_to_score()
+    skipped = 0
+    for language, sentence in checked:
+        library = float(analyzer(language).polarity_scores(sentence)["compound"])
+        assert valence(sentence, language) == library, (language, sentence)
+        skipped += _no_lexicon_word(analyzer(language), sentence, language)
+    assert 0 < skipped < len(checked)  # the shortcut is taken, and not always

@@ -15,8 +15,11 @@ a grievance. Built once per process, on first use (about 50 ms).
 from __future__ import annotations
 
 import functools
+import importlib
 import warnings
 from typing import Any, Protocol
+
+from unidecode import unidecode
 
 #: words every service mailbox reads in calm requests: no valence of their own
 SERVICE_WORDS: dict[str, frozenset[str]] = {
@@ -60,4 +63,36 @@ def analyzer(language: str) -> Analyzer:
 
 def valence(text: str, language: str) -> float:
     """The library's compound score of one sentence, -1 (unhappy) … 1 (happy)."""
-    return float(analyzer(language).polarity_scores(text)["compound"])
+    found = analyzer(language)
+    if _no_lexicon_word(found, text, language):
+        return 0.0
+    return float(found.polarity_scores(text)["compound"])
+
+
+def _no_lexicon_word(found: Analyzer, text: str, language: str) -> bool:
+    """True when the library would score ``text`` 0 without looking further: none of
+    its words (split as the library splits them) is in the lexicon, and it holds no
+    emoji (the library reads an emoji as words). Two sentences in three of customer
+    mail; the library's full pass over one costs about three times this check.
+
+    The French port scores a sentence of no lexicon word below 0 when it has "!", "?"
+    or suspension points: such a sentence takes the full pass."""
+    french = language == "fr"
+    if french and ("!" in text or "?" in text or ".." in text):
+        return False
+    if not found.emojis.keys().isdisjoint(text):  # type: ignore[attr-defined]
+        return False
+    lexicon: dict[str, float] = found.lexicon  # type: ignore[attr-defined]
+    for word in _library(language).SentiText(text).words_and_emoticons:
+        key = word.lower()
+        if french and not key.isascii():
+            key = unidecode(key)  # the French port looks its words up without accents
+        if key in lexicon:
+            return False
+    return True
+
+
+@functools.cache
+def _library(language: str) -> Any:
+    return importlib.import_module("vaderSentiment_fr.vaderSentiment" if language == "fr"
+                                   else "vaderSentiment.vaderSentiment")
