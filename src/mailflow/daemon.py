@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry
 
-from mailflow import sdnotify
+from mailflow import heap, sdnotify
 from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.config import ConfigError, Settings
 from mailflow.host import DaemonHost, Host, Housekeeping, Route
@@ -198,6 +198,7 @@ class Application:
         for name in added:
             await self._plugin_hook(runtime, "mailflow_startup", name)
         self.runtime = runtime
+        heap.thaw(asyncio.get_running_loop())
         self.housekeeping = self._housekeeping(runtime) if self.worker == 0 else []
         self._start_series(runtime)  # the routes, rules, stages the reload brought
         for name in removed:

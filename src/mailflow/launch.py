@@ -127,6 +127,7 @@ def run(config: str | None, overrides: dict[str, Any], *,
                 os.kill(pid, signum)
 
     app = Application(settings, reread, worker=worker, clock=clock)
+    heap.settle()  # the worker's own runtime is loaded now
     http = None
     if worker == 0 and metrics_address:
         try:
