@@ -62,6 +62,11 @@ class StageStore(Protocol):
         """The next value of sequence ``name`` (1, 2, …), taken at once and never given
         twice; with ``peek``, the value the next call would give, taking nothing."""
 
+    async def read_and_take(self, fn: Callable[[Transaction], tuple[T, str | None]], *,
+                            peek: bool = False) -> tuple[T, int | None]:
+        """``fn``'s reads and, if it names a sequence, that sequence's next value (taken
+        as ``next_value`` takes it), in one trip."""
+
 
 @dataclass(frozen=True)
 class CaseInfo:
@@ -269,6 +274,14 @@ class MessageContext(Effects):
         if give_back and not self.dry_run:
             self.write(_nothing, undo=lambda tx: tx.give_back(name, value))
         return value
+
+    async def read_and_take(self, fn: Callable[[Transaction], tuple[T, str | None]],
+                            ) -> tuple[T, int | None]:
+        """``fn``'s reads and, if it names a sequence, that sequence's next value, in one
+        trip to the store; a dry run only peeks at it."""
+        if self.store is None:
+            raise ValueError("no store: sequences need one")
+        return await self.store.read_and_take(fn, peek=self.dry_run)
 
     def update_case(self, **changes: Any) -> CaseInfo:
         """Replace fields of ``ctx.case`` (undone with the rest if the stage fails)."""

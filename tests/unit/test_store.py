@@ -271,6 +271,22 @@ async def test_closed_store_refuses_writes(backend: Backend) -> None:
         await s.run_write(lambda tx: None)
 
 
+async def test_a_read_takes_a_sequence_value_only_when_it_names_one(store: Store) -> None:
+    """``read_and_take``: the read's result, and the sequence's next value when the read
+    asks for one (taken for good, as next_value takes it); a peek takes nothing."""
+    def asking(sequence: str | None) -> Callable[[Transaction], tuple[int, str | None]]:
+        def read(tx: Transaction) -> tuple[int, str | None]:
+            return len(tx.execute("SELECT name FROM sequences")), sequence
+        return read
+
+    assert await store.read_and_take(asking(None)) == (0, None)
+    assert await store.read_and_take(asking("SAV-1")) == (0, 1)
+    assert await store.read_and_take(asking("SAV-1")) == (1, 2)
+    assert await store.read_and_take(asking("SAV-1"), peek=True) == (1, 3)
+    assert await store.next_value("SAV-1") == 3  # the peek took nothing
+    assert await store.read_and_take(asking("SAV-2")) == (1, 1)
+
+
 # -- outbox and timers: leases --------------------------------------------------------
 
 

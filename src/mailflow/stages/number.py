@@ -184,20 +184,26 @@ class NumberStage(Stage[NumberOptions]):
         mailbox = self._mailbox(ctx)
         digest = cases.own_fingerprint(message.customer_text.text)
         since = ctx.received_at - self.options.resend_window_hours * 3600
-        status, number, closed, route = await ctx.store.run_read(partial(
-            self._find, ctx=ctx, customer=customer, digest=digest, since=since))
+        prefix = self.options.prefix_by_recipient.get(mailbox, self.options.prefix)
+        now = datetime.fromtimestamp(ctx.received_at, self.zone)
+        # one trip to the store: a new case's number is taken by the job that found it
+        # needs one (committed at once: gaps, never duplicates)
+        (status, number, closed, route), taken = await ctx.read_and_take(partial(
+            self._find_or_open, ctx=ctx, customer=customer, digest=digest, since=since,
+            sequence=self.format.sequence_name(prefix, now)))
         parent = None
         # an out-of-office or a bounce joins a closed case but does not reopen it
         if number is not None and status is CaseStatus.FOLLOWUP and closed and (
                 ctx.automatic is None):
-            if self.options.on_closed_by_route.get(route or "", self.options.on_closed) == "reopen":
+            if self._reopens(route):
                 status = CaseStatus.REOPENED
                 ctx.write(partial(cases.update_case, number=number, status="open"),
                           undo=partial(cases.update_case, number=number, status="closed"))
             else:
                 parent, number = number, None
         if number is None:
-            number, status = await self._allocate(ctx, mailbox), CaseStatus.NEW
+            assert taken is not None
+            number, status = self.format.format(prefix, now, taken), CaseStatus.NEW
             ctx.write(partial(cases.insert_case, number=number, customer=customer,
                               customer_name=customer_name, subject=message.subject,
                               mailbox=mailbox, parent=parent),
@@ -236,6 +242,17 @@ class NumberStage(Stage[NumberOptions]):
             ctx.write(partial(cases.add_fingerprint, sender=case.customer, digest=digest,
                               number=case.number, queue_id=ctx.queue_id),
                       undo=partial(cases.remove_fingerprints, queue_id=ctx.queue_id))
+
+    def _find_or_open(self, tx: Transaction, *, ctx: MessageContext, customer: str,
+                      digest: str, since: float, sequence: str,
+                      ) -> tuple[tuple[CaseStatus, str | None, bool, str | None], str | None]:
+        """What :meth:`_find` finds, and ``sequence`` if the message opens a case (it
+        joins none, or a closed one it does not reopen): its number is taken then."""
+        found = status, number, closed, route = self._find(tx, ctx=ctx, customer=customer,
+                                                           digest=digest, since=since)
+        opens = number is None or (status is CaseStatus.FOLLOWUP and closed
+                                   and ctx.automatic is None and not self._reopens(route))
+        return found, sequence if opens else None
 
     def _find(self, tx: Transaction, *, ctx: MessageContext, customer: str, digest: str,
               since: float) -> tuple[CaseStatus, str | None, bool, str | None]:
@@ -277,13 +294,10 @@ class NumberStage(Stage[NumberOptions]):
             ctx.note(refused_number=candidate, refused_because=reason)
         return None
 
-    async def _allocate(self, ctx: MessageContext, mailbox: str) -> str:
-        prefix = self.options.prefix_by_recipient.get(mailbox, self.options.prefix)
-        now = datetime.fromtimestamp(ctx.received_at, self.zone)
-        sequence_name = self.format.sequence_name(prefix, now)
-        assert ctx.store is not None
-        sequence = await ctx.next_value(sequence_name)  # a dry run only peeks
-        return self.format.format(prefix, now, sequence)
+    def _reopens(self, route: str | None) -> bool:
+        """Whether a customer's follow-up reopens a case closed on ``route`` (else it
+        opens a new case linked to it). An out-of-office or a bounce never reopens."""
+        return self.options.on_closed_by_route.get(route or "", self.options.on_closed) == "reopen"
 
 
 def _settled(ctx: Effects, event: CaseSettled) -> None:

@@ -8,8 +8,8 @@ from mailflow.store.base import (
     TimerLost,
     TimerRow,
     Transaction,
-    open_store,
 )
+from mailflow.store.opening import open_store
 
 __all__ = ["OutboxRow", "Store", "StoreUnavailable", "TimerInfo", "TimerLost", "TimerRow",
            "Transaction", "open_store"]

@@ -13,7 +13,6 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qs
 
 from mailflow.clock import SYSTEM_CLOCK, Clock
 from mailflow.store.schema import ForgetFn, Schema
@@ -317,6 +316,22 @@ class Store(abc.ABC):
             return await self.run_read(lambda tx: tx.peek_value(name))
         return await self.run_write(lambda tx: tx.next_value(name))
 
+    async def read_and_take(self, fn: Callable[[Transaction], tuple[T, str | None]], *,
+                            peek: bool = False) -> tuple[T, int | None]:
+        """``fn``'s reads, and the next value of the sequence it names (None: none), in
+        one trip to the store: for a stage whose reads say whether it needs a value (a
+        new case's number). The value is taken at once, as :meth:`next_value` takes it;
+        with ``peek`` (or on a read-only store), only looked at."""
+        def job(tx: Transaction, looking: bool) -> tuple[T, int | None]:
+            found, sequence = fn(tx)
+            if sequence is None:
+                return found, None
+            return found, tx.peek_value(sequence) if looking else tx.next_value(sequence)
+
+        if peek or getattr(self, "readonly", False):
+            return await self.run_read(lambda tx: job(tx, True))
+        return await self.run_write(lambda tx: job(tx, False))
+
     @abc.abstractmethod
     async def claim_outbox(self, owner: str, limit: int, lease: float) -> list[OutboxRow]:
         """Lease up to ``limit`` due rows to ``owner`` so no other sender takes them."""
@@ -370,31 +385,3 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def pending_outbox(self) -> int: ...
-
-
-def open_store(url: str, *, readonly: bool = False, clock: Clock = SYSTEM_CLOCK,
-               node: str = "", migrate: bool = True) -> Store:
-    """The store for ``url``: ``sqlite:///PATH[?busy_timeout=SECONDS][&durable=no]`` (the
-    embedded default; ``durable=no`` for a scratch store: no fsync) or ``postgresql://…``
-    (several daemons on one database; ``node``: this daemon's node id). ``readonly`` is
-    the dry-run mode of ``mailflow try``: reads, never writes. ``migrate=False``: refuse
-    a schema older than the code instead of migrating."""
-    if url.startswith(("postgresql://", "postgres://")):
-        from mailflow.store.postgres import PostgresStore, split_url
-
-        conninfo, pool_size, node_timeout = split_url(url)
-        return PostgresStore(conninfo, readonly=readonly, clock=clock, node=node,
-                             migrate=migrate, pool_size=pool_size, node_timeout=node_timeout)
-    if url.startswith("sqlite:///"):
-        from mailflow.store.sqlite import SqliteStore
-
-        path, _, query = url.removeprefix("sqlite:///").partition("?")
-        options = parse_qs(query)
-        try:
-            busy = float(options.get("busy_timeout", ["5"])[0])
-        except ValueError:
-            raise ValueError(f"'{url}': busy_timeout is a number of seconds") from None
-        durable = options.get("durable", ["yes"])[0] != "no"
-        return SqliteStore(path or "mailflow.sqlite3", readonly=readonly, busy_timeout=busy,
-                           clock=clock, migrate=migrate, durable=durable)
-    raise ValueError(f"unsupported store '{url}' (use sqlite:///PATH or postgresql://…)")
