@@ -8,11 +8,11 @@ worker that wrote it. Two idle workers: 137 MiB of PSS together, 163 without.
 
 Under load, one worker unfrozen ran a full collection every 3.5 s, each walking the
 150,000 objects loaded at start for 80-100 ms: a stall of the event loop, and 0.14 ms of
-CPU a message. Frozen, with a young generation collected every `YOUNG_THRESHOLD`
-allocations (Python's default is 700: per-message objects were promoted, to be walked
-again later), one full collection of 15-19 ms ran in 3,000 messages, and the
-collector's whole cost fell from 0.27 to about 0.09 ms a message (bench/profiling.py,
-the collector timed through ``gc.callbacks``).
+CPU a message (bench/profiling.py, the collector timed through ``gc.callbacks``).
+Frozen, one walks the 15,000-25,000 objects alive beside them, in 5-8 ms: the collector's
+whole cost fell from 0.27 to 0.08 ms a message. Collecting the young generation less
+often (every 10,000 allocations, not 700) took a little more off, and added 10-16 MiB of
+PSS at 200 sessions (garbage waits longer): not done.
 """
 
 from __future__ import annotations
@@ -20,16 +20,11 @@ from __future__ import annotations
 import asyncio
 import gc
 
-#: allocations between two collections of the youngest generation
-YOUNG_THRESHOLD = 10_000
-
 
 def settle() -> None:
     """Once loaded, before forking or serving: collect, then freeze what is left."""
     gc.collect()
     gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_THRESHOLD, middle, old)
 
 
 #: seconds after a reload before what is loaded then is frozen: the messages that were
