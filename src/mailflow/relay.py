@@ -9,6 +9,7 @@ used: it says 250 even when the next hop refused, and blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import socket
@@ -78,10 +79,12 @@ class CapturingClient:
         return None
 
 
+@functools.lru_cache(maxsize=1024)  # each address is checked coming in and going out
 def check_address(address: str) -> None:
     """Refuse addresses that could smuggle commands onto the next hop's command line,
     and any that aiosmtplib would refuse (ValueError) or rewrite on its way out
-    (``a;b@x`` goes out as ``<a>``): the next hop gets exactly the address accepted."""
+    (``a;b@x`` goes out as ``<a>``): the next hop gets exactly the address accepted.
+    An address refused is not remembered: it is checked again, and refused again."""
     if _BAD_ADDRESS.search(address) and not address.startswith('"'):
         raise ValueError(f"address {address!r} holds characters not allowed on an SMTP line")
     if any(c in address for c in "\r\n\0"):

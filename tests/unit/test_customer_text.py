@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 
 from mailflow import cases
 from mailflow.message import Envelope, parse_message
-from mailflow.message.customer_text import MAX_CHARS, customer_text, split_customer_text
+from mailflow.message.customer_text import (
+    _DISCLAIMERS,
+    MAX_CHARS,
+    _disclaims,
+    customer_text,
+    split_customer_text,
+)
 
 EXAMPLES = {
     "outlook, French": ("""Bonjour,
@@ -276,3 +282,9 @@ def test_never_raises_never_grows(body: str) -> None:
 
 def test_not_a_string_gives_no_text() -> None:
     assert customer_text(None) == ""  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("phrase", _DISCLAIMERS)
+def test_each_disclaimer_phrase_is_found_anywhere_in_a_line(phrase: str) -> None:
+    assert _disclaims(f"-- {phrase}, and more --")
+    assert not _disclaims(phrase[1:-1] + " " + phrase[:1])

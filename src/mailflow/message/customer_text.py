@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
+import ahocorasick
+
 #: longer input is cut first: a customer writes less, and the work stays bounded
 MAX_CHARS = 100_000
 _LINE_CAP = 400  # a line is classified on its first characters only
@@ -130,6 +132,22 @@ _DISCLAIMERS = (
     "bitte denken sie an die umwelt", "este mensaje y sus anexos", "este mensaje es confidencial",
     "antes de imprimir este mensaje", "antes de imprimir este correo",
 )
+
+
+def _automaton(phrases: Sequence[str]) -> ahocorasick.Automaton:
+    """Every phrase in one automaton: a line is read once, not once a phrase (49)."""
+    automaton = ahocorasick.Automaton()
+    for phrase in phrases:
+        automaton.add_word(phrase, phrase)
+    automaton.make_automaton()
+    return automaton
+
+
+_DISCLAIMER_PHRASES = _automaton(_DISCLAIMERS)
+
+
+def _disclaims(key: str) -> bool:
+    return next(_DISCLAIMER_PHRASES.iter(key), None) is not None
 
 
 def _key(line: str) -> str:
@@ -261,7 +279,7 @@ def _split(text: str) -> CustomerText:
         if key == "--" or (_MOBILE.match(key) and len(key.split()) <= 10):
             rest = (i, "signature")
             break
-        if any(phrase in key for phrase in _DISCLAIMERS):
+        if _disclaims(key):
             if spoken:
                 rest = (i, "disclaimer")
                 break

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import getaddresses, parseaddr
 from functools import cached_property
 
@@ -54,6 +54,9 @@ class Message:
     #: (content type, file name) of the parts not read as text: attachments, an attached
     #: message, a report's machine-readable part (at most mime.MAX_ATTACHMENTS)
     attachments: tuple[tuple[str, str], ...] = ()
+    #: addresses() by lower-cased field name: From is read by three stages
+    _addresses: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False,
+                                                   compare=False)
 
     @cached_property
     def customer_text(self) -> CustomerText:
@@ -109,17 +112,20 @@ class Message:
         commas or quotes that would split one address into two.
         """
         key = name.lower()
-        out: list[str] = []
-        for h in self.headers:
-            if h.name.lower() != key:
-                continue
-            source = unfolded_text(h.raw) if b":" in h.raw else h.value
-            try:
-                pairs = getaddresses([source])
-            except Exception:  # a hostile header must not break a stage
-                continue
-            out.extend(addr.strip().lower() for _, addr in pairs if addr.strip())
-        return out
+        found = self._addresses.get(key)
+        if found is None:
+            out: list[str] = []
+            for h in self.headers:
+                if h.name.lower() != key:
+                    continue
+                source = unfolded_text(h.raw) if b":" in h.raw else h.value
+                try:
+                    pairs = getaddresses([source])
+                except Exception:  # a hostile header must not break a stage
+                    continue
+                out.extend(addr.strip().lower() for _, addr in pairs if addr.strip())
+            found = self._addresses[key] = tuple(out)
+        return list(found)
 
 
 _QUOTED_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
