@@ -24,6 +24,7 @@ from mailflow.metrics import Metrics
 from mailflow.relay import NextHopClient
 from mailflow.store import OutboxRow, Store, StoreUnavailable, Transaction
 from mailflow.store.operations import outbox_expire
+from mailflow.write_batches import WriteBatches
 
 log = structlog.get_logger("mailflow.outbox")
 
@@ -65,6 +66,7 @@ class OutboxWorker:
         # NODE:PID: a restarting node frees its own leases only (see Store.recover)
         self.owner = f"{store.node or socket.gethostname()}:{os.getpid()}"
         self.queue = LeasedQueue("outbox", self._claim, self._send, settings.poll_interval)
+        self._sent = WriteBatches[int](lambda ids: store.outbox_sent(*ids))
         self._last_sweep = -float("inf")
 
     def wake(self) -> None:
@@ -120,7 +122,7 @@ class OutboxWorker:
         delay = 0.5
         while True:
             try:
-                await self.store.outbox_sent(row.id)
+                await self._sent.add(row.id)
                 return
             except StoreUnavailable as exc:
                 if time.monotonic() > give_up:

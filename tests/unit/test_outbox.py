@@ -84,6 +84,28 @@ async def test_a_due_row_is_sent_once_and_marked(store: Store, clock: FakeClock)
     assert metrics.outbox_sent.labels(kind="ack")._value.get() == 1
 
 
+async def test_rows_sent_together_are_recorded_in_fewer_writes(store: Store,
+                                                               clock: FakeClock) -> None:
+    """The sends of one claim end close together: recorded as sent in a few writes, not
+    one each, every row marked all the same."""
+    for _ in range(6):
+        await queue(store)
+    writes: list[tuple[int, ...]] = []
+    recorded = store.outbox_sent
+
+    async def spy(*row_ids: int) -> None:
+        writes.append(row_ids)
+        await recorded(*row_ids)
+
+    store.outbox_sent = spy  # type: ignore[method-assign]
+    outbox, metrics = worker(store, ScriptedHop(), clock)
+    assert await outbox.run_once() == 6
+    assert await states(store) == [("sent", 1)] * 6
+    assert sorted(i for ids in writes for i in ids) == list(range(1, 7))
+    assert len(writes) < 6
+    assert metrics.outbox_sent.labels(kind="ack")._value.get() == 6
+
+
 async def test_a_held_row_waits_for_its_message(store: Store, clock: FakeClock) -> None:
     await queue(store, held=True, message="Q1")
     hop = ScriptedHop()

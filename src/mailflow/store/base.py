@@ -337,7 +337,8 @@ class Store(abc.ABC):
         """Lease up to ``limit`` due rows to ``owner`` so no other sender takes them."""
 
     @abc.abstractmethod
-    async def outbox_sent(self, row_id: int) -> None: ...
+    async def outbox_sent(self, *row_ids: int) -> None:
+        """Record rows as sent: the next hop took them (several in one transaction)."""
 
     @abc.abstractmethod
     async def outbox_retry(self, row_id: int, next_attempt: float, error: str,

@@ -198,8 +198,11 @@ class SqlStore(Store):
         return await self.run_write(partial(claim_outbox, dialect=self.dialect, owner=owner,
                                             limit=limit, lease=lease))
 
-    async def outbox_sent(self, row_id: int) -> None:
-        await self.run_write(lambda tx: outbox_sent(tx, row_id))
+    async def outbox_sent(self, *row_ids: int) -> None:
+        def record(tx: Transaction) -> None:
+            for row_id in row_ids:
+                outbox_sent(tx, row_id)
+        await self.run_write(record)
 
     async def outbox_retry(self, row_id: int, next_attempt: float, error: str,
                            give_up: bool) -> None:
