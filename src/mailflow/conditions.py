@@ -51,8 +51,11 @@ class CompiledCondition:
         self.recipients = {r.lower() for r in when.recipient}
         self.senders = {s.lower() for s in when.sender}
         self.has_keywords = bool(when.keyword)
-        self.fields = [(re.compile(rf"^[ \t]*{re.escape(fold(name))}[ \t]*:[ \t]*(.+?)[ \t]*$",
-                                   re.MULTILINE), fold(value))
+        # each with its folded name: a text without it cannot match, and ``in`` finds
+        # that out faster than the pattern, which tries every line
+        self.fields = [(fold(name), re.compile(
+                            rf"^[ \t]*{re.escape(fold(name))}[ \t]*:[ \t]*(.+?)[ \t]*$",
+                            re.MULTILINE), fold(value))
                        for name, value in when.form_field.items()]
 
     def matches(self, ctx: MessageContext, recipients: Sequence[str], sender: str,
@@ -68,8 +71,8 @@ class CompiledCondition:
             return False
         if self.fields:
             _, text = folded_parts(ctx)
-            for pattern, value in self.fields:
-                found = pattern.search(text)
+            for name, pattern, value in self.fields:
+                found = pattern.search(text) if name in text else None
                 if found is None or found.group(1).strip() != value:
                     return False
         return not self.has_keywords or self.tag in keyword_hits()
