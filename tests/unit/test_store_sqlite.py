@@ -5,10 +5,12 @@ test_store.py)."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shutil
 import sqlite3
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -225,3 +227,53 @@ async def test_writes_fail_cleanly_while_locked_then_recover(store: SqliteStore,
     await store.ping()
     await store.write([lambda tx: pending(tx, "AFTER")])
     assert await rows(store, "SELECT queue_id FROM messages") == [("AFTER",)]
+
+
+# -- the workers' turns at writing ---------------------------------------------------
+
+
+def hold_turn(db: Path) -> int:
+    """Take the writers' turn as another worker would (its own descriptor)."""
+    fd = os.open(f"{db}-writer.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def give_turn_up(db: Path, fd: int) -> None:
+    """Give it up as a worker does: unlock, and say so on the FIFO."""
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    fifo = os.open(f"{db}-writer.lock.fifo", os.O_RDWR | os.O_NONBLOCK)
+    os.write(fifo, b"\0")
+    os.close(fifo)
+
+
+async def test_a_writer_waits_for_its_turn_and_takes_it_at_once(store: SqliteStore,
+                                                                  db: Path) -> None:
+    """Workers on one store take turns at writing: a writer whose turn another holds
+    waits, and writes as soon as it is given up, not after a sleep of SQLite's."""
+    fd = hold_turn(db)
+    write = asyncio.ensure_future(store.write([lambda tx: pending(tx, "Q-TURN")]))
+    await asyncio.sleep(0.3)
+    assert not write.done()  # waiting for its turn
+    released = time.monotonic()
+    give_turn_up(db, fd)
+    await write
+    assert time.monotonic() - released < 0.2
+    assert await rows(store, "SELECT queue_id FROM messages") == [("Q-TURN",)]
+
+
+async def test_a_turn_held_too_long_is_not_waited_for(db: Path) -> None:
+    """Another worker stuck holding the turn: after the store's busy timeout the writer
+    goes on without it (SQLite's own lock decides, and the store is free)."""
+    store = SqliteStore(str(db), busy_timeout=0.3)
+    await store.open(builtin_schemas())
+    fd = hold_turn(db)
+    try:
+        started = time.monotonic()
+        await store.write([lambda tx: pending(tx, "Q-LATE")])
+        assert 0.3 <= time.monotonic() - started < 2.0
+        assert await rows(store, "SELECT queue_id FROM messages") == [("Q-LATE",)]
+    finally:
+        os.close(fd)
+        await store.close()
