@@ -32,11 +32,11 @@ from mailflow.context import MessageContext
 from mailflow.direction import SERVICE_DIRECTIONS
 from mailflow.message import Envelope
 from mailflow.metrics import Metrics
-from mailflow.outbox import STALE_PENDING_SECONDS
 from mailflow.outcome_log import count_stages, log_outcome
 from mailflow.processing_slots import TOO_BUSY, ProcessingSlots
 from mailflow.reception import Door, Reception
 from mailflow.relay import DeliveryResult, NextHopClient
+from mailflow.releases import AfterRelay, WriteOps
 from mailflow.store import Store, StoreUnavailable, Transaction
 from mailflow.values import OutgoingMail, Verdict
 
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("mailflow.message")
 
-WriteOps = list[Callable[[Transaction], object]]
 Sent = tuple[list[str], bytes, DeliveryResult]  # one copy: recipients, bytes, the answer
 
 
@@ -85,7 +84,8 @@ class Pipeline:
         self.reception = Reception(settings.smtp, chain_of, clock)
         self._chain_of = chain_of
         self._on_release = on_release
-        self._deferred: set[asyncio.Task[None]] = set()  # releases waiting for the store
+        self._deferred: set[asyncio.Task[None]] = set()  # writes beside the reply
+        self.after_relay = AfterRelay(store, on_release)
         self.slots = ProcessingSlots(settings.smtp.max_processing, settings.chain_timeout)
 
     # -- the whole thing ----------------------------------------------------
@@ -169,7 +169,7 @@ class Pipeline:
         refusals = self._refusal_ops(ctx, sent)
         effects = [op for op, _ in ctx.writes]  # the stages' (statistics): no address
         if refusals:
-            await self._write_after_relay(ctx.queue_id, [*refusals, *effects])
+            await self.after_relay.write(ctx.queue_id, [*refusals, *effects])
         elif effects:
             self._write_beside(ctx.queue_id, effects)
         return Outcome(f"250 2.0.0 Ok: queued as {ctx.queue_id}", "deliver")
@@ -186,7 +186,7 @@ class Pipeline:
             return _refused_outcome(sent)
         retries = self._refusal_ops(ctx, sent)  # the live store's: really retried
         if retries:
-            await self._write_after_relay(ctx.queue_id, retries)
+            await self.after_relay.write(ctx.queue_id, retries)
         would = ctx.reply or DEFAULT_REPLIES.get(ctx.verdict, "250")
         # refused during the SMTP dialogue, live would have had nothing more of it
         ops = self._accept_ops(ctx, state="shadow-refused" if refusals else "shadow",
@@ -234,7 +234,7 @@ class Pipeline:
         queue_id = ctx.queue_id
         log.warning("next_hop_outcome_unknown", queue_id=queue_id,
                     case=ctx.case.number if ctx.case is not None else None)
-        await self._write_after_relay(queue_id, [
+        await self.after_relay.write(queue_id, [
             lambda tx: tx.set_message_state(queue_id, "unknown"),
             lambda tx: tx.release_outbox(queue_id),
             lambda tx: tx.release_timers(queue_id)])
@@ -294,51 +294,7 @@ class Pipeline:
             lambda tx: tx.release_timers(queue_id),
         ]
         ops.extend(self._refusal_ops(ctx, sent))
-        await self._write_after_relay(queue_id, ops)
-
-    async def _write_after_relay(self, queue_id: str, ops: WriteOps) -> None:
-        """Record what follows a relay the next hop accepted, trying hard."""
-        for attempt in range(3):  # the next hop has it: try hard not to lose what it owes
-            try:
-                await self.store.write(ops)
-                break
-            except StoreUnavailable as exc:
-                if attempt == 2:
-                    # A 4xx now would make the client send it again: the next hop would
-                    # get it twice and the held rows would be swept. It is delivered and
-                    # all it owes is committed (held): say 250, release when writes work.
-                    log.error("release_deferred", queue_id=queue_id, error=str(exc))
-                    self._defer_release(queue_id, ops)
-                    return
-                await asyncio.sleep(0.2 * (attempt + 1))
-        self._on_release()
-
-    def _defer_release(self, queue_id: str, ops: WriteOps) -> None:
-        task = asyncio.get_running_loop().create_task(self._release_later(queue_id, ops))
-        self._deferred.add(task)
-        task.add_done_callback(self._deferred.discard)
-
-    async def _release_later(self, queue_id: str, ops: WriteOps) -> None:
-        """Retry a release until the store takes it, well before the sweeper would
-        abandon the message as never answered (``STALE_PENDING_SECONDS``)."""
-        give_up = time.monotonic() + STALE_PENDING_SECONDS / 2
-        delay = 1.0
-        while True:
-            try:
-                await asyncio.sleep(delay)
-                await self.store.write(ops)
-            except asyncio.CancelledError:  # stopping: recover() will abandon it at start
-                log.error("release_lost", queue_id=queue_id, error="daemon stopped")
-                raise
-            except StoreUnavailable as exc:
-                if time.monotonic() > give_up:
-                    log.error("release_lost", queue_id=queue_id, error=str(exc))
-                    return
-                delay = min(delay * 2, 30.0)
-                continue
-            log.info("release_recorded", queue_id=queue_id)
-            self._on_release()
-            return
+        await self.after_relay.write(queue_id, ops, batched=True)
 
     def _refusal_ops(self, ctx: MessageContext, sent: list[Sent]) -> WriteOps:
         """Recipients the next hop refused while taking others (a whole copy, or some of
