@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from mailflow.plugins import builtin_schemas
 from mailflow.store import StoreUnavailable, Transaction
@@ -276,4 +277,26 @@ async def test_a_turn_held_too_long_is_not_waited_for(db: Path) -> None:
         assert await rows(store, "SELECT queue_id FROM messages") == [("Q-LATE",)]
     finally:
         os.close(fd)
+        await store.close()
+
+
+async def test_without_a_fifo_a_writer_still_takes_its_turn_when_given_up(db: Path) -> None:
+    """A file system without FIFOs (here: a folder where the FIFO would be): the writer
+    looks for its turn again every millisecond instead, and says why in the log."""
+    db.parent.mkdir(parents=True)
+    os.mkdir(f"{db}-writer.lock.fifo")
+    with capture_logs() as logs:
+        store = await reopened(db)
+    assert [e for e in logs if e["event"] == "store_writer_fifo_unavailable"]
+    try:
+        fd = hold_turn(db)
+        write = asyncio.ensure_future(store.write([lambda tx: pending(tx, "Q-NOFIFO")]))
+        await asyncio.sleep(0.2)
+        assert not write.done()
+        released = time.monotonic()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        await write
+        assert time.monotonic() - released < 0.2
+    finally:
         await store.close()

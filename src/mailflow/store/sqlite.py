@@ -268,16 +268,16 @@ class _WriterTurn:
     def __init__(self, path: str, wait: float) -> None:
         self.wait = wait
         self._held = False
-        with contextlib.suppress(FileExistsError):
-            os.mkfifo(f"{path}.fifo", 0o600)
         self._lock = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._fifo: int | None = None
         try:
+            with contextlib.suppress(FileExistsError):
+                os.mkfifo(f"{path}.fifo", 0o600)
             # read and write ends both: opening never blocks, writing never fails for
             # want of a reader
             self._fifo = os.open(f"{path}.fifo", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            os.close(self._lock)
-            raise
+        except OSError as exc:  # a file system without FIFOs: look again every millisecond
+            log.warning("store_writer_fifo_unavailable", path=f"{path}.fifo", error=str(exc))
 
     def _take(self) -> bool:
         try:
@@ -293,6 +293,9 @@ class _WriterTurn:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
+            if self._fifo is None:
+                time.sleep(min(left, TURN_LOOK_AGAIN / 10))
+                continue
             select.select([self._fifo], [], [], min(left, TURN_LOOK_AGAIN))
             with contextlib.suppress(BlockingIOError):
                 while os.read(self._fifo, 4096):  # what was said meanwhile, all of it
@@ -303,11 +306,13 @@ class _WriterTurn:
             return
         self._held = False
         fcntl.flock(self._lock, fcntl.LOCK_UN)
-        with contextlib.suppress(BlockingIOError):  # full: nobody has listened for long
-            os.write(self._fifo, b"\0")
+        if self._fifo is not None:
+            with contextlib.suppress(BlockingIOError):  # full: nobody has listened for long
+                os.write(self._fifo, b"\0")
 
     def close(self) -> None:
-        os.close(self._fifo)
+        if self._fifo is not None:
+            os.close(self._fifo)
         os.close(self._lock)
 
 
