@@ -57,6 +57,24 @@ SHUTDOWN_GRACE = 30.0  # seconds for messages in flight to finish after SIGTERM
 PURGE_EVERY = 3600.0  # seconds between two retention purges
 
 
+#: seconds a probe of the store may take; longer, the store is reported unhealthy (a
+#: disk that hangs, a writer stuck in a plugin's write) while the probe still waits
+STORE_PROBE_TIMEOUT = 15.0
+
+
+async def probe_store(store: Store, within: float) -> str | None:
+    """None if the store takes a write now; else why not: its error, or its silence
+    (no answer ``within`` seconds)."""
+    try:
+        async with asyncio.timeout(within):
+            await store.ping()
+    except TimeoutError:
+        return f"the store did not answer within {within:g} s"
+    except StoreUnavailable as exc:
+        return str(exc)
+    return None
+
+
 class Application:
     """One daemon process. Plugins never see it: they get its ``Host`` facade."""
 
@@ -143,15 +161,12 @@ class Application:
     async def _watch_store(self) -> None:
         """Probe the store so /healthz turns unhealthy, and back, without a restart."""
         while True:
-            try:
-                await self.store.ping()
-                if self.store_error:
-                    log.info("store_recovered")
-                self.store_error = None
-            except StoreUnavailable as exc:
-                if self.store_error is None:
-                    log.error("store_unhealthy", error=str(exc))
-                self.store_error = str(exc)
+            error = await probe_store(self.store, STORE_PROBE_TIMEOUT)
+            if error is None and self.store_error:
+                log.info("store_recovered")
+            elif error is not None and self.store_error is None:
+                log.error("store_unhealthy", error=error)
+            self.store_error = error
             self.metrics.up.set(0 if self.store_error else 1)
             await asyncio.sleep(5 if self.store_error is None else 1)
 
