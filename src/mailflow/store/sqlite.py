@@ -276,6 +276,8 @@ class _WriterTurn:
             # read and write ends both: opening never blocks, writing never fails for
             # want of a reader
             self._fifo = os.open(f"{path}.fifo", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            self._said = select.poll()  # not select(): a descriptor may be past 1024
+            self._said.register(self._fifo, select.POLLIN)
         except OSError as exc:  # a file system without FIFOs: look again every millisecond
             log.warning("store_writer_fifo_unavailable", path=f"{path}.fifo", error=str(exc))
 
@@ -296,7 +298,7 @@ class _WriterTurn:
             if self._fifo is None:
                 time.sleep(min(left, TURN_LOOK_AGAIN / 10))
                 continue
-            select.select([self._fifo], [], [], min(left, TURN_LOOK_AGAIN))
+            self._said.poll(min(left, TURN_LOOK_AGAIN) * 1000)
             with contextlib.suppress(BlockingIOError):
                 while os.read(self._fifo, 4096):  # what was said meanwhile, all of it
                     pass
